@@ -1,0 +1,95 @@
+"""The application factory: one aiohttp app hosting the API, the UI and the supervisor."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp_cors
+from aiohttp import web
+
+from . import __version__
+from .api import ListCache, envelope_middleware, routes
+from .appkeys import CONFIG, ENGINE, LIST_CACHE
+from .config import Config
+from .engine import Engine
+from .sandbox import SandboxProvider
+from .security import browser_guard
+from .store import Store
+from .workflows import Catalog, builtin_dir, load_catalog
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+
+
+def load_definitions(config: Config) -> Catalog:
+    """Built-in workflows and agents, then the user's; raises on a bad file."""
+    return load_catalog([builtin_dir(), config.user_workflows_dir])
+
+
+def default_sandbox(config: Config) -> SandboxProvider:
+    from .docker import DockerProvider
+
+    return DockerProvider(docker=config.docker, default_image=config.agent_image)
+
+
+def create_app(
+    config: Config,
+    *,
+    sandbox: SandboxProvider | None = None,
+    catalog: Catalog | None = None,
+) -> web.Application:
+    """Build the daemon. Nothing touches the disk or Docker until start-up."""
+    app = web.Application(
+        middlewares=[envelope_middleware, browser_guard],
+        client_max_size=config.max_body_bytes,
+    )
+    engine = Engine(
+        store=Store(config.missions_dir),
+        catalog=catalog or load_definitions(config),
+        sandbox=sandbox or default_sandbox(config),
+        config=config,
+    )
+    app[CONFIG] = config
+    app[ENGINE] = engine
+    app[LIST_CACHE] = ListCache()
+    app.cleanup_ctx.append(_supervisor)
+
+    app.router.add_routes(routes)
+    if STATIC.is_dir():
+        app.router.add_get("/", _index)
+        app.router.add_static("/static/", STATIC, append_version=True)
+
+    # Which origins may call is decided by browser_guard; aiohttp-cors speaks
+    # the CORS protocol (preflights, response headers) for those it lets in.
+    cors = aiohttp_cors.setup(
+        app,
+        defaults={
+            "*": aiohttp_cors.ResourceOptions(
+                allow_credentials=False,
+                allow_headers=("Content-Type", "Authorization"),
+                allow_methods=("GET", "POST", "PUT", "OPTIONS"),
+                max_age=600,
+            )
+        },
+    )
+    for route in list(app.router.routes()):
+        if route.method != "*" and route.resource is not None and str(route.resource.canonical).startswith("/api"):
+            cors.add(route)
+    return app
+
+
+async def _supervisor(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    engine = app[ENGINE]
+    config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    count = engine.store.load()
+    log.info("daemon.started", extra={"version": __version__, "missions": count, "home": str(config.home)})
+    await engine.start()
+    yield
+    await engine.close()
+
+
+async def _index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})

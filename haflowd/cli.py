@@ -1,0 +1,113 @@
+"""The ``haflowd`` command. The only place that configures logging and runs the app."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import DEFAULT_HOST, DEFAULT_PORT, Config
+from .errors import HaflowError
+
+log = logging.getLogger("haflowd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="haflowd",
+        description="haflow daemon: runs AI-assisted missions in locked-down sandboxes "
+        "with human review gates. Without a command, 'serve' is assumed.",
+    )
+    parser.add_argument("--version", action="version", version=f"haflowd {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the daemon (API, web UI and supervisor) in the foreground",
+        description="Run the daemon in the foreground. Settings come from the "
+        "environment (PORT, HOST, HAFLOW_HOME, HAFLOW_AGENT_IMAGE, HAFLOW_CORS_ORIGINS, "
+        "HAFLOW_DOCKER); flags override them.",
+    )
+    add_serve_options(serve)
+
+    image = commands.add_parser("image", help="manage the default agent image")
+    image_commands = image.add_subparsers(dest="image_command", metavar="ACTION", required=True)
+    build = image_commands.add_parser(
+        "build",
+        help="build the agent image locally (no registry needed)",
+        description="Build the default agent image from a static busybox on this machine.",
+    )
+    build.add_argument("--tag", help="image tag (default: HAFLOW_AGENT_IMAGE or the built-in tag)")
+    return parser
+
+
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help=f"address to listen on (env HOST, default {DEFAULT_HOST}, loopback only)")
+    parser.add_argument("--port", type=int, help=f"port to listen on (env PORT, default {DEFAULT_PORT})")
+    parser.add_argument("--home", help="data folder (env HAFLOW_HOME, default ~/.haflow)")
+    parser.add_argument("--agent-image", help="default agent image (env HAFLOW_AGENT_IMAGE)")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log verbosity (default INFO)"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not args_list or args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version"):
+        args_list.insert(0, "serve")
+    args = parser.parse_args(args_list)
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "image":
+        return image_build(args)
+    parser.print_help()
+    return 2
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return Config.from_env(
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        home=getattr(args, "home", None),
+        agent_image=getattr(args, "agent_image", None),
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .app import create_app
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
+    config = _config(args)
+    try:
+        app = create_app(config)
+    except HaflowError as exc:
+        print(f"haflowd: {exc.message}", file=sys.stderr)
+        return 1
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    print(f"haflowd {__version__} listening on http://{host}:{config.port}", flush=True)
+    print(f"missions: {config.missions_dir}", flush=True)
+    web.run_app(app, host=config.host, port=config.port, print=None, shutdown_timeout=5)
+    return 0
+
+
+def image_build(args: argparse.Namespace) -> int:
+    from .image import build_image
+
+    logging.basicConfig(level="INFO", format="%(message)s", stream=sys.stderr)
+    config = Config.from_env()
+    tag = args.tag or config.agent_image
+    try:
+        asyncio.run(build_image(config.docker, tag))
+    except HaflowError as exc:
+        print(f"haflowd: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"built {tag}")
+    return 0

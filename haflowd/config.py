@@ -1,0 +1,71 @@
+"""Daemon configuration: one frozen value built from the environment and flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+from . import __version__
+
+DEFAULT_PORT = 4000
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_AGENT_IMAGE = f"haflow-agent:{__version__}"
+#: Where the shipped workflow and agent definitions live (see setup.cfg).
+BUILTIN_WORKFLOWS = Path(__file__).parent / "workflows"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (value or "").split(",") if item.strip())
+
+
+@attrs.frozen
+class Config:
+    """Everything that may differ between two haflowd installations."""
+
+    home: Path
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    agent_image: str = DEFAULT_AGENT_IMAGE
+    #: Browser origins allowed besides loopback ones (exact ``scheme://host:port``).
+    cors_origins: tuple[str, ...] = ()
+    docker: str = "docker"
+    #: Characters of the running step's log shown as ``current_log_tail``.
+    log_tail_chars: int = 2000
+    max_body_bytes: int = 5 * 1024 * 1024
+
+    @property
+    def missions_dir(self) -> Path:
+        return self.home / "missions"
+
+    @property
+    def user_workflows_dir(self) -> Path:
+        return self.home / "workflows"
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
+        """Read ``PORT``, ``HOST``, ``HAFLOW_HOME`` (or the seed's ``haflow_HOME``) and friends.
+
+        Keyword ``overrides`` (command-line flags) win over the environment;
+        ``None`` values are ignored.
+        """
+        env = os.environ if env is None else env
+        home = env.get("HAFLOW_HOME") or env.get("haflow_HOME") or "~/.haflow"
+        values: dict[str, object] = {
+            "home": Path(home),
+            "host": env.get("HOST") or DEFAULT_HOST,
+            "port": int(env.get("PORT") or DEFAULT_PORT),
+            "agent_image": env.get("HAFLOW_AGENT_IMAGE") or DEFAULT_AGENT_IMAGE,
+            "cors_origins": _csv(env.get("HAFLOW_CORS_ORIGINS")),
+            "docker": env.get("HAFLOW_DOCKER") or "docker",
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["home"] = Path(str(values["home"])).expanduser().absolute()
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,179 @@
+"""The one cattrs converter: how haflow's models look as JSON.
+
+All wire rules live here and nowhere else: the contract's camelCase
+renames, optional fields omitted rather than ``null``, millisecond UTC
+timestamps with ``Z``, strict scalar types for what arrives, and unknown
+keys rejected in data files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.preconf.json import make_converter
+
+from .errors import BadRequest
+from .models import (
+    AgentSpec,
+    CreateMissionRequest,
+    MissionDetail,
+    MissionListItem,
+    MissionMeta,
+    SaveArtifactRequest,
+    StepRun,
+    Workflow,
+    WorkflowStep,
+)
+
+T = TypeVar("T")
+
+#: Contract names that are camelCase on the wire, per class.
+_RENAMES: dict[type, dict[str, str]] = {
+    WorkflowStep: {
+        "input_artifact": "inputArtifact",
+        "output_artifact": "outputArtifact",
+        "review_artifact": "reviewArtifact",
+        "workspace_mode": "workspaceMode",
+        "quick_commands": "quickCommands",
+    },
+    CreateMissionRequest: {"raw_input": "rawInput", "workflow_id": "workflowId"},
+}
+#: Definitions written by people: a typo in a key must not pass silently.
+_STRICT_KEYS = (Workflow, WorkflowStep, AgentSpec)
+
+
+def format_timestamp(value: datetime) -> str:
+    """``2026-01-23T10:00:00.000Z``: what JavaScript's ``toISOString`` gives."""
+    utc = value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(value: object, _: type | None = None) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO 8601 timestamp string")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("timestamp needs a time zone")
+    return parsed.astimezone(UTC)
+
+
+def _strict(kind: type) -> Any:
+    def structure(value: object, _: type) -> object:
+        # bool is an int in Python, but not on the wire.
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                return float(value)
+            raise ValueError(f"expected {_JSON_NAMES[kind]}")
+        return value
+
+    return structure
+
+
+_JSON_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+
+
+def _make() -> cattrs.Converter:
+    conv = make_converter(forbid_extra_keys=False)
+    conv.register_unstructure_hook(datetime, format_timestamp)
+    conv.register_structure_hook(datetime, parse_timestamp)
+    for kind in (str, int, float, bool):
+        # A predicate, not a class: str-based enums must keep their own hook.
+        conv.register_structure_hook_func(lambda t, k=kind: t is k, _strict(kind))
+
+    def _str_mapping(value: object, _: type) -> dict[str, str]:
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ValueError("expected an object of strings")
+        return dict(value)
+
+    conv.register_structure_hook_func(lambda t: t == Mapping[str, str], _str_mapping)
+
+    for cls in (
+        WorkflowStep,
+        Workflow,
+        AgentSpec,
+        MissionMeta,
+        StepRun,
+        MissionListItem,
+        CreateMissionRequest,
+        SaveArtifactRequest,
+    ):
+        attrs.resolve_types(cls)
+        renames = {
+            name: override(rename=wire) for name, wire in _RENAMES.get(cls, {}).items()
+        }
+        conv.register_unstructure_hook(
+            cls,
+            make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **renames),
+        )
+        conv.register_structure_hook(
+            cls,
+            make_dict_structure_fn(
+                cls,
+                conv,
+                _cattrs_forbid_extra_keys=cls in _STRICT_KEYS,
+                **renames,
+            ),
+        )
+
+    def _detail(detail: MissionDetail) -> dict[str, Any]:
+        out: dict[str, Any] = conv.unstructure(detail.meta)
+        out["workflow"] = conv.unstructure(detail.workflow)
+        out["artifacts"] = dict(detail.artifacts)
+        out["runs"] = [conv.unstructure(r) for r in detail.runs]
+        if detail.current_log_tail is not None:
+            out["current_log_tail"] = detail.current_log_tail
+        return out
+
+    conv.register_unstructure_hook(MissionDetail, _detail)
+    return conv
+
+
+converter = _make()
+
+
+def dumps(value: object) -> str:
+    return json.dumps(converter.unstructure(value), ensure_ascii=False, separators=(",", ":"))
+
+
+def structure_request(data: object, cls: type[T]) -> T:
+    """Build a request value from decoded JSON or raise a 400 naming the field."""
+    if not isinstance(data, dict):
+        raise BadRequest("Request body must be a JSON object")
+    try:
+        return converter.structure(data, cls)
+    except Exception as exc:  # cattrs wraps validator and type errors alike
+        raise BadRequest(f"Invalid request: {describe(exc, cls)}") from None
+
+
+def describe(exc: BaseException, cls: type) -> str:
+    """One human line per problem, each naming the wire field (``$.rawInput``)."""
+    if isinstance(exc, (cattrs.BaseValidationError, cattrs.ForbiddenExtraKeysError)):
+        messages = cattrs.transform_error(exc, path="$", format_exception=_format)
+        return "; ".join(_wire_names(m, cls) for m in messages)
+    return str(exc)
+
+
+def _format(exc: BaseException, type_: type | None) -> str:
+    # Our validators raise ValueError with a message meant for people.
+    if isinstance(exc, ValueError) and not isinstance(exc, cattrs.BaseValidationError):
+        return str(exc)
+    return cattrs.v.format_exception(exc, type_)
+
+
+_PY_NAME = re.compile(r"\b[a-z]+(?:_[a-z]+)+\b")
+
+
+def _wire_names(message: str, cls: type) -> str:
+    # Errors name attributes by their Python name; users only know the wire
+    # name.
+    renames = _RENAMES.get(cls, {})
+    return _PY_NAME.sub(lambda m: renames.get(m.group(), m.group()), message)

@@ -1,0 +1,185 @@
+"""The values haflow deals in. Pure data: no I/O and no JSON here.
+
+Field names follow the wire contract's snake_case; the few camelCase names
+of the contract are mapped in :mod:`haflowd.convert`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+
+import attrs
+
+from .ids import filename_problem, is_mission_id, is_run_id
+
+
+class MissionType(str, enum.Enum):
+    FEATURE = "feature"
+    FIX = "fix"
+    BUGFIX = "bugfix"
+    HOTFIX = "hotfix"
+    ENHANCE = "enhance"
+
+
+class MissionStatus(str, enum.Enum):
+    DRAFT = "draft"
+    READY = "ready"
+    WAITING_HUMAN = "waiting_human"
+    RUNNING_CODE_AGENT = "running_code_agent"
+    RUNNING_ROOT_LLM = "running_root_llm"
+    WAITING_CODE_REVIEW = "waiting_code_review"
+    FAILED = "failed"
+    COMPLETED = "completed"
+
+
+RUNNING_STATUSES = frozenset(
+    {MissionStatus.RUNNING_CODE_AGENT, MissionStatus.RUNNING_ROOT_LLM}
+)
+
+
+class StepType(str, enum.Enum):
+    AGENT = "agent"
+    HUMAN_GATE = "human-gate"
+
+
+class WorkspaceMode(str, enum.Enum):
+    DOCUMENT = "document"
+    CODEGEN = "codegen"
+
+
+def _non_empty(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value.strip():
+        raise ValueError(f"{attribute.name} must not be empty")
+
+
+def _artifact_name(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and (problem := filename_problem(value)) is not None:
+        raise ValueError(f"{attribute.name} {problem}")
+
+
+def _mission_id(_: object, __: attrs.Attribute[str], value: str) -> None:
+    if not is_mission_id(value):
+        raise ValueError(f"not a mission id: {value!r}")
+
+
+def _run_id(_: object, __: attrs.Attribute[str], value: str) -> None:
+    if not is_run_id(value):
+        raise ValueError(f"not a run id: {value!r}")
+
+
+@attrs.frozen
+class WorkflowStep:
+    step_id: str = attrs.field(validator=_non_empty)
+    name: str = attrs.field(validator=_non_empty)
+    type: StepType
+    agent: str | None = None
+    input_artifact: str | None = attrs.field(default=None, validator=_artifact_name)
+    output_artifact: str | None = attrs.field(default=None, validator=_artifact_name)
+    review_artifact: str | None = attrs.field(default=None, validator=_artifact_name)
+    workspace_mode: WorkspaceMode | None = None
+    quick_commands: tuple[str, ...] | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.type is StepType.AGENT and (not self.agent or not self.output_artifact):
+            raise ValueError(f"agent step {self.step_id!r} needs 'agent' and 'outputArtifact'")
+
+
+@attrs.frozen
+class Workflow:
+    workflow_id: str = attrs.field(validator=_non_empty)
+    name: str = attrs.field(validator=_non_empty)
+    steps: tuple[WorkflowStep, ...] = attrs.field()
+
+    @steps.validator
+    def _check_steps(self, _: attrs.Attribute[tuple[WorkflowStep, ...]], steps: tuple[WorkflowStep, ...]) -> None:
+        if not steps:
+            raise ValueError("a workflow needs at least one step")
+        ids = [s.step_id for s in steps]
+        if len(set(ids)) != len(ids):
+            raise ValueError("step ids must be unique")
+
+    def step_name(self, index: int) -> str:
+        """The contract's ``current_step_name``: "Complete" past the last step."""
+        return self.steps[index].name if 0 <= index < len(self.steps) else "Complete"
+
+
+@attrs.frozen
+class AgentSpec:
+    """How to run one agent: an entry of ``workflows/agents/*.json``.
+
+    ``command`` items may contain the placeholders ``{mission_id}``,
+    ``{run_id}``, ``{step_id}``, ``{step_name}``, ``{agent_id}``,
+    ``{input_artifact}`` and ``{output_artifact}``; ``image`` ``None`` means
+    the daemon's configured agent image.
+    """
+
+    agent_id: str = attrs.field(validator=_non_empty)
+    command: tuple[str, ...] = attrs.field(validator=attrs.validators.min_len(1))
+    name: str | None = None
+    image: str | None = None
+    env: Mapping[str, str] = attrs.field(factory=dict)
+    network: bool = False
+    memory: str = "512m"
+    cpus: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
+    pids_limit: int = attrs.field(default=256, validator=attrs.validators.gt(0))
+    timeout_seconds: float = attrs.field(default=1800.0, validator=attrs.validators.gt(0))
+
+
+@attrs.frozen
+class MissionMeta:
+    mission_id: str = attrs.field(validator=_mission_id)
+    title: str
+    type: MissionType
+    workflow_id: str
+    current_step: int
+    status: MissionStatus
+    created_at: datetime
+    updated_at: datetime
+    errors: tuple[str, ...]
+    last_error: str | None = None
+
+
+@attrs.frozen
+class StepRun:
+    step_id: str
+    run_id: str = attrs.field(validator=_run_id)
+    started_at: datetime
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    container_id: str | None = None
+
+
+@attrs.frozen
+class MissionListItem:
+    mission_id: str
+    title: str
+    type: MissionType
+    status: MissionStatus
+    current_step_name: str
+    updated_at: datetime
+
+
+@attrs.frozen
+class MissionDetail:
+    """``MissionMeta`` plus what the mission view needs; flattened on the wire."""
+
+    meta: MissionMeta
+    workflow: Workflow
+    artifacts: Mapping[str, str]
+    runs: tuple[StepRun, ...]
+    current_log_tail: str | None = None
+
+
+@attrs.frozen
+class CreateMissionRequest:
+    title: str = attrs.field(validator=_non_empty)
+    type: MissionType
+    raw_input: str = attrs.field(validator=_non_empty)
+    workflow_id: str | None = None
+
+
+@attrs.frozen
+class SaveArtifactRequest:
+    content: str

@@ -1,0 +1,127 @@
+"""The seam between the engine and whatever runs agent containers.
+
+The engine only ever talks to a :class:`SandboxProvider`. The Docker CLI
+provider lives in :mod:`haflowd.docker`; a remote Docker host or Kubernetes
+Jobs would be further implementations of the same protocol. Nothing in here
+knows about Docker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from .errors import HaflowError
+
+#: Label keys every sandbox carries, so a provider can find its own containers.
+LABEL_MISSION = "haflow.mission_id"
+LABEL_RUN = "haflow.run_id"
+LABEL_STEP = "haflow.step_id"
+
+
+class SandboxError(HaflowError):
+    """A sandbox could not be started, watched or stopped."""
+
+
+class SandboxUnavailable(SandboxError):
+    """The engine behind the provider cannot be reached at all."""
+
+
+@attrs.frozen
+class Mount:
+    """A host folder bind-mounted into the sandbox."""
+
+    source: Path
+    target: str
+    read_only: bool = False
+
+
+@attrs.frozen
+class Limits:
+    """Resource ceilings of one sandbox."""
+
+    memory: str = "512m"
+    cpus: float = 1.0
+    pids: int = 256
+    timeout_seconds: float = 1800.0
+
+
+@attrs.frozen
+class SandboxSpec:
+    """Everything a provider needs to start one agent run.
+
+    ``env`` values may be secrets: providers must pass them without writing
+    them anywhere (files, logs, process arguments).
+    """
+
+    mission_id: str
+    run_id: str
+    step_id: str
+    image: str
+    command: tuple[str, ...]
+    env: Mapping[str, str] = attrs.field(factory=dict)
+    mounts: tuple[Mount, ...] = ()
+    workdir: str = "/mission"
+    network: bool = False
+    limits: Limits = Limits()
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_MISSION: self.mission_id,
+            LABEL_RUN: self.run_id,
+            LABEL_STEP: self.step_id,
+        }
+
+
+@attrs.frozen
+class SandboxInfo:
+    """A sandbox the provider found carrying haflow labels."""
+
+    sandbox_id: str
+    mission_id: str
+    run_id: str
+    step_id: str
+    running: bool
+
+
+@runtime_checkable
+class SandboxProvider(Protocol):
+    """Runs agent steps in isolated, ephemeral sandboxes.
+
+    Every method that takes a ``sandbox_id`` accepts the value :meth:`start`
+    returned, also after a daemon restart (it is persisted in the run file).
+    """
+
+    async def check(self) -> None:
+        """Raise :class:`SandboxUnavailable` with advice if runs cannot start."""
+
+    async def start(self, spec: SandboxSpec) -> str:
+        """Start a sandbox in the background and return its id.
+
+        Raises :class:`SandboxError` if it cannot be started.
+        """
+
+    def output(self, sandbox_id: str) -> AsyncIterator[bytes]:
+        """Yield the sandbox's combined output from its very beginning.
+
+        Each item is one line including its trailing ``\\n`` (the last may
+        lack it). Lines longer than the provider's limit arrive split into
+        several items. Iteration follows a running sandbox and ends once it
+        has exited and all output was yielded.
+        """
+
+    async def wait(self, sandbox_id: str) -> int:
+        """Wait for the sandbox to exit and return its exit code."""
+
+    async def stop(self, sandbox_id: str, *, grace_seconds: float = 3.0) -> None:
+        """Stop a running sandbox (no error if it already exited)."""
+
+    async def remove(self, sandbox_id: str) -> None:
+        """Remove a sandbox and everything it holds (no error if gone)."""
+
+    async def list(self) -> list[SandboxInfo]:
+        """Every sandbox, running or exited, that carries haflow labels."""

@@ -1,0 +1,265 @@
+"""Missions on disk, and the in-memory index the daemon answers lists from.
+
+Layout under the missions folder (the contract's)::
+
+    <mission_id>/mission.json         MissionMeta
+    <mission_id>/artifacts/<file>     raw-input.md, structured-text.md, ...
+    <mission_id>/runs/<run_id>.json   StepRun
+    <mission_id>/logs/<run_id>.log    the run's combined output
+
+Every JSON file and every artifact the daemon writes is replaced atomically
+(temp file in the same folder, fsync, ``os.replace``), so a crash leaves
+either the old or the new content, never a mixture. Logs are only appended
+to. The daemon is the only writer of ``mission.json``, which is what lets
+the index stay in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import attrs
+
+from .convert import converter, dumps
+from .errors import MissionNotFound, NotFound
+from .ids import check_filename, is_mission_id, is_run_id
+from .models import MissionMeta, StepRun
+
+log = logging.getLogger(__name__)
+
+MISSION_FILE = "mission.json"
+ARTIFACTS = "artifacts"
+RUNS = "runs"
+LOGS = "logs"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that readers and crashes see all or nothing."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the rename itself durable; not every platform allows it.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_tail(path: Path, chars: int) -> str:
+    """The last ``chars`` characters of a UTF-8 text file, reading only its end."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            want = chars * 4  # the most bytes ``chars`` UTF-8 characters take
+            f.seek(max(0, size - want))
+            data = f.read(want)
+    except FileNotFoundError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return text[-chars:]
+
+
+@attrs.define
+class Store:
+    """Reads and writes missions under ``root``; owns the in-memory index."""
+
+    root: Path
+    _index: dict[str, MissionMeta] = attrs.field(factory=dict, init=False)
+    #: Bumped on every change of any mission's meta; lets readers cache.
+    version: int = attrs.field(default=0, init=False)
+
+    # -- paths -------------------------------------------------------------
+
+    def mission_dir(self, mission_id: str) -> Path:
+        if not is_mission_id(mission_id):
+            raise MissionNotFound(mission_id)
+        return self.root / mission_id
+
+    def artifacts_dir(self, mission_id: str) -> Path:
+        return self.mission_dir(mission_id) / ARTIFACTS
+
+    def log_path(self, mission_id: str, run_id: str) -> Path:
+        if not is_run_id(run_id):
+            raise NotFound(f"Run not found: {run_id}")
+        return self.mission_dir(mission_id) / LOGS / f"{run_id}.log"
+
+    def _run_path(self, mission_id: str, run_id: str) -> Path:
+        return self.mission_dir(mission_id) / RUNS / f"{run_id}.json"
+
+    # -- index ------------------------------------------------------------
+
+    def load(self) -> int:
+        """Build the index from disk; unreadable missions are logged and skipped."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._index.clear()
+        for entry in os.scandir(self.root):
+            if not entry.is_dir() or not is_mission_id(entry.name):
+                continue
+            meta = self._read_meta(Path(entry.path))
+            if meta is not None:
+                self._index[meta.mission_id] = meta
+        self.version += 1
+        return len(self._index)
+
+    def _read_meta(self, folder: Path) -> MissionMeta | None:
+        path = folder / MISSION_FILE
+        try:
+            meta = converter.structure(json.loads(path.read_bytes()), MissionMeta)
+        except FileNotFoundError:
+            log.warning("store.mission_skipped", extra={"path": str(folder), "reason": "no mission.json"})
+            return None
+        except Exception as exc:
+            log.warning(
+                "store.mission_skipped",
+                extra={"path": str(folder), "reason": f"unreadable mission.json: {exc}"},
+            )
+            return None
+        if meta.mission_id != folder.name:
+            log.warning("store.mission_skipped", extra={"path": str(folder), "reason": "id mismatch"})
+            return None
+        return meta
+
+    def metas(self) -> Iterator[MissionMeta]:
+        return iter(list(self._index.values()))
+
+    def get(self, mission_id: str) -> MissionMeta:
+        try:
+            return self._index[mission_id]
+        except KeyError:
+            raise MissionNotFound(mission_id) from None
+
+    def __contains__(self, mission_id: object) -> bool:
+        return mission_id in self._index
+
+    # -- writes -----------------------------------------------------------
+
+    def create(self, meta: MissionMeta, raw_input: str) -> MissionMeta:
+        """Create a mission folder with ``raw-input.md``; all or nothing."""
+        final = self.mission_dir(meta.mission_id)
+        staging = self.root / f".new-{meta.mission_id}"
+        try:
+            for sub in (ARTIFACTS, RUNS, LOGS):
+                (staging / sub).mkdir(parents=True)
+            atomic_write(staging / ARTIFACTS / "raw-input.md", raw_input.encode())
+            atomic_write(staging / MISSION_FILE, dumps(meta).encode())
+            os.rename(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _fsync_dir(self.root)
+        self._remember(meta)
+        return meta
+
+    def save(self, meta: MissionMeta) -> MissionMeta:
+        self.get(meta.mission_id)
+        atomic_write(self.mission_dir(meta.mission_id) / MISSION_FILE, dumps(meta).encode())
+        self._remember(meta)
+        return meta
+
+    def _remember(self, meta: MissionMeta) -> None:
+        self._index[meta.mission_id] = meta
+        self.version += 1
+
+    # -- artifacts --------------------------------------------------------
+
+    def artifacts(self, mission_id: str) -> dict[str, str]:
+        folder = self.artifacts_dir(mission_id)
+        found: dict[str, str] = {}
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except FileNotFoundError:
+            return found
+        for entry in entries:
+            # Hidden names are our own temp files (or an agent's); never shown.
+            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                with open(entry.path, "rb") as f:
+                    found[entry.name] = f.read().decode("utf-8", errors="replace")
+            except OSError:
+                continue
+        return found
+
+    def read_artifact(self, mission_id: str, filename: str) -> str:
+        path = self.artifacts_dir(mission_id) / check_filename(filename)
+        try:
+            if path.is_symlink():
+                raise FileNotFoundError(path)
+            return path.read_bytes().decode("utf-8", errors="replace")
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFound(f"Artifact not found: {filename}") from None
+
+    def write_artifact(self, mission_id: str, filename: str, content: str) -> None:
+        self.get(mission_id)
+        folder = self.artifacts_dir(mission_id)
+        target = folder / check_filename(filename)
+        # An agent could have left a symlink or folder under that name; the
+        # replace below swaps the link itself, never writes through it.
+        if target.is_dir() and not target.is_symlink():
+            raise NotFound(f"Artifact {filename} is a folder")
+        atomic_write(target, content.encode())
+
+    # -- runs and logs ----------------------------------------------------
+
+    def runs(self, mission_id: str) -> list[StepRun]:
+        folder = self.mission_dir(mission_id) / RUNS
+        runs: list[StepRun] = []
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return runs
+        for entry in entries:
+            if not entry.name.endswith(".json") or entry.name.startswith("."):
+                continue
+            try:
+                with open(entry.path, "rb") as f:
+                    runs.append(converter.structure(json.loads(f.read()), StepRun))
+            except Exception as exc:
+                log.warning("store.run_skipped", extra={"path": entry.path, "reason": str(exc)})
+        runs.sort(key=lambda r: (r.started_at, r.run_id))
+        return runs
+
+    def get_run(self, mission_id: str, run_id: str) -> StepRun:
+        if not is_run_id(run_id):
+            raise NotFound(f"Run not found: {run_id}")
+        try:
+            data = self._run_path(mission_id, run_id).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"Run not found: {run_id}") from None
+        return converter.structure(json.loads(data), StepRun)
+
+    def save_run(self, mission_id: str, run: StepRun) -> StepRun:
+        atomic_write(self._run_path(mission_id, run.run_id), dumps(run).encode())
+        return run
+
+    def open_log(self, mission_id: str, run_id: str) -> BinaryIO:
+        """The run's log, opened for appending raw bytes."""
+        return self.log_path(mission_id, run_id).open("ab", buffering=0)
+
+    def log_tail(self, mission_id: str, run_id: str, chars: int) -> str:
+        return read_tail(self.log_path(mission_id, run_id), chars)

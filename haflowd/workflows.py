@@ -1,0 +1,106 @@
+"""Workflow and agent definitions: JSON data files, loaded and checked once.
+
+Built-in definitions ship with the package (the repository's top-level
+``workflows/`` folder); ``HAFLOW_HOME/workflows/`` adds to them or replaces
+one with the same id. Agents live in an ``agents/`` subfolder of either.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import attrs
+
+from .convert import converter, describe
+from .errors import InvalidDefinition
+from .models import AgentSpec, StepType, Workflow
+
+DEFAULT_WORKFLOW = "standard-feature"
+AGENTS = "agents"
+PLACEHOLDERS = frozenset(
+    {"mission_id", "run_id", "step_id", "step_name", "agent_id", "input_artifact", "output_artifact"}
+)
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def builtin_dir() -> Path:
+    """The shipped definitions: inside the installed package, else the checkout."""
+    here = Path(__file__).parent
+    installed = here / "workflows"
+    return installed if installed.is_dir() else here.parent / "workflows"
+
+
+def expand(template: str, values: dict[str, str]) -> str:
+    """Fill ``{name}`` placeholders; no format-string features beyond that."""
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+@attrs.frozen
+class Catalog:
+    """Every workflow and agent the daemon knows, by id."""
+
+    workflows: dict[str, Workflow]
+    agents: dict[str, AgentSpec]
+
+    def workflow(self, workflow_id: str) -> Workflow | None:
+        return self.workflows.get(workflow_id)
+
+
+def _json_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.json") if p.is_file())
+
+
+def _load(path: Path, cls: type) -> object:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidDefinition(path, f"cannot read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidDefinition(path, f"invalid JSON: {exc}") from None
+    try:
+        return converter.structure(data, cls)
+    except Exception as exc:
+        raise InvalidDefinition(path, describe(exc, cls)) from None
+
+
+def load_catalog(folders: Iterable[Path]) -> Catalog:
+    """Load definitions from ``folders``, later folders overriding earlier ones.
+
+    Raises :class:`InvalidDefinition` naming the file and the problem.
+    """
+    workflows: dict[str, tuple[Path, Workflow]] = {}
+    agents: dict[str, tuple[Path, AgentSpec]] = {}
+    for folder in folders:
+        for path in _json_files(folder):
+            wf = _load(path, Workflow)
+            assert isinstance(wf, Workflow)
+            workflows[wf.workflow_id] = (path, wf)
+        for path in _json_files(folder / AGENTS):
+            agent = _load(path, AgentSpec)
+            assert isinstance(agent, AgentSpec)
+            for item in agent.command:
+                unknown = set(_PLACEHOLDER.findall(item)) - PLACEHOLDERS
+                if unknown:
+                    raise InvalidDefinition(
+                        path, f"unknown placeholder {{{sorted(unknown)[0]}}} in command"
+                    )
+            agents[agent.agent_id] = (path, agent)
+    for path, wf in workflows.values():
+        for step in wf.steps:
+            if step.type is StepType.AGENT and step.agent not in agents:
+                raise InvalidDefinition(
+                    path, f"step {step.step_id!r} names unknown agent {step.agent!r}"
+                )
+    if DEFAULT_WORKFLOW not in workflows:
+        raise InvalidDefinition(
+            " + ".join(str(f) for f in folders), f"no {DEFAULT_WORKFLOW!r} workflow found"
+        )
+    return Catalog(
+        workflows={k: wf for k, (_, wf) in workflows.items()},
+        agents={k: a for k, (_, a) in agents.items()},
+    )

@@ -1,0 +1,86 @@
+"""Shared fixtures: a temp HAFLOW_HOME, a fake sandbox, and the API over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from haflowd.app import create_app
+from haflowd.config import Config
+from tests.fakes import FakeSandbox
+
+RAW_INPUT = "Add a dark mode toggle to the settings page."
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "haflow-home"
+
+
+@pytest.fixture
+def config(home: Path) -> Config:
+    return Config.from_env({}, home=home, port=0)
+
+
+@pytest.fixture
+def fake() -> FakeSandbox:
+    return FakeSandbox()
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, config: Config, fake: FakeSandbox) -> TestClient:
+    return await aiohttp_client(create_app(config, sandbox=fake))
+
+
+async def api(client: TestClient, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    """Call the API and return (status, envelope), checking the envelope's shape."""
+    resp = await client.request(method, path, **kwargs)
+    assert resp.content_type == "application/json"
+    body = json.loads(await resp.read())
+    assert set(body) == {"success", "data", "error"}
+    if resp.status < 400:
+        assert body["success"] is True and body["error"] is None
+    else:
+        assert body["success"] is False and body["data"] is None
+        assert isinstance(body["error"], str) and body["error"]
+    return resp.status, body
+
+
+async def create_mission(client: TestClient, **fields: Any) -> dict[str, Any]:
+    payload = {"title": "Dark mode", "type": "feature", "rawInput": RAW_INPUT, **fields}
+    status, body = await api(client, "POST", "/api/missions", json=payload)
+    assert status == 201, body
+    return body["data"]
+
+
+async def detail(client: TestClient, mission_id: str) -> dict[str, Any]:
+    status, body = await api(client, "GET", f"/api/missions/{mission_id}")
+    assert status == 200, body
+    return body["data"]
+
+
+async def until(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 30.0, interval: float = 0.02
+) -> None:
+    """Wait until ``check()`` is true; fail by name if it never is."""
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(interval)
+
+
+async def wait_status(client: TestClient, mission_id: str, *statuses: str, timeout: float = 30.0) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    async def reached() -> bool:
+        found.clear()
+        found.update(await detail(client, mission_id))
+        return found["status"] in statuses
+
+    await until(reached, timeout=timeout)
+    return found
