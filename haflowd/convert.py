@@ -8,6 +8,7 @@ keys rejected in data files.
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 from collections.abc import Mapping
@@ -65,12 +66,19 @@ def parse_timestamp(value: object, _: type | None = None) -> datetime:
 
 
 def _strict(kind: type) -> Any:
-    def structure(value: object, _: type) -> object:
+    def structure(value: object, cl: type) -> object:
         # bool is an int in Python, but not on the wire.
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 return float(value)
             raise ValueError(f"expected {_JSON_NAMES[kind]}")
+        if cl is not kind and issubclass(cl, enum.Enum):
+            # str-based enums reach this hook too (single dispatch wins).
+            try:
+                return cl(value)
+            except ValueError:
+                allowed = ", ".join(str(m.value) for m in cl)  # type: ignore[var-annotated]
+                raise ValueError(f"must be one of {allowed}") from None
         return value
 
     return structure
@@ -84,8 +92,7 @@ def _make() -> cattrs.Converter:
     conv.register_unstructure_hook(datetime, format_timestamp)
     conv.register_structure_hook(datetime, parse_timestamp)
     for kind in (str, int, float, bool):
-        # A predicate, not a class: str-based enums must keep their own hook.
-        conv.register_structure_hook_func(lambda t, k=kind: t is k, _strict(kind))
+        conv.register_structure_hook(kind, _strict(kind))
 
     def _str_mapping(value: object, _: type) -> dict[str, str]:
         if not isinstance(value, Mapping) or not all(

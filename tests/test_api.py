@@ -1,0 +1,458 @@
+"""The HTTP API, through real HTTP, checked against the contract's JSON field by field."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import RAW_INPUT, api, create_mission, detail, wait_status
+from tests.fakes import Behaviour, FakeSandbox
+
+TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+META_KEYS = {
+    "mission_id", "title", "type", "workflow_id", "current_step", "status", "created_at", "updated_at", "errors",
+}
+RUN_KEYS = {"step_id", "run_id", "started_at"}
+STANDARD_STEPS = [
+    {"step_id": "cleanup", "name": "Cleanup", "type": "agent", "agent": "cleanup-agent",
+     "inputArtifact": "raw-input.md", "outputArtifact": "structured-text.md"},
+    {"step_id": "review-structured", "name": "Review Structured", "type": "human-gate",
+     "reviewArtifact": "structured-text.md"},
+    {"step_id": "research", "name": "Research", "type": "agent", "agent": "research-agent",
+     "inputArtifact": "structured-text.md", "outputArtifact": "research-output.md"},
+    {"step_id": "review-research", "name": "Review Research", "type": "human-gate",
+     "reviewArtifact": "research-output.md"},
+    {"step_id": "planning", "name": "Planning", "type": "agent", "agent": "planning-agent",
+     "inputArtifact": "research-output.md", "outputArtifact": "implementation-plan.md"},
+    {"step_id": "review-plan", "name": "Review Plan", "type": "human-gate",
+     "reviewArtifact": "implementation-plan.md"},
+    {"step_id": "implementation", "name": "Implementation", "type": "agent", "agent": "impl-agent",
+     "inputArtifact": "implementation-plan.md", "outputArtifact": "implementation-result.json"},
+    {"step_id": "review-impl", "name": "Review Implementation", "type": "human-gate",
+     "reviewArtifact": "implementation-result.json"},
+]
+
+
+def assert_meta(meta: dict[str, Any]) -> None:
+    assert set(meta) - {"last_error"} == META_KEYS
+    assert re.fullmatch(r"m-[0-9a-f]{8}", meta["mission_id"])
+    assert TIMESTAMP.fullmatch(meta["created_at"]) and TIMESTAMP.fullmatch(meta["updated_at"])
+    assert isinstance(meta["current_step"], int) and isinstance(meta["errors"], list)
+
+
+def assert_run(run: dict[str, Any]) -> None:
+    assert RUN_KEYS <= set(run) <= RUN_KEYS | {"finished_at", "exit_code", "container_id"}
+    assert re.fullmatch(r"r-[0-9a-f]{8}", run["run_id"])
+    assert TIMESTAMP.fullmatch(run["started_at"])
+    if "finished_at" in run:
+        assert TIMESTAMP.fullmatch(run["finished_at"])
+
+
+class TestCreate:
+    async def test_create_answers_201_with_meta(self, client: TestClient, home: Path) -> None:
+        """POST /api/missions returns a ready MissionMeta at step 0 and writes raw-input.md."""
+        status, body = await api(
+            client, "POST", "/api/missions", json={"title": "Dark mode", "type": "feature", "rawInput": RAW_INPUT}
+        )
+        assert status == 201
+        meta = body["data"]
+        assert_meta(meta)
+        assert "last_error" not in meta
+        assert meta["title"] == "Dark mode"
+        assert meta["type"] == "feature"
+        assert meta["workflow_id"] == "standard-feature"
+        assert meta["current_step"] == 0
+        assert meta["status"] == "ready"
+        assert meta["errors"] == []
+        assert meta["created_at"] == meta["updated_at"]
+        folder = home / "missions" / meta["mission_id"]
+        assert (folder / "artifacts" / "raw-input.md").read_text() == RAW_INPUT
+        assert (folder / "runs").is_dir() and (folder / "logs").is_dir()
+
+    @pytest.mark.parametrize("mission_type", ["feature", "fix", "bugfix", "hotfix", "enhance"])
+    async def test_every_mission_type_is_accepted(self, client: TestClient, mission_type: str) -> None:
+        """Each of the contract's five mission types can be created."""
+        meta = await create_mission(client, type=mission_type)
+        assert meta["type"] == mission_type
+
+    async def test_workflow_id_picks_the_workflow(self, client: TestClient) -> None:
+        """workflowId chooses a workflow other than the default."""
+        meta = await create_mission(client, workflowId="oneshot")
+        assert meta["workflow_id"] == "oneshot"
+
+    @pytest.mark.parametrize(
+        ("payload", "field"),
+        [
+            ({"type": "feature", "rawInput": "x"}, "$.title"),
+            ({"title": "", "type": "feature", "rawInput": "x"}, "title"),
+            ({"title": "   ", "type": "feature", "rawInput": "x"}, "title"),
+            ({"title": 7, "type": "feature", "rawInput": "x"}, "$.title"),
+            ({"title": "t", "rawInput": "x"}, "$.type"),
+            ({"title": "t", "type": "chore", "rawInput": "x"}, "$.type"),
+            ({"title": "t", "type": "feature"}, "$.rawInput"),
+            ({"title": "t", "type": "feature", "rawInput": ""}, "rawInput"),
+            ({"title": "t", "type": "feature", "rawInput": ["x"]}, "$.rawInput"),
+            ({"title": "t", "type": "feature", "rawInput": "x", "workflowId": "nope"}, "$.workflowId"),
+            ({"title": "t", "type": "feature", "rawInput": "x", "workflowId": 5}, "$.workflowId"),
+        ],
+    )
+    async def test_invalid_fields_are_named(
+        self, client: TestClient, home: Path, payload: dict[str, Any], field: str
+    ) -> None:
+        """A bad create request answers 400 naming the field, and creates nothing."""
+        status, body = await api(client, "POST", "/api/missions", json=payload)
+        assert status == 400
+        assert field in body["error"]
+        assert list((home / "missions").iterdir()) == []
+
+    @pytest.mark.parametrize("raw", [b"{", b"not json", b"[1,2]", b'"text"', b""])
+    async def test_malformed_json_is_400(self, client: TestClient, raw: bytes) -> None:
+        """A body that is not a JSON object answers 400 in the envelope."""
+        status, body = await api(
+            client, "POST", "/api/missions", data=raw, headers={"Content-Type": "application/json"}
+        )
+        assert status == 400
+        assert "JSON" in body["error"]
+
+
+class TestList:
+    async def test_empty_list(self, client: TestClient) -> None:
+        """With no missions the list is an empty array."""
+        assert await api(client, "GET", "/api/missions") == (
+            200, {"success": True, "data": [], "error": None}
+        )
+
+    async def test_items_have_contract_fields_newest_first(self, client: TestClient) -> None:
+        """List items carry exactly the contract's fields, sorted by updated_at newest first."""
+        first = await create_mission(client, title="first")
+        await asyncio.sleep(0.002)
+        second = await create_mission(client, title="second")
+        status, body = await api(client, "GET", "/api/missions")
+        assert status == 200
+        items = body["data"]
+        assert [i["mission_id"] for i in items] == [second["mission_id"], first["mission_id"]]
+        assert items[0] == {
+            "mission_id": second["mission_id"],
+            "title": "second",
+            "type": "feature",
+            "status": "ready",
+            "current_step_name": "Cleanup",
+            "updated_at": second["updated_at"],
+        }
+
+    async def test_touching_a_mission_moves_it_first(self, client: TestClient) -> None:
+        """Saving an artifact touches updated_at, which re-sorts the list."""
+        first = await create_mission(client, title="first")
+        await asyncio.sleep(0.002)
+        await create_mission(client, title="second")
+        await asyncio.sleep(0.002)
+        await api(client, "PUT", f"/api/missions/{first['mission_id']}/artifacts/notes.md", json={"content": "x"})
+        _, body = await api(client, "GET", "/api/missions")
+        assert body["data"][0]["mission_id"] == first["mission_id"]
+
+    async def test_corrupt_missions_are_skipped(self, aiohttp_client: Any, config: Any, fake: FakeSandbox) -> None:
+        """Folders with a missing or corrupt mission.json are left out of the list, not a 500."""
+        from haflowd.app import create_app
+
+        good = config.missions_dir / "m-00000001"
+        client = await aiohttp_client(create_app(config, sandbox=fake))
+        meta = await create_mission(client)
+        await client.close()
+        (config.missions_dir / "m-0000000b").mkdir()
+        (config.missions_dir / "m-0000000c").mkdir()
+        (config.missions_dir / "m-0000000c" / "mission.json").write_text('{"mission_id": "m-0000000c", "ti')
+        (config.missions_dir / "not-a-mission").mkdir()
+        assert not good.exists()
+        client = await aiohttp_client(create_app(config, sandbox=fake))
+        status, body = await api(client, "GET", "/api/missions")
+        assert status == 200
+        assert [i["mission_id"] for i in body["data"]] == [meta["mission_id"]]
+        status, _ = await api(client, "GET", "/api/missions/m-0000000c")
+        assert status == 404
+
+
+class TestDetail:
+    async def test_detail_is_meta_plus_workflow_artifacts_runs(self, client: TestClient) -> None:
+        """GET /api/missions/:id returns MissionDetail with the standard-feature workflow."""
+        meta = await create_mission(client)
+        data = await detail(client, meta["mission_id"])
+        assert set(data) == META_KEYS | {"workflow", "artifacts", "runs"}
+        assert {k: data[k] for k in META_KEYS} == meta
+        assert data["workflow"] == {
+            "workflow_id": "standard-feature", "name": "Standard Feature", "steps": STANDARD_STEPS
+        }
+        assert data["artifacts"] == {"raw-input.md": RAW_INPUT}
+        assert data["runs"] == []
+
+    @pytest.mark.parametrize("mission_id", ["m-deadbeef", "m-DEADBEEF", "nope", "m-1234567"])
+    async def test_unknown_mission_is_404(self, client: TestClient, mission_id: str) -> None:
+        """Unknown or malformed mission ids answer 404 for every mission endpoint."""
+        for method, path, kwargs in [
+            ("GET", f"/api/missions/{mission_id}", {}),
+            ("POST", f"/api/missions/{mission_id}/continue", {}),
+            ("POST", f"/api/missions/{mission_id}/mark-completed", {}),
+            ("POST", f"/api/missions/{mission_id}/cancel", {}),
+            ("PUT", f"/api/missions/{mission_id}/artifacts/a.md", {"json": {"content": "x"}}),
+        ]:
+            status, body = await api(client, method, path, **kwargs)
+            assert status == 404, (method, path)
+            assert "not found" in body["error"].lower()
+
+    async def test_log_tail_of_the_running_step(self, client: TestClient, fake: FakeSandbox) -> None:
+        """While an agent runs, current_log_tail holds the end of its log; afterwards it is omitted."""
+        gate = asyncio.Event()
+        fake.behaviours["cleanup"] = Behaviour(gate=gate)
+        meta = await create_mission(client)
+        mid = meta["mission_id"]
+        await api(client, "POST", f"/api/missions/{mid}/continue")
+        data = await detail(client, mid)
+        assert data["status"] == "running_code_agent"
+        assert data["runs"][0].keys() == {"step_id", "run_id", "started_at", "container_id"}
+        assert "starting step cleanup" in data.get("current_log_tail", "")
+        gate.set()
+        data = await wait_status(client, mid, "waiting_human")
+        assert "current_log_tail" not in data
+        assert_run(data["runs"][0])
+        assert data["runs"][0]["exit_code"] == 0
+
+    async def test_log_tail_is_the_last_characters(self, client: TestClient, fake: FakeSandbox) -> None:
+        """current_log_tail is the last 2000 characters of a longer log."""
+        gate = asyncio.Event()
+        lines = tuple(f"line {i:05d} é\n".encode() for i in range(1000))
+        fake.behaviours["cleanup"] = Behaviour(gate=gate, extra_lines=lines)
+        meta = await create_mission(client)
+        mid = meta["mission_id"]
+        await api(client, "POST", f"/api/missions/{mid}/continue")
+        gate.set()
+        full = b"".join(lines).decode()
+        # The fake writes the lines, then the output artifact, then exits.
+        data = await wait_status(client, mid, "waiting_human")
+        run_id = data["runs"][0]["run_id"]
+        status, body = await api(client, "GET", f"/api/missions/{mid}/runs/{run_id}/log")
+        assert status == 200
+        assert full in body["data"]
+
+
+class TestArtifacts:
+    async def test_put_writes_and_touches(self, client: TestClient, home: Path) -> None:
+        """PUT saves the artifact, answers data null and moves updated_at forward."""
+        meta = await create_mission(client)
+        mid = meta["mission_id"]
+        await asyncio.sleep(0.002)
+        status, body = await api(
+            client, "PUT", f"/api/missions/{mid}/artifacts/structured-text.md", json={"content": "# Edited\n"}
+        )
+        assert (status, body["data"]) == (200, None)
+        assert (home / "missions" / mid / "artifacts" / "structured-text.md").read_text() == "# Edited\n"
+        data = await detail(client, mid)
+        assert data["artifacts"]["structured-text.md"] == "# Edited\n"
+        assert data["updated_at"] > meta["updated_at"]
+
+    async def test_put_replaces_existing_content(self, client: TestClient) -> None:
+        """A second PUT replaces the content entirely."""
+        mid = (await create_mission(client))["mission_id"]
+        await api(client, "PUT", f"/api/missions/{mid}/artifacts/raw-input.md", json={"content": "short"})
+        assert (await detail(client, mid))["artifacts"]["raw-input.md"] == "short"
+
+    @pytest.mark.parametrize(
+        "body",
+        [{}, {"content": 5}, {"content": None}, {"contents": "x"}, [1]],
+    )
+    async def test_bad_body_is_400(self, client: TestClient, body: Any) -> None:
+        """A PUT body without a string content answers 400."""
+        mid = (await create_mission(client))["mission_id"]
+        status, answer = await api(client, "PUT", f"/api/missions/{mid}/artifacts/a.md", json=body)
+        assert status == 400
+        assert "content" in answer["error"] or "object" in answer["error"]
+
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "..",
+            "...",
+            "..%2F..%2Fescape.md",
+            "%2E%2E",
+            "a%2Fb.md",
+            "%2Fetc%2Fpasswd",
+            "a%5Cb.md",
+            "..%5Cescape.md",
+            "a%00b.md",
+            ".hidden",
+            "a..b",
+            "sp%20ace.md",
+            "x" * 256,
+            "%C3%A9.md",
+            "a%3Ab",
+        ],
+    )
+    async def test_traversal_and_bad_names_are_rejected(self, client: TestClient, home: Path, name: str) -> None:
+        """Names that are not plain safe file names answer 400 (or 404) and write nothing anywhere."""
+        mid = (await create_mission(client))["mission_id"]
+        before = sorted(p.relative_to(home) for p in home.rglob("*"))
+        resp = await client.put(f"/api/missions/{mid}/artifacts/{name}", json={"content": "pwned"})
+        assert resp.status in (400, 404)
+        body = await resp.json()
+        assert body["success"] is False
+        after = sorted(p.relative_to(home) for p in home.rglob("*"))
+        assert after[: len(before)] == before and len(after) == len(before)
+        assert not any("pwned" in p.read_text() for p in home.rglob("*") if p.is_file())
+
+    async def test_absolute_path_via_double_slash_is_not_written(self, client: TestClient, tmp_path: Path) -> None:
+        """A path that tries to smuggle an absolute target is refused and writes nothing."""
+        mid = (await create_mission(client))["mission_id"]
+        target = tmp_path / "outside.md"
+        resp = await client.put(f"/api/missions/{mid}/artifacts/{target}", json={"content": "pwned"})
+        assert resp.status in (400, 404)
+        assert not target.exists()
+
+    async def test_max_length_name_is_accepted(self, client: TestClient) -> None:
+        """A 255-byte name is within the limit."""
+        mid = (await create_mission(client))["mission_id"]
+        name = "a" * 252 + ".md"
+        status, _ = await api(client, "PUT", f"/api/missions/{mid}/artifacts/{name}", json={"content": "ok"})
+        assert status == 200
+
+    async def test_rendered_artifact(self, client: TestClient) -> None:
+        """The html endpoint renders an artifact through the safe renderer."""
+        mid = (await create_mission(client))["mission_id"]
+        status, body = await api(client, "GET", f"/api/missions/{mid}/artifacts/raw-input.md/html")
+        assert status == 200
+        assert "dark mode toggle" in body["data"]["html"]
+        status, _ = await api(client, "GET", f"/api/missions/{mid}/artifacts/missing.md/html")
+        assert status == 404
+
+
+class TestWorkflows:
+    async def test_lists_builtin_workflows(self, client: TestClient) -> None:
+        """GET /api/workflows lists standard-feature exactly as the contract's table, and oneshot."""
+        status, body = await api(client, "GET", "/api/workflows")
+        assert status == 200
+        by_id = {w["workflow_id"]: w for w in body["data"]}
+        assert by_id["standard-feature"] == {
+            "workflow_id": "standard-feature", "name": "Standard Feature", "steps": STANDARD_STEPS
+        }
+        oneshot = by_id["oneshot"]
+        assert [s["type"] for s in oneshot["steps"]] == ["agent", "human-gate"]
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [("GET", "/api/nope"), ("GET", "/api"), ("POST", "/api/missions/m-12345678/explode"), ("GET", "/api/x/y/z")],
+    )
+    async def test_unknown_api_routes_are_404_envelopes(self, client: TestClient, method: str, path: str) -> None:
+        """Unknown /api routes answer 404 in the envelope."""
+        status, _ = await api(client, method, path)
+        assert status == 404
+
+    async def test_unexpected_errors_are_500_without_details(
+        self, client: TestClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An unexpected exception answers a short 500 envelope; details stay in the log."""
+        from haflowd.store import Store
+
+        def boom(self: Store, mission_id: str) -> None:
+            raise RuntimeError("secret internal detail")
+
+        monkeypatch.setattr(Store, "artifacts", boom)
+        mid = (await create_mission(client))["mission_id"]
+        status, body = await api(client, "GET", f"/api/missions/{mid}")
+        assert status == 500
+        assert "secret" not in body["error"]
+
+    async def test_body_too_large_is_413(self, aiohttp_client: Any, config: Any, fake: FakeSandbox) -> None:
+        """A body above the configured cap answers 413 in the envelope."""
+        import attrs
+
+        from haflowd.app import create_app
+
+        client = await aiohttp_client(create_app(attrs.evolve(config, max_body_bytes=1024), sandbox=fake))
+        mid = (await create_mission(client))["mission_id"]
+        status, _ = await api(client, "PUT", f"/api/missions/{mid}/artifacts/a.md", json={"content": "x" * 4096})
+        assert status == 413
+
+
+class TestBrowserGuard:
+    @pytest.mark.parametrize(
+        "origin",
+        ["http://127.0.0.1:5173", "http://localhost:3000", "http://[::1]:8080", "https://localhost"],
+    )
+    async def test_loopback_origins_get_cors(self, client: TestClient, origin: str) -> None:
+        """Loopback origins on any port may read and write, with CORS headers."""
+        resp = await client.get("/api/missions", headers={"Origin": origin})
+        assert resp.status == 200
+        assert resp.headers["Access-Control-Allow-Origin"] == origin
+        resp = await client.post(
+            "/api/missions",
+            json={"title": "t", "type": "fix", "rawInput": "x"},
+            headers={"Origin": origin},
+        )
+        assert resp.status == 201
+
+    async def test_preflight_from_loopback_is_answered(self, client: TestClient) -> None:
+        """A CORS preflight for a JSON PUT from a local UI is allowed."""
+        mid = (await create_mission(client))["mission_id"]
+        resp = await client.options(
+            f"/api/missions/{mid}/artifacts/a.md",
+            headers={
+                "Origin": "http://127.0.0.1:5173",
+                "Access-Control-Request-Method": "PUT",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        assert resp.status == 200
+        assert resp.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:5173"
+
+    @pytest.mark.parametrize(
+        "origin", ["https://evil.example", "http://127.0.0.1.evil.example", "null", "http://localhost.evil:80"]
+    )
+    async def test_foreign_origins_are_refused(self, client: TestClient, home: Path, origin: str) -> None:
+        """Requests from other origins get 403 and no CORS grant; writes change nothing."""
+        resp = await client.post(
+            "/api/missions",
+            json={"title": "t", "type": "fix", "rawInput": "x"},
+            headers={"Origin": origin},
+        )
+        assert resp.status == 403
+        assert (await resp.json())["success"] is False
+        assert list((home / "missions").iterdir()) == []
+        resp = await client.get("/api/missions", headers={"Origin": origin})
+        assert resp.status == 403
+
+    async def test_foreign_origin_cannot_continue(self, client: TestClient, fake: FakeSandbox) -> None:
+        """A bodyless cross-site POST (a form or fetch from any page) cannot start a step."""
+        mid = (await create_mission(client))["mission_id"]
+        resp = await client.post(f"/api/missions/{mid}/continue", headers={"Origin": "https://evil.example"})
+        assert resp.status == 403
+        assert fake.started == []
+
+    @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+    async def test_bodies_must_be_json(self, client: TestClient, home: Path, content_type: str) -> None:
+        """A write whose body is not application/json answers 415 and writes nothing."""
+        resp = await client.post(
+            "/api/missions",
+            data=b'{"title":"t","type":"fix","rawInput":"x"}',
+            headers={"Content-Type": content_type},
+        )
+        assert resp.status == 415
+        assert list((home / "missions").iterdir()) == []
+
+    async def test_bodyless_post_needs_no_content_type(self, client: TestClient) -> None:
+        """continue without a body or content type works, as curl and the original UI send it."""
+        mid = (await create_mission(client))["mission_id"]
+        resp = await client.post(f"/api/missions/{mid}/continue", skip_auto_headers={"Content-Type"})
+        assert resp.status == 200
+
+
+class TestUi:
+    async def test_root_serves_the_ui(self, client: TestClient) -> None:
+        """GET / serves the web UI's HTML page."""
+        resp = await client.get("/")
+        assert resp.status == 200
+        assert resp.content_type == "text/html"
+        assert "haflow" in (await resp.text()).lower()
