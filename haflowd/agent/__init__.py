@@ -1,0 +1,1 @@
+"""The stand-in agent script shipped into the default agent image."""

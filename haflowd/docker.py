@@ -1,0 +1,455 @@
+"""The sandbox provider that runs agent steps with the Docker CLI.
+
+Every call is ``docker <args>`` through :func:`asyncio.create_subprocess_exec`
+with an argument list: no shell ever sees a value. Every child process is
+reaped, and killed first if the caller is cancelled, so nothing leaks.
+
+Containers are started detached and *not* with ``--rm``: after a daemon
+restart the supervisor still needs their output and exit code. The supervisor
+removes them once it has recorded the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import logging
+import math
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
+
+import attrs
+
+from .sandbox import (
+    LABEL_MISSION,
+    LABEL_RUN,
+    LABEL_STEP,
+    Mount,
+    SandboxError,
+    SandboxInfo,
+    SandboxSpec,
+    SandboxUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+#: The user agents run as when the daemon itself runs as root ("nobody").
+UNPRIVILEGED_USER = "65534:65534"
+
+#: Longest item :meth:`DockerProvider.output` yields; longer lines are split.
+MAX_LINE_BYTES = 64 * 1024
+
+_READ_SIZE = 64 * 1024
+# Container ids, names and image references we hand to the CLI: never
+# anything that could be read as a flag.
+_SAFE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@+-]*\Z")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Variables the docker CLI reads itself; an agent may not set them through the
+# CLI's environment (they would redirect the CLI, not the agent).
+_CLI_ENV = re.compile(r"(DOCKER_.*|PATH|HOME)\Z")
+_NO_SUCH = ("no such container", "no such object")
+
+
+@attrs.frozen
+class _Completed:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def error(self) -> str:
+        """The CLI's complaint, one line, for messages."""
+        text = self.stderr.decode(errors="replace").strip() or self.stdout.decode(errors="replace").strip()
+        first = text.splitlines()[0] if text else f"exit status {self.returncode}"
+        return first.removeprefix("docker: ").removeprefix("Error response from daemon: ")
+
+
+async def reap(proc: asyncio.subprocess.Process) -> None:
+    """Kill ``proc`` if it still runs and wait for it, even when cancelled."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    waiter = asyncio.ensure_future(proc.wait())
+    try:
+        await asyncio.shield(waiter)
+    except asyncio.CancelledError:
+        # Killed already: this returns promptly, and the child is reaped.
+        await waiter
+        raise
+
+
+async def run_cli(
+    argv: Iterable[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    limit: float | None = None,
+) -> _Completed:
+    """Run one short CLI command to completion and collect its output.
+
+    Raises :class:`FileNotFoundError` / :class:`PermissionError` if the binary
+    cannot be executed and :class:`TimeoutError` after ``limit`` seconds (the
+    child is killed and reaped in both that case and on cancellation).
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(env) if env is not None else None,
+    )
+    try:
+        async with asyncio.timeout(limit):
+            out, err = await proc.communicate()
+    except BaseException:
+        await reap(proc)
+        raise
+    assert proc.returncode is not None
+    return _Completed(proc.returncode, out, err)
+
+
+def split_lines(buf: bytearray, limit: int, *, final: bool) -> list[bytes]:
+    """Remove and return the complete items at the start of ``buf``.
+
+    An item is a line including its ``\\n``; a line longer than ``limit``
+    becomes pieces of exactly ``limit`` bytes and its remainder, so the items
+    only depend on the bytes, never on how reads happened to chunk them. With
+    ``final`` the unterminated rest is returned too.
+    """
+    items: list[bytes] = []
+    start = 0
+    while True:
+        nl = buf.find(b"\n", start, start + limit)
+        if nl != -1:
+            items.append(bytes(buf[start : nl + 1]))
+            start = nl + 1
+        elif len(buf) - start >= limit:
+            items.append(bytes(buf[start : start + limit]))
+            start += limit
+        else:
+            break
+    if final and start < len(buf):
+        items.append(bytes(buf[start:]))
+        start = len(buf)
+    del buf[:start]
+    return items
+
+
+def default_user() -> str:
+    """The ``uid:gid`` agents run as: the daemon's own, or nobody for root."""
+    if not hasattr(os, "getuid") or os.getuid() == 0:
+        return UNPRIVILEGED_USER
+    return f"{os.getuid()}:{os.getgid()}"
+
+
+def _mount_arg(mount: Mount) -> str:
+    fields = ["type=bind", f"src={Path(mount.source).resolve()}", f"dst={mount.target}"]
+    if mount.read_only:
+        fields.append("readonly")
+    # --mount is CSV: a path holding a comma or quote must be quoted.
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(fields)
+    return out.getvalue()
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    """Hand a mount source to the agent's user, so a root daemon's files are writable."""
+    if not root.exists():
+        return  # docker run will say so
+    os.chown(root, uid, gid, follow_symlinks=False)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+
+
+def _numeric_user(user: str) -> tuple[int, int] | None:
+    uid, _, gid = user.partition(":")
+    if not (uid.isdigit() and (gid or uid).isdigit()):
+        return None
+    return int(uid), int(gid or uid)
+
+
+def _checked_ref(value: str, what: str) -> str:
+    if not _SAFE_REF.match(value):
+        raise SandboxError(f"Invalid {what}: {value!r}")
+    return value
+
+
+@attrs.define
+class DockerProvider:
+    """Runs sandboxes as hardened, labelled Docker containers.
+
+    ``user`` overrides the ``uid:gid`` agents run as (default: the daemon's
+    own, or 65534:65534 when the daemon is root, in which case writable mount
+    sources are chowned to it). ``default_image`` is the agent image that
+    :meth:`check` makes sure exists, building it when ``build_if_missing``.
+    """
+
+    docker: str = "docker"
+    default_image: str | None = None
+    build_if_missing: bool = True
+    user: str = attrs.field(factory=default_user)
+    max_line_bytes: int = MAX_LINE_BYTES
+    command_timeout: float = 30.0
+    log_max_size: str = "64m"
+    log_max_files: int = 4
+    _image_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+
+    # -- plumbing ---------------------------------------------------------
+
+    def _binary(self) -> str:
+        found = shutil.which(self.docker)
+        if found is None:
+            raise SandboxUnavailable(
+                f"The Docker CLI {self.docker!r} was not found. Install Docker "
+                "(Debian: apt-get install docker.io) or point HAFLOW_DOCKER at it."
+            )
+        return found
+
+    async def _cli(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        limit: float | None = -1.0,
+    ) -> _Completed:
+        """Run ``docker *args``; ``limit`` seconds (default ``command_timeout``, None: no limit)."""
+        if limit is not None and limit < 0:
+            limit = self.command_timeout
+        try:
+            return await run_cli((self._binary(), *args), env=env, limit=limit)
+        except (FileNotFoundError, PermissionError) as e:
+            raise SandboxUnavailable(
+                f"The Docker CLI {self.docker!r} cannot be run ({e.strerror}). "
+                "Install Docker or point HAFLOW_DOCKER at it."
+            ) from None
+        except TimeoutError:
+            raise SandboxUnavailable(
+                f"'docker {args[0]}' did not answer within {limit} s; is the Docker engine running and responsive?"
+            ) from None
+
+    # -- SandboxProvider ----------------------------------------------------
+
+    async def check(self) -> None:
+        """Raise :class:`SandboxUnavailable` with advice if runs cannot start.
+
+        Checks the CLI, the engine, and (when ``default_image`` is set) that the
+        default image exists, building it if it is missing.
+        """
+        result = await self._cli("version", "--format", "{{.Server.Version}}", limit=15.0)
+        if result.returncode != 0:
+            raise SandboxUnavailable(
+                f"The Docker engine does not answer: {result.error}. Start it "
+                "(systemctl start docker, or dockerd) and make sure this user "
+                "may use it (the docker group)."
+            )
+        if self.default_image is not None:
+            await self.ensure_image(self.default_image)
+
+    async def ensure_image(self, image: str) -> None:
+        """Make sure ``image`` exists locally (see :func:`haflowd.image.ensure_image`)."""
+        from .image import ensure_image
+
+        async with self._image_lock:
+            await ensure_image(self.docker, image, build_if_missing=self.build_if_missing)
+
+    def run_args(self, spec: SandboxSpec) -> list[str]:
+        """The ``docker run`` arguments for ``spec``; env values are not among them."""
+        _checked_ref(spec.run_id, "run id")
+        _checked_ref(spec.image, "image")
+        limits = spec.limits
+        args = [
+            "run",
+            "--detach",
+            "--pull",
+            "never",
+            "--name",
+            f"haflow-{spec.run_id}",
+            "--init",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--user",
+            self.user,
+            "--pids-limit",
+            str(int(limits.pids)),
+            "--memory",
+            str(limits.memory),
+            "--memory-swap",
+            str(limits.memory),
+            "--cpus",
+            f"{float(limits.cpus):g}",
+            "--read-only",
+            "--tmpfs",
+            "/tmp:rw,nosuid,nodev,size=64m,mode=1777",  # noqa: S108 (inside the container)
+            "--log-driver",
+            "json-file",
+            "--log-opt",
+            f"max-size={self.log_max_size}",
+            "--log-opt",
+            f"max-file={self.log_max_files}",
+            "--workdir",
+            spec.workdir,
+        ]
+        if not spec.network:
+            args += ["--network", "none"]
+        for mount in spec.mounts:
+            args += ["--mount", _mount_arg(mount)]
+        for key, value in spec.labels.items():
+            args += ["--label", f"{key}={value}"]
+        for name in spec.env:
+            if not _ENV_NAME.match(name) or _CLI_ENV.match(name):
+                raise SandboxError(f"Agent environment variable {name!r} is not allowed")
+            # Name only: the CLI takes the value from its own environment.
+            args += ["--env", name]
+        args += ["--", spec.image, *spec.command]
+        return args
+
+    async def start(self, spec: SandboxSpec) -> str:
+        """Start the container detached and return its full id."""
+        args = self.run_args(spec)
+        env = {**os.environ, **spec.env} if spec.env else None
+        owner = _numeric_user(self.user)
+        if owner is not None and owner[0] != 0 and hasattr(os, "getuid") and os.getuid() == 0:
+            for mount in spec.mounts:
+                if not mount.read_only:
+                    try:
+                        await asyncio.to_thread(_chown_tree, Path(mount.source), *owner)
+                    except OSError as e:
+                        raise SandboxError(
+                            f"Cannot give the agent user {self.user} the mounted folder: {e.strerror}"
+                        ) from None
+        try:
+            result = await self._cli(*args, env=env, limit=120.0)
+            if result.returncode != 0 and _missing_image(result):
+                await self.ensure_image(spec.image)
+                result = await self._cli(*args, env=env, limit=120.0)
+        except asyncio.CancelledError:
+            # The CLI was killed, maybe after creating the container.
+            await asyncio.shield(self._remove_run(spec.run_id))
+            raise
+        if result.returncode != 0:
+            if "already in use" not in result.error:
+                # Created but not started (bad command, bad mount): clean up.
+                await self._remove_run(spec.run_id)
+            raise SandboxError(f"Could not start the agent container: {result.error}")
+        sandbox_id = result.stdout.decode().strip()
+        logger.info(
+            "sandbox.started",
+            extra={"mission_id": spec.mission_id, "run_id": spec.run_id, "sandbox_id": sandbox_id},
+        )
+        return sandbox_id
+
+    async def _remove_run(self, run_id: str) -> None:
+        """Best effort: remove whatever container a failed start left behind."""
+        with contextlib.suppress(SandboxError):
+            await self._cli("rm", "--force", f"haflow-{run_id}", limit=30.0)
+
+    async def output(self, sandbox_id: str) -> AsyncIterator[bytes]:
+        """Yield the container's merged output line by line from its beginning."""
+        _checked_ref(sandbox_id, "sandbox id")
+        binary = self._binary()
+        try:
+            # One pipe for both streams: the CLI writes them in the order the
+            # engine sends them, so the merge keeps the container's order.
+            proc = await asyncio.create_subprocess_exec(
+                binary,
+                "logs",
+                "--follow",
+                sandbox_id,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        except OSError as e:
+            raise SandboxUnavailable(f"The Docker CLI cannot be run ({e.strerror})") from None
+        assert proc.stdout is not None
+        try:
+            buf = bytearray()
+            while chunk := await proc.stdout.read(_READ_SIZE):
+                buf += chunk
+                for item in split_lines(buf, self.max_line_bytes, final=False):
+                    yield item
+            for item in split_lines(buf, self.max_line_bytes, final=True):
+                yield item
+            await proc.wait()
+        finally:
+            await reap(proc)
+
+    async def wait(self, sandbox_id: str) -> int:
+        """Block until the container exits (``docker wait``) and return its code."""
+        _checked_ref(sandbox_id, "sandbox id")
+        state = await self._cli("inspect", "--format", "{{.State.Status}}", "--", sandbox_id)
+        if state.returncode != 0:
+            raise SandboxError(f"Cannot watch the agent container: {state.error}")
+        if state.stdout.strip() == b"created":
+            # Created but never started (the CLI died in between): it would
+            # wait forever.
+            raise SandboxError("The agent container was created but never started")
+        result = await self._cli("wait", sandbox_id, limit=None)
+        if result.returncode != 0:
+            raise SandboxError(f"Lost track of the agent container: {result.error}")
+        try:
+            return int(result.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise SandboxError(f"Unexpected answer from docker wait: {result.stdout!r}") from None
+
+    async def stop(self, sandbox_id: str, *, grace_seconds: float = 3.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace_seconds``; quiet if already gone."""
+        _checked_ref(sandbox_id, "sandbox id")
+        grace = max(0, math.ceil(grace_seconds))
+        result = await self._cli("stop", "--time", str(grace), sandbox_id, limit=grace + 30.0)
+        if result.returncode != 0 and not _gone(result):
+            raise SandboxError(f"Could not stop the agent container: {result.error}")
+
+    async def remove(self, sandbox_id: str) -> None:
+        """Remove the container and its anonymous volumes; quiet if already gone."""
+        _checked_ref(sandbox_id, "sandbox id")
+        result = await self._cli("rm", "--force", "--volumes", sandbox_id)
+        if result.returncode != 0 and not _gone(result):
+            raise SandboxError(f"Could not remove the agent container: {result.error}")
+
+    async def list(self) -> list[SandboxInfo]:
+        """Every container, running or exited, labelled with a haflow run id."""
+        fmt = "\t".join(
+            [
+                "{{.ID}}",
+                f'{{{{.Label "{LABEL_MISSION}"}}}}',
+                f'{{{{.Label "{LABEL_RUN}"}}}}',
+                f'{{{{.Label "{LABEL_STEP}"}}}}',
+                "{{.State}}",
+            ]
+        )
+        result = await self._cli("ps", "--all", "--no-trunc", "--filter", f"label={LABEL_RUN}", "--format", fmt)
+        if result.returncode != 0:
+            raise SandboxError(f"Could not list agent containers: {result.error}")
+        found = []
+        for line in result.stdout.decode(errors="replace").splitlines():
+            fields = line.split("\t")
+            if len(fields) != 5:
+                continue
+            sandbox_id, mission_id, run_id, step_id, state = fields
+            found.append(
+                SandboxInfo(
+                    sandbox_id=sandbox_id,
+                    mission_id=mission_id,
+                    run_id=run_id,
+                    step_id=step_id,
+                    running=state in ("running", "restarting", "paused"),
+                )
+            )
+        return found
+
+
+def _gone(result: _Completed) -> bool:
+    text = result.stderr.decode(errors="replace").lower()
+    return any(s in text for s in _NO_SUCH)
+
+
+def _missing_image(result: _Completed) -> bool:
+    text = result.stderr.decode(errors="replace").lower()
+    return "no such image" in text or "unable to find image" in text
