@@ -15,6 +15,9 @@ from haflowd.app import create_app
 from haflowd.config import Config
 from tests.fakes import FakeSandbox
 
+#: Real-Docker fixtures (docker_image), shared by test_docker*.py.
+pytest_plugins = ["tests.docker_support"]
+
 RAW_INPUT = "Add a dark mode toggle to the settings page."
 
 

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from haflowd.docker import DockerProvider, run_cli, split_lines
-from haflowd.image import build_image, ensure_image, image_exists, is_buildable, is_static_elf
+from haflowd.image import ensure_image, image_exists, is_buildable, is_static_elf
 from haflowd.sandbox import (
-    LABEL_RUN,
     Limits,
     Mount,
     SandboxError,
@@ -23,51 +20,7 @@ from haflowd.sandbox import (
     SandboxSpec,
     SandboxUnavailable,
 )
-
-#: The agent image the suite builds once, tagged apart from a user's own.
-TEST_IMAGE = "haflow-agent:test"
-
-
-def engine_problem(docker: str = "docker") -> str | None:
-    """Why no Docker engine can be used here, or None if one answers."""
-    try:
-        done = subprocess.run(
-            [docker, "version", "--format", "{{.Server.Version}}"],
-            capture_output=True,
-            timeout=20,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"the docker CLI cannot be run: {e}"
-    if done.returncode != 0:
-        return f"no Docker engine answers: {done.stderr.decode(errors='replace').strip()}"
-    return None
-
-
-def haflow_containers() -> list[str]:
-    """Ids of every container carrying a haflow run label."""
-    out = subprocess.run(
-        ["docker", "ps", "--all", "--quiet", "--filter", f"label={LABEL_RUN}"],
-        capture_output=True,
-        check=True,
-    )
-    return out.stdout.decode().split()
-
-
-@pytest.fixture(scope="session")
-def docker_image() -> Iterator[str]:
-    """The test agent image, built once; the session ends with no haflow containers."""
-    problem = engine_problem()
-    if problem is not None:
-        if os.environ.get("HAFLOW_REQUIRE_DOCKER"):
-            pytest.fail(f"HAFLOW_REQUIRE_DOCKER is set but {problem}")
-        pytest.skip(f"Docker tests need a Docker engine; {problem}")
-    asyncio.run(build_image("docker", TEST_IMAGE))
-    yield TEST_IMAGE
-    left = haflow_containers()
-    if left:
-        subprocess.run(["docker", "rm", "--force", *left], capture_output=True, check=False)
-        pytest.fail(f"haflow containers were left behind: {left}")
+from tests.docker_support import haflow_containers
 
 
 @pytest.fixture

@@ -1,0 +1,66 @@
+"""Fixtures for tests that need a real Docker engine (loaded by conftest.py).
+
+The agent image is built once per session from the host's busybox; the
+session fails if any haflow-labelled container is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from haflowd.image import build_image
+from haflowd.sandbox import LABEL_RUN
+
+#: The agent image the suite builds once, tagged apart from a user's own.
+TEST_IMAGE = "haflow-agent:test"
+
+
+def engine_problem(docker: str = "docker") -> str | None:
+    """Why no Docker engine can be used here, or None if one answers."""
+    try:
+        done = subprocess.run(
+            [docker, "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"the docker CLI cannot be run: {e}"
+    if done.returncode != 0:
+        return f"no Docker engine answers: {done.stderr.decode(errors='replace').strip()}"
+    return None
+
+
+def haflow_containers() -> list[str]:
+    """Ids of every container carrying a haflow run label."""
+    out = subprocess.run(
+        ["docker", "ps", "--all", "--quiet", "--filter", f"label={LABEL_RUN}"],
+        capture_output=True,
+        check=True,
+    )
+    return out.stdout.decode().split()
+
+
+@pytest.fixture(scope="session")
+def docker_image() -> Iterator[str]:
+    """The test agent image, built once; the session ends with no haflow containers.
+
+    Skips when no engine answers, unless ``HAFLOW_REQUIRE_DOCKER`` is set (CI),
+    where it fails instead.
+    """
+    problem = engine_problem()
+    if problem is not None:
+        if os.environ.get("HAFLOW_REQUIRE_DOCKER"):
+            pytest.fail(f"HAFLOW_REQUIRE_DOCKER is set but {problem}")
+        pytest.skip(f"Docker tests need a Docker engine; {problem}")
+    asyncio.run(build_image("docker", TEST_IMAGE))
+    yield TEST_IMAGE
+    left = haflow_containers()
+    if left:
+        subprocess.run(["docker", "rm", "--force", *left], capture_output=True, check=False)
+        pytest.fail(f"haflow containers were left behind: {left}")
