@@ -1,0 +1,122 @@
+"""The haflowd command: help, configuration, and a real daemon process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from haflowd.cli import build_parser, main
+from haflowd.config import Config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TestHelp:
+    def test_help_lists_commands(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """haflowd --help names the serve command."""
+        with pytest.raises(SystemExit) as info:
+            main(["--help"])
+        assert info.value.code == 0
+        assert "serve" in capsys.readouterr().out
+
+    def test_serve_help_explains_every_option(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """haflowd serve --help documents host, port, home and the agent image."""
+        with pytest.raises(SystemExit):
+            main(["serve", "--help"])
+        out = capsys.readouterr().out
+        for option in ("--host", "--port", "--home", "--agent-image", "HAFLOW_HOME", "PORT"):
+            assert option in out
+
+    def test_python_m_works(self) -> None:
+        """python -m haflowd --help runs the same command."""
+        done = subprocess.run([sys.executable, "-m", "haflowd", "--help"], capture_output=True, text=True, check=True)
+        assert "usage: haflowd" in done.stdout
+
+    def test_bare_flags_mean_serve(self) -> None:
+        """Flags without a command are the serve command's."""
+        parser = build_parser()
+        assert parser.parse_args(["serve", "--port", "5"]).port == 5
+
+
+class TestConfig:
+    def test_defaults(self) -> None:
+        """Defaults: loopback, port 4000, ~/.haflow."""
+        config = Config.from_env({})
+        assert (config.host, config.port) == ("127.0.0.1", 4000)
+        assert config.home == Path("~/.haflow").expanduser()
+
+    def test_environment_and_seed_spelling(self, tmp_path: Path) -> None:
+        """PORT, HOST and HAFLOW_HOME are read; the seed's haflow_HOME works too."""
+        config = Config.from_env({"PORT": "4100", "HOST": "::1", "haflow_HOME": str(tmp_path)})
+        assert (config.host, config.port, config.home) == ("::1", 4100, tmp_path)
+        assert config.missions_dir == tmp_path / "missions"
+
+    def test_flags_override_environment(self, tmp_path: Path) -> None:
+        """Command-line values win over the environment."""
+        config = Config.from_env({"PORT": "4100", "HAFLOW_HOME": "/nowhere"}, port=4200, home=tmp_path)
+        assert (config.port, config.home) == (4200, tmp_path)
+
+
+class TestDaemonProcess:
+    def test_serves_and_stops_on_sigterm(self, tmp_path: Path) -> None:
+        """A real daemon prints where it listens, answers the API and exits 0 on SIGTERM."""
+        port = free_port()
+        home = tmp_path / "home"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "haflowd", "serve", "--port", str(port), "--home", str(home)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "HAFLOW_DOCKER": "haflow-no-such-docker"},
+        )
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            assert f"listening on http://127.0.0.1:{port}" in first
+            assert str(home / "missions") in proc.stdout.readline()
+            body = _get_when_up(f"http://127.0.0.1:{port}/api/missions")
+            assert body == {"success": True, "data": [], "error": None}
+            assert (home.stat().st_mode & 0o777) == 0o700
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+
+    def test_invalid_user_workflow_is_a_clear_startup_error(self, tmp_path: Path) -> None:
+        """A broken workflow file stops start-up with its path and the problem."""
+        broken = tmp_path / "workflows" / "mine.json"
+        broken.parent.mkdir(parents=True)
+        broken.write_text('{"workflow_id": "mine"}')
+        done = subprocess.run(
+            [sys.executable, "-m", "haflowd", "serve", "--port", str(free_port()), "--home", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 1
+        assert str(broken) in done.stderr
+        assert "required field missing @ $.name" in done.stderr
+
+
+def _get_when_up(url: str) -> object:
+    import time
+
+    for _ in range(200):
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return json.loads(resp.read())
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"daemon never answered {url}")
