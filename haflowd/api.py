@@ -14,6 +14,7 @@ from aiohttp import web
 from .convert import converter, structure_request
 from .errors import BadRequest, HaflowError, NotFound
 from .ids import check_filename, new_mission_id
+from .quota import check_artifact_write
 from .models import (
     CreateMissionRequest,
     MissionDetail,
@@ -176,6 +177,9 @@ async def save_artifact(request: web.Request) -> web.Response:
     filename = check_filename(request.match_info["filename"])
     req = structure_request(await read_json(request), SaveArtifactRequest)
     async with engine.mission_lock(mission_id):
+        check_artifact_write(
+            engine.store.artifacts_dir(mission_id), filename, len(req.content.encode()), request.app[CONFIG]
+        )
         engine.store.write_artifact(mission_id, filename, req.content)
         meta = engine.store.get(mission_id)
         engine.store.save(attrs.evolve(meta, updated_at=_now()))

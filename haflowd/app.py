@@ -9,9 +9,10 @@ from pathlib import Path
 import aiohttp_cors
 from aiohttp import web
 
-from . import __version__
+from . import __version__, health, openapi
 from .api import ListCache, envelope_middleware, routes
 from .appkeys import CONFIG, ENGINE, LIST_CACHE
+from .auth import auth_guard, check_exposure
 from .config import Config
 from .engine import Engine
 from .sandbox import SandboxProvider
@@ -41,8 +42,9 @@ def create_app(
     catalog: Catalog | None = None,
 ) -> web.Application:
     """Build the daemon. Nothing touches the disk or Docker until start-up."""
+    check_exposure(config)
     app = web.Application(
-        middlewares=[envelope_middleware, browser_guard],
+        middlewares=[envelope_middleware, auth_guard, browser_guard],
         client_max_size=config.max_body_bytes,
     )
     engine = Engine(
@@ -56,6 +58,9 @@ def create_app(
     app[LIST_CACHE] = ListCache()
     app.cleanup_ctx.append(_supervisor)
 
+    # Before ``routes``: its catch-all answers every other /api path with 404.
+    health.setup(app)
+    app.router.add_routes(openapi.routes)
     app.router.add_routes(routes)
     if STATIC.is_dir():
         app.router.add_get("/", _index)

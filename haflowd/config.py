@@ -36,6 +36,14 @@ class Config:
     #: Characters of the running step's log shown as ``current_log_tail``.
     log_tail_chars: int = 2000
     max_body_bytes: int = 5 * 1024 * 1024
+    #: Bearer token every /api request must carry; ``None`` means no auth
+    #: (only allowed on loopback; see :mod:`haflowd.auth`).
+    token: str | None = attrs.field(default=None, repr=False)
+    #: Host names (``Host`` header) accepted besides loopback ones and the bind address.
+    allowed_hosts: tuple[str, ...] = ()
+    #: Per mission: the most artifact files, and their total size.
+    max_artifacts: int = 100
+    max_mission_bytes: int = 50 * 1024 * 1024
 
     @property
     def missions_dir(self) -> Path:
@@ -65,7 +73,16 @@ class Config:
             "agent_image": env.get("HAFLOW_AGENT_IMAGE") or DEFAULT_AGENT_IMAGE,
             "cors_origins": _csv(env.get("HAFLOW_CORS_ORIGINS")),
             "docker": env.get("HAFLOW_DOCKER") or "docker",
+            "token": env.get("HAFLOW_TOKEN") or None,
+            "allowed_hosts": _csv(env.get("HAFLOW_ALLOWED_HOSTS")),
         }
+        for key, name in (
+            ("max_body_bytes", "HAFLOW_MAX_BODY_BYTES"),
+            ("max_artifacts", "HAFLOW_MAX_ARTIFACTS"),
+            ("max_mission_bytes", "HAFLOW_MAX_MISSION_BYTES"),
+        ):
+            if env.get(name):
+                values[key] = int(env[name])
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["home"] = Path(str(values["home"])).expanduser().absolute()
         return cls(**values)  # type: ignore[arg-type]

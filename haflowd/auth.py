@@ -1,0 +1,150 @@
+"""Who may talk to the daemon: the bearer token and the ``Host`` check.
+
+On loopback without ``HAFLOW_TOKEN`` the daemon needs no token: only local
+processes can reach it, and :mod:`haflowd.security` keeps web pages out.
+Bound to any other address it refuses to start without a token; one is
+generated into ``HAFLOW_HOME/token`` (mode 0600) when none is configured.
+With a token, every ``/api`` request must carry ``Authorization: Bearer``.
+
+The ``Host`` check defeats DNS rebinding: a page on ``evil.example`` whose
+name is re-pointed at 127.0.0.1 can reach a loopback daemon, but its
+requests still say ``Host: evil.example``. Only loopback names, the bind
+address, names listed in ``HAFLOW_ALLOWED_HOSTS`` and (when bound to a
+wildcard address) IP literals, which no rebinding attack can produce, are
+accepted.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import attrs
+from aiohttp import web
+
+from .appkeys import CONFIG
+from .config import LOOPBACK_HOSTS, Config
+from .errors import Forbidden, HaflowError, Unauthorized
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TOKEN_FILE = "token"  # noqa: S105 - a file name
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})  # noqa: S104 - names, not a bind
+
+
+def token_path(config: Config) -> Path:
+    return config.home / TOKEN_FILE
+
+
+def read_token_file(path: Path) -> str | None:
+    """The token stored at ``path``, or ``None`` if there is none."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return None
+    return token or None
+
+
+def ensure_token(config: Config) -> tuple[Config, str | None]:
+    """Give an exposed daemon a token; return the config and a newly made token.
+
+    The second value is only set when a token was generated just now, so
+    the caller can print it once. Loopback configs come back unchanged.
+    """
+    if config.token is not None or config.is_loopback:
+        return config, None
+    path = token_path(config)
+    existing = read_token_file(path)
+    if existing is not None:
+        return attrs.evolve(config, token=existing), None
+    config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    log.info("auth.token_created", extra={"path": str(path)})
+    return attrs.evolve(config, token=token), token
+
+
+def token_matches(header: str | None, token: str) -> bool:
+    """Whether an ``Authorization`` header carries ``token``, in constant time."""
+    if not header:
+        return False
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def _hostname(host_header: str) -> str:
+    """The name part of a ``Host`` header, lower case, without port or brackets."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    if host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def host_allowed(host_header: str | None, config: Config) -> bool:
+    """Whether a request's ``Host`` names this daemon and not a rebinding attacker's domain."""
+    if not host_header:
+        return False
+    name = _hostname(host_header)
+    if name == "localhost" or name.endswith(".localhost") or name in LOOPBACK_HOSTS:
+        return True
+    allowed = {_hostname(h) for h in config.allowed_hosts}
+    if name in allowed or "*" in allowed:
+        return True
+    ip = _ip(name)
+    if ip is None:
+        return False
+    if ip.is_loopback:
+        return True
+    bind = _hostname(config.host)
+    if bind in WILDCARD_HOSTS:
+        return True
+    bind_ip = _ip(bind)
+    return bind_ip is not None and bind_ip == ip
+
+
+def check_exposure(config: Config) -> None:
+    """Refuse a config that would expose the API without a token."""
+    if not config.is_loopback and not config.token:
+        raise HaflowError(
+            f"Refusing to listen on {config.host} without a token: set HAFLOW_TOKEN "
+            "or let 'haflowd serve' generate one into HAFLOW_HOME/token."
+        )
+
+
+@web.middleware
+async def auth_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Reject rebinding ``Host`` names (403) and, with a token, requests without it (401)."""
+    config = request.app[CONFIG]
+    is_api = request.path.startswith("/api")
+    if not host_allowed(request.headers.get("Host"), config):
+        message = (
+            f"Host {request.headers.get('Host', '')!r} is not allowed; "
+            "add it to HAFLOW_ALLOWED_HOSTS to reach the daemon under that name"
+        )
+        if is_api:
+            raise Forbidden(message)
+        raise web.HTTPForbidden(text=message)
+    # CORS preflights carry no credentials by design; browser_guard vets their origin.
+    if config.token is not None and is_api and request.method != "OPTIONS":
+        if not token_matches(request.headers.get("Authorization"), config.token):
+            raise Unauthorized("Missing or wrong token: send 'Authorization: Bearer <token>'")
+    return await handler(request)
