@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ routes = web.RouteTableDef()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: The most of a run's log that ``/log`` returns.
 LOG_LIMIT_BYTES = 1024 * 1024
+GZIP_MIN_BYTES = 64 * 1024
 
 
 def envelope(data: Any = None, *, status: int = 200) -> web.Response:
@@ -93,6 +95,18 @@ class ListCache:
 
     key: tuple[int, int] = (-1, -1)
     body: bytes = b""
+    _gzipped: bytes | None = None
+
+    def update(self, key: tuple[int, int], body: bytes) -> None:
+        self.key, self.body, self._gzipped = key, body, None
+
+    @property
+    def gzipped(self) -> bytes:
+        # Thousands of missions make megabytes of JSON polled every 2 s;
+        # compressed once per change it is a few dozen kilobytes.
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
+        return self._gzipped
 
 
 @routes.get("/api/missions")
@@ -114,9 +128,14 @@ async def list_missions(request: web.Request) -> web.Response:
             for m in metas
         ]
         data = json.dumps(converter.unstructure(items), ensure_ascii=False, separators=(",", ":"))
-        cache.body = b'{"success":true,"data":' + data.encode() + b',"error":null}'
-        cache.key = key
-    return web.Response(body=cache.body, content_type="application/json")
+        cache.update(key, b'{"success":true,"data":' + data.encode() + b',"error":null}')
+    if len(cache.body) > GZIP_MIN_BYTES and "gzip" in request.headers.get("Accept-Encoding", ""):
+        return web.Response(
+            body=cache.gzipped,
+            content_type="application/json",
+            headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+        )
+    return web.Response(body=cache.body, content_type="application/json", headers={"Vary": "Accept-Encoding"})
 
 
 def _step_name(engine: Any, meta: MissionMeta) -> str:

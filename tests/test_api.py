@@ -145,6 +145,20 @@ class TestList:
             "updated_at": second["updated_at"],
         }
 
+    async def test_large_lists_are_gzipped(self, client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A large list is sent gzip-compressed to clients that accept it, with the same JSON inside."""
+        import gzip
+        import json
+
+        from haflowd import api as api_module
+
+        await create_mission(client)
+        plain = await client.get("/api/missions", headers={"Accept-Encoding": "identity"})
+        monkeypatch.setattr(api_module, "GZIP_MIN_BYTES", 0)
+        resp = await client.get("/api/missions", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert json.loads(gzip.decompress(await resp.read())) == json.loads(await plain.read())
+
     async def test_touching_a_mission_moves_it_first(self, client: TestClient) -> None:
         """Saving an artifact touches updated_at, which re-sorts the list."""
         first = await create_mission(client, title="first")
