@@ -13,8 +13,6 @@ from . import __version__
 DEFAULT_PORT = 4000
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_AGENT_IMAGE = f"haflow-agent:{__version__}"
-#: Where the shipped workflow and agent definitions live (see setup.cfg).
-BUILTIN_WORKFLOWS = Path(__file__).parent / "workflows"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 

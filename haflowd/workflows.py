@@ -29,7 +29,7 @@ _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 def builtin_dir() -> Path:
     """The shipped definitions: inside the installed package, else the checkout."""
     here = Path(__file__).parent
-    installed = here / "workflows"
+    installed = here / "definitions"
     return installed if installed.is_dir() else here.parent / "workflows"
 
 
