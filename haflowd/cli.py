@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, client, logs, service
 from .config import DEFAULT_HOST, DEFAULT_PORT, Config
 from .errors import HaflowError
 
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build the default agent image from a static busybox on this machine.",
     )
     build.add_argument("--tag", help="image tag (default: HAFLOW_AGENT_IMAGE or the built-in tag)")
+    client.add_commands(commands)
+    service.add_commands(commands)
     return parser
 
 
@@ -51,6 +54,12 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent-image", help="default agent image (env HAFLOW_AGENT_IMAGE)")
     parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log verbosity (default INFO)"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=os.environ.get("HAFLOW_LOG_FORMAT") or "text",
+        help="text (readable, default) or json (one object per line); env HAFLOW_LOG_FORMAT",
     )
 
 
@@ -64,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "image":
         return image_build(args)
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        return int(handler(args))
     parser.print_help()
     return 2
 
@@ -81,20 +93,35 @@ def serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from .app import create_app
+    from .auth import ensure_token, token_path
+    from .reload import lifecycle
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
-    config = _config(args)
+    try:
+        config, new_token = ensure_token(_config(args))
+    except (ValueError, OSError) as exc:
+        print(f"haflowd: invalid setting: {exc}", file=sys.stderr)
+        return 1
+    logs.configure(args.log_level, args.log_format, secrets=[config.token] if config.token else [])
     try:
         app = create_app(config)
     except HaflowError as exc:
         print(f"haflowd: {exc.message}", file=sys.stderr)
         return 1
+    app.cleanup_ctx.append(lifecycle)
     host = f"[{config.host}]" if ":" in config.host else config.host
     print(f"haflowd {__version__} listening on http://{host}:{config.port}", flush=True)
     print(f"missions: {config.missions_dir}", flush=True)
-    web.run_app(app, host=config.host, port=config.port, print=None, shutdown_timeout=5)
+    if new_token is not None:
+        print(f"API token (saved in {token_path(config)}, shown only this once): {new_token}", flush=True)
+    web.run_app(
+        app,
+        host=config.host,
+        port=config.port,
+        print=None,
+        shutdown_timeout=5,
+        access_log=logging.getLogger("haflowd.access"),
+        access_log_class=logs.RequestLogger,
+    )
     return 0
 
 

@@ -1,0 +1,384 @@
+"""The command-line client: ``haflowd status`` and ``haflowd missions ...`` over the HTTP API.
+
+It talks to a daemon only through ``/api``, so it works as well against a
+daemon on another machine (``--url``, with ``--token``) as against the
+local one. Human-readable output by default, the API's ``data`` as JSON
+with ``--json``. Exit codes: 0 done, 1 the API refused (its message is
+printed), 2 bad usage, 3 the daemon could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import attrs
+
+from .auth import TOKEN_FILE, read_token_file
+from .config import LOOPBACK_HOSTS
+from .models import MissionType
+
+DEFAULT_URL = "http://127.0.0.1:4000"
+EXIT_REFUSED = 1
+EXIT_UNREACHABLE = 3
+#: Seconds between polls of ``missions logs -f``.
+FOLLOW_INTERVAL = 1.0
+RUNNING = frozenset({"running_code_agent", "running_root_llm"})
+
+
+class ClientError(Exception):
+    """Something the user must be told; ``exit_code`` says what kind."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+@attrs.frozen
+class Client:
+    """A thin, synchronous client of the haflowd API."""
+
+    url: str = DEFAULT_URL
+    token: str | None = attrs.field(default=None, repr=False)
+    timeout: float = 30.0
+
+    def call(self, method: str, path: str, body: object = None) -> Any:
+        """Send one request and return the envelope's ``data``; raise :class:`ClientError`."""
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        target = self.url.rstrip("/") + path
+        request = urllib.request.Request(target, data=data, method=method, headers=headers)  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:  # noqa: S310
+                raw = resp.read()
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            raw, status = exc.read(), exc.code
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ClientError(
+                f"cannot reach the daemon at {self.url}: {reason}. Is it running? "
+                "(haflowd serve, or systemctl --user start haflowd)",
+                EXIT_UNREACHABLE,
+            ) from None
+        try:
+            envelope = json.loads(raw)
+        except ValueError:
+            raise ClientError(f"{method} {path}: HTTP {status} without a JSON answer", EXIT_REFUSED) from None
+        if status >= 400 or not isinstance(envelope, dict) or not envelope.get("success"):
+            error = envelope.get("error") if isinstance(envelope, dict) else None
+            raise ClientError(f"{error or 'request failed'} (HTTP {status})", EXIT_REFUSED)
+        return envelope.get("data")
+
+
+def resolve_token(url: str, explicit: str | None, env: Mapping[str, str]) -> str | None:
+    """``--token``, else ``HAFLOW_TOKEN``, else the local daemon's token file.
+
+    The token file is only sent to a loopback URL: it belongs to this
+    machine's daemon, not to whatever ``--url`` points at.
+    """
+    if explicit:
+        return explicit
+    if env.get("HAFLOW_TOKEN"):
+        return env["HAFLOW_TOKEN"]
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host in LOOPBACK_HOSTS or host == "localhost":
+        home = Path(env.get("HAFLOW_HOME") or env.get("haflow_HOME") or "~/.haflow").expanduser()
+        return read_token_file(home / TOKEN_FILE)
+    return None
+
+
+# -- formatting ---------------------------------------------------------------
+
+
+def _ago(timestamp: str | None, now: datetime | None = None) -> str:
+    if not timestamp:
+        return "-"
+    try:
+        moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return timestamp
+    seconds = int(((now or datetime.now(UTC)) - moment).total_seconds())
+    return f"{_duration(max(seconds, 0))} ago"
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s >= 86400:
+        return f"{s // 86400}d {s % 86400 // 3600}h"
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    if s >= 60:
+        return f"{s // 60}m {s % 60}s"
+    return f"{s}s"
+
+
+def _table(rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip(), file=out)
+
+
+def _emit(args: argparse.Namespace, data: Any, human: Callable[[Any, TextIO], None]) -> int:
+    if args.json:
+        json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
+        print()
+    else:
+        human(data, sys.stdout)
+    return 0
+
+
+# -- commands -------------------------------------------------------------------
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    def human(health: dict[str, Any], out: TextIO) -> None:
+        print(
+            f"haflowd {health['version']} at {client.url}: {health['status']} "
+            f"(up {_duration(health['uptime_seconds'])})",
+            file=out,
+        )
+        print(f"docker engine: {'available' if health['docker'] else 'NOT available'}", file=out)
+        print(f"missions folder: {'writable' if health['missions_dir_writable'] else 'NOT writable'}", file=out)
+        counts = health.get("missions") or {}
+        summary = ", ".join(f"{n} {status}" for status, n in counts.items()) or "none"
+        print(f"missions: {summary}", file=out)
+
+    return _emit(args, client.call("GET", "/api/health"), human)
+
+
+def cmd_list(client: Client, args: argparse.Namespace) -> int:
+    def human(items: list[dict[str, Any]], out: TextIO) -> None:
+        if not items:
+            print("no missions yet; create one with: haflowd missions create --title ... --input FILE", file=out)
+            return
+        rows = [["ID", "STATUS", "STEP", "UPDATED", "TITLE"]]
+        rows += [
+            [i["mission_id"], i["status"], i["current_step_name"], _ago(i["updated_at"]), i["title"]] for i in items
+        ]
+        _table(rows, out)
+
+    return _emit(args, client.call("GET", "/api/missions"), human)
+
+
+def _mission_path(mission_id: str, suffix: str = "") -> str:
+    return f"/api/missions/{urllib.parse.quote(mission_id, safe='')}{suffix}"
+
+
+def cmd_show(client: Client, args: argparse.Namespace) -> int:
+    def human(m: dict[str, Any], out: TextIO) -> None:
+        steps = m["workflow"]["steps"]
+        index = m["current_step"]
+        step = steps[index]["name"] if index < len(steps) else "Complete"
+        print(f"{m['mission_id']}  {m['title']}", file=out)
+        print(f"  type: {m['type']}   workflow: {m['workflow_id']}", file=out)
+        print(f"  status: {m['status']}   step {min(index + 1, len(steps))}/{len(steps)}: {step}", file=out)
+        print(f"  created {_ago(m['created_at'])}, updated {_ago(m['updated_at'])}", file=out)
+        if m.get("last_error"):
+            print(f"  last error: {m['last_error']}", file=out)
+        if m["artifacts"]:
+            print("  artifacts:", file=out)
+            for name, content in m["artifacts"].items():
+                print(f"    {name} ({len(content.encode())} bytes)", file=out)
+        if m["runs"]:
+            print("  runs:", file=out)
+            for run in m["runs"]:
+                state = f"exit {run['exit_code']}" if "exit_code" in run else (
+                    "finished" if "finished_at" in run else "running"
+                )
+                print(f"    {run['run_id']}  {run['step_id']}  started {_ago(run['started_at'])}  {state}", file=out)
+
+    return _emit(args, client.call("GET", _mission_path(args.mission_id)), human)
+
+
+def _read_input(args: argparse.Namespace) -> str:
+    if args.input and args.input != "-":
+        try:
+            return Path(args.input).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ClientError(f"cannot read {args.input}: {exc}", 2) from None
+    if args.input is None and sys.stdin.isatty():
+        raise ClientError("give the mission's text with --input FILE, or pipe it in on stdin", 2)
+    return sys.stdin.read()
+
+
+def cmd_create(client: Client, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"title": args.title, "type": args.type, "rawInput": _read_input(args)}
+    if args.workflow:
+        body["workflowId"] = args.workflow
+    meta = client.call("POST", "/api/missions", body)
+
+    def human(m: dict[str, Any], out: TextIO) -> None:
+        print(f"created {m['mission_id']} ({m['title']}), workflow {m['workflow_id']}, status {m['status']}", file=out)
+        print(f"start it with: haflowd missions continue {m['mission_id']}", file=out)
+
+    return _emit(args, meta, human)
+
+
+def _action(verb: str, done: str) -> Callable[[Client, argparse.Namespace], int]:
+    def command(client: Client, args: argparse.Namespace) -> int:
+        client.call("POST", _mission_path(args.mission_id, f"/{verb}"))
+        mission = client.call("GET", _mission_path(args.mission_id))
+
+        def human(m: dict[str, Any], out: TextIO) -> None:
+            steps = m["workflow"]["steps"]
+            step = steps[m["current_step"]]["name"] if m["current_step"] < len(steps) else "Complete"
+            print(f"{m['mission_id']}: {done}; now {m['status']} at {step}", file=out)
+
+        return _emit(args, mission, human)
+
+    return command
+
+
+def _runs(mission: dict[str, Any], run_id: str | None) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = mission["runs"]
+    if run_id is None:
+        return runs
+    found = [r for r in runs if r["run_id"] == run_id]
+    if not found:
+        raise ClientError(f"{mission['mission_id']} has no run {run_id}", EXIT_REFUSED)
+    return found
+
+
+def cmd_logs(client: Client, args: argparse.Namespace) -> int:
+    out = sys.stdout
+    mission = client.call("GET", _mission_path(args.mission_id))
+    runs = _runs(mission, args.run)
+    if not args.follow:
+        if not runs:
+            print(f"{args.mission_id} has no runs yet", file=sys.stderr)
+            return 0
+        out.write(client.call("GET", _mission_path(args.mission_id, f"/runs/{runs[-1]['run_id']}/log")))
+        return 0
+    # Like tail -f: start at the latest run, then every run that follows.
+    done = {r["run_id"] for r in runs[:-1]}
+    printed: dict[str, int] = {}
+    header: str | None = None
+    last_pass = False
+    while True:
+        for run in runs:
+            run_id = run["run_id"]
+            if run_id in done:
+                continue
+            text = client.call("GET", _mission_path(args.mission_id, f"/runs/{run_id}/log"))
+            if header != run_id:
+                print(f"== {run_id} ({run['step_id']}) ==", file=out)
+                header = run_id
+            seen = printed.get(run_id, 0)
+            out.write(text[seen:])
+            out.flush()
+            printed[run_id] = max(seen, len(text))
+            if "finished_at" in run:
+                done.add(run_id)
+        if last_pass:
+            print(f"== {args.mission_id} is {mission['status']} ==", file=out)
+            return 0
+        time.sleep(FOLLOW_INTERVAL)
+        mission = client.call("GET", _mission_path(args.mission_id))
+        runs = _runs(mission, args.run)
+        # One more pass after the mission stops running picks up the rest.
+        last_pass = mission["status"] not in RUNNING
+
+
+# -- wiring ---------------------------------------------------------------------
+
+
+def _client_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help=f"daemon address (env HAFLOW_URL, default {DEFAULT_URL})")
+    common.add_argument(
+        "--token",
+        help="API token (env HAFLOW_TOKEN; for a loopback URL also HAFLOW_HOME/token)",
+    )
+    common.add_argument("--json", action="store_true", help="print the API's data as JSON, for scripts")
+    return common
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``status`` and ``missions`` to the ``haflowd`` command."""
+    common = _client_options()
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="is the daemon up? version, Docker engine, missions by status",
+        description="Ask a running daemon how it is. Exit 3 if it cannot be reached.",
+    )
+    status.set_defaults(handler=_run(cmd_status))
+
+    missions = commands.add_parser(
+        "missions",
+        help="list, show, create, continue, cancel missions and read their logs",
+        description="Work with the missions of a running daemon over its API.",
+    )
+    actions = missions.add_subparsers(dest="missions_command", metavar="ACTION", required=True)
+    actions.add_parser("list", parents=[common], help="every mission, newest first").set_defaults(
+        handler=_run(cmd_list)
+    )
+    show = actions.add_parser("show", parents=[common], help="one mission in detail")
+    show.add_argument("mission_id", metavar="ID")
+    show.set_defaults(handler=_run(cmd_show))
+
+    create = actions.add_parser(
+        "create",
+        parents=[common],
+        help="create a mission from a text file or stdin",
+        description="Create a mission. Its raw input comes from --input FILE, or stdin ('-' or piped).",
+    )
+    create.add_argument("--title", required=True)
+    create.add_argument("--type", default="feature", choices=[t.value for t in MissionType], help="default feature")
+    create.add_argument("--workflow", help="workflow id (default: the daemon's standard-feature)")
+    create.add_argument("--input", metavar="FILE", help="file holding the raw input ('-' for stdin)")
+    create.set_defaults(handler=_run(cmd_create))
+
+    for verb, done, text in (
+        ("continue", "continued", "approve the human gate, or start or retry the agent step"),
+        ("cancel", "cancelled", "stop the running agent step (continue retries it)"),
+    ):
+        action = actions.add_parser(verb, parents=[common], help=text)
+        action.add_argument("mission_id", metavar="ID")
+        action.set_defaults(handler=_run(_action(verb, done)))
+
+    logs = actions.add_parser(
+        "logs",
+        parents=[common],
+        help="print the log of the latest run; -f follows it live",
+        description="Print the log of the mission's latest run. With -f, follow every run "
+        "until the mission stops running.",
+    )
+    logs.add_argument("mission_id", metavar="ID")
+    logs.add_argument("-f", "--follow", action="store_true", help="follow the live log")
+    logs.add_argument("--run", metavar="RUN_ID", help="a specific run instead of the latest")
+    logs.set_defaults(handler=_run(cmd_logs))
+
+
+def _run(command: Callable[[Client, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        env = os.environ
+        url = args.url or env.get("HAFLOW_URL") or DEFAULT_URL
+        client = Client(url=url, token=resolve_token(url, args.token, env))
+        try:
+            return command(client, args)
+        except ClientError as exc:
+            print(f"haflowd: {exc.message}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            return 130
+
+    return handler
