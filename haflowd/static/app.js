@@ -8,6 +8,7 @@
 const POLL_MS = 2000;
 const HEALTH_MS = 30000;
 const TOKEN_KEY = "haflow.token";
+const DEFAULT_WORKFLOW = "standard-feature"; // the daemon's default too
 const MISSION_TYPES = ["feature", "fix", "bugfix", "hotfix", "enhance"];
 const STATUS_LABELS = {
   draft: "Draft",
@@ -520,7 +521,9 @@ function fillWorkflowSelect() {
     const count = wf.steps ? wf.steps.length : 0;
     select.append(h("option", { value: wf.workflow_id }, `${wf.name} (${count} steps)`));
   }
-  const wf = (state.workflows || [])[0];
+  const workflows = state.workflows || [];
+  const wf = workflows.find((w) => w.workflow_id === DEFAULT_WORKFLOW) || workflows[0];
+  if (wf) select.value = wf.workflow_id;
   note.textContent = wf ? workflowSummary(wf) : "";
   select.disabled = !(state.workflows && state.workflows.length);
 }

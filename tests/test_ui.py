@@ -1,0 +1,574 @@
+"""Tests for haflowd/static: the web UI driven in Debian's Chromium against a real daemon.
+
+Each test starts haflowd on a free port (temp HAFLOW_HOME) and a fresh
+browser. The main flow uses real Docker agents when the engine and the agent
+image are available (``HAFLOW_UI_SANDBOX=docker`` insists, ``=fake`` never
+tries), else the in-process fake; tests that steer agent timing or output
+always use the fake. Set ``HAFLOW_UI_SCREENSHOTS=docs`` to refresh the
+screenshots in that folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from aiohttp import web
+from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
+
+from haflowd.app import create_app, default_sandbox
+from haflowd.config import Config
+from haflowd.errors import HaflowError
+from haflowd.sandbox import SandboxProvider
+from tests.fakes import Behaviour, FakeSandbox
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+SCREENSHOTS = os.environ.get("HAFLOW_UI_SCREENSHOTS")
+#: Agent runs in real Docker take seconds; expectations wait this long.
+WAIT_MS = 60_000
+
+RAW_INPUT = """Users want to **export missions as CSV** to report on them in a spreadsheet.
+
+- one row per mission: id, title, type, status, last update
+- works offline, no extra dependency
+"""
+
+XSS = """# Untrusted report
+
+<script>window.__pwned = "script"; alert("script")</script>
+
+<img src=x onerror="window.__pwned = 'img'; alert('img')">
+
+[click me](javascript:window.__pwned='link';alert('link'))
+
+![pixel](https://tracker.invalid/pixel.png)
+"""
+XSS_TITLE = "<img src=x onerror=\"window.__pwned='title'\">Title"
+
+expect.set_options(timeout=WAIT_MS)
+
+
+@attrs.define
+class Session:
+    """One browser page on one daemon, recording what the page did."""
+
+    page: Page
+    base: str
+    #: (method, url) of every request the page made.
+    requests: list[tuple[str, str]] = attrs.field(factory=list)
+    dialogs: list[str] = attrs.field(factory=list)
+    errors: list[str] = attrs.field(factory=list)
+
+    async def goto(self, fragment: str = "") -> None:
+        await self.page.goto(f"{self.base}/{fragment}")
+
+    async def api(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the API from inside the page, the way the UI does."""
+        envelope = await self.page.evaluate(
+            """async ([method, path, body]) => {
+                const init = {method, headers: {}};
+                if (body !== null) {
+                    init.headers["Content-Type"] = "application/json";
+                    init.body = JSON.stringify(body);
+                }
+                return (await fetch(path, init)).json();
+            }""",
+            [method, path, body],
+        )
+        assert envelope["success"], envelope
+        return envelope["data"]
+
+    async def shot(self, name: str) -> None:
+        if SCREENSHOTS:
+            Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+            await self.page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
+
+
+@pytest.fixture
+def config(config: Config) -> Config:
+    # An agent image of our own: other suites may remove or rebuild the default one.
+    return attrs.evolve(config, agent_image="haflow-agent:ui-test")
+
+
+async def docker_or_none(config: Config) -> SandboxProvider | None:
+    choice = os.environ.get("HAFLOW_UI_SANDBOX", "auto")
+    if choice == "fake":
+        return None
+    try:
+        provider = default_sandbox(config)
+        await provider.check()
+    except (ImportError, HaflowError):
+        if choice == "docker":
+            raise
+        return None
+    return provider
+
+
+@pytest.fixture
+async def sandbox(config: Config, fake: FakeSandbox) -> SandboxProvider:
+    return await docker_or_none(config) or fake
+
+
+@pytest.fixture
+async def daemon(aiohttp_server: Any, config: Config, sandbox: SandboxProvider) -> str:
+    server = await aiohttp_server(create_app(config, sandbox=sandbox))
+    return str(server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+async def open_session(browser: Browser, base: str, viewport: dict[str, int] = DESKTOP) -> Session:
+    context = await browser.new_context(viewport=viewport)
+    page = await context.new_page()
+    session = Session(page=page, base=base)
+    page.on("request", lambda r: session.requests.append((r.method, r.url)))
+    page.on("pageerror", lambda e: session.errors.append(str(e)))
+
+    async def on_dialog(dialog: Dialog) -> None:
+        session.dialogs.append(f"{dialog.type}: {dialog.message}")
+        await dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    return session
+
+
+@pytest.fixture
+async def ui(browser: Browser, daemon: str) -> Session:
+    return await open_session(browser, daemon)
+
+
+async def create_mission(ui: Session, title: str, raw_input: str = RAW_INPUT, start: bool = True) -> str:
+    meta = await ui.api("POST", "/api/missions", {"title": title, "type": "feature", "rawInput": raw_input})
+    if start:
+        await ui.api("POST", f"/api/missions/{meta['mission_id']}/continue")
+    return str(meta["mission_id"])
+
+
+async def artifact(ui: Session, mission_id: str, filename: str) -> str:
+    detail = await ui.api("GET", f"/api/missions/{mission_id}")
+    return str(detail["artifacts"][filename])
+
+
+def gate_panel(page: Page) -> Any:
+    return page.locator(".panel-gate")
+
+
+async def wait_for_gate(page: Page, step_name: str) -> None:
+    await expect(gate_panel(page).get_by_role("heading", name=step_name)).to_be_visible()
+
+
+class TestMissionFlow:
+    async def test_create_edit_approve_to_completed(self, ui: Session) -> None:
+        """A mission goes from the form through every gate to completed, with edits reaching the next agent."""
+        page = ui.page
+        await ui.goto()
+        await expect(page.get_by_role("heading", name="Start your first mission")).to_be_visible()
+        await ui.shot("ui-empty")
+
+        await page.locator("#new-mission-link").click()
+        await page.get_by_label("Title").fill("Export missions as CSV")
+        await page.get_by_label("Type").select_option("enhance")
+        await expect(page.get_by_label("Workflow")).to_have_value("standard-feature")
+        await page.get_by_label("Raw input").fill(RAW_INPUT)
+        await page.get_by_role("button", name="Create mission").click()
+
+        # The cleanup agent runs; its run and log appear on the timeline.
+        await wait_for_gate(page, "Review Structured")
+        await expect(page).to_have_title("(1) haflow")
+        cleanup = page.locator(".step").filter(has_text="Cleanup")
+        await expect(cleanup.locator(".step-state")).to_have_text("Done")
+        await expect(cleanup.locator(".run-exit")).to_have_text("exit 0")
+        await cleanup.get_by_role("button", name="Show log").click()
+        await expect(cleanup.locator(".run-log")).to_contain_text("wrote structured-text.md")
+        await expect(gate_panel(page).locator(".rendered")).to_contain_text("export missions as CSV")
+        mission_id = page.url.rsplit("/", 1)[-1]
+        await ui.shot("ui-gate")
+
+        # Edit, save, and see the saved version rendered by the daemon.
+        await page.get_by_role("tab", name="Edit").click()
+        await page.locator("#gate-editor").fill("# Structured brief\n\nEdited by the reviewer.\n")
+        await expect(page.locator("#save-state")).to_have_text("Unsaved changes")
+        await page.get_by_role("button", name="Save", exact=True).click()
+        await expect(page.locator("#save-state")).to_contain_text("Saved at")
+        assert await artifact(ui, mission_id, "structured-text.md") == "# Structured brief\n\nEdited by the reviewer.\n"
+        await page.get_by_role("tab", name="Preview").click()
+        await expect(page.locator("#gate-preview h1")).to_have_text("Structured brief")
+        await page.get_by_role("button", name="Approve & continue").click()
+
+        # The research agent read the edited brief.
+        await wait_for_gate(page, "Review Research")
+        await expect(gate_panel(page).locator(".rendered")).to_contain_text("Edited by the reviewer.")
+
+        # Unsaved edits are saved before approving.
+        await page.get_by_role("tab", name="Edit").click()
+        await page.locator("#gate-editor").fill("# Research\n\nUse the csv module.\n")
+        await page.get_by_role("button", name="Save, approve & continue").click()
+        await wait_for_gate(page, "Review Plan")
+        assert await artifact(ui, mission_id, "research-output.md") == "# Research\n\nUse the csv module.\n"
+        await expect(gate_panel(page).locator(".rendered")).to_contain_text("Use the csv module.")
+        await page.get_by_role("button", name="Approve & continue").click()
+
+        await wait_for_gate(page, "Review Implementation")
+        await expect(gate_panel(page).locator("#gate-preview pre")).to_be_visible()
+        await page.get_by_role("button", name="Approve & continue").click()
+
+        await expect(page.get_by_role("heading", name="Mission completed")).to_be_visible()
+        await expect(page.locator(".mission-header .badge")).to_have_text("Completed")
+        await expect(page.locator(".step-done")).to_have_count(8)
+        await expect(page).to_have_title("haflow")
+        await page.locator(".artifact-chip", has_text="implementation-result.json").click()
+        await expect(page.locator("#artifact-body pre")).to_be_visible()
+        await ui.shot("ui-completed")
+        assert ui.errors == []
+        assert ui.dialogs == []
+
+    async def test_form_checks_mirror_the_server(self, ui: Session) -> None:
+        """Empty title or raw input is refused in the page, before any request."""
+        page = ui.page
+        await ui.goto("#/new")
+        await page.get_by_role("button", name="Create mission").click()
+        await expect(page.get_by_text("Give the mission a title.")).to_be_visible()
+        await page.get_by_label("Title").fill("   ")
+        await page.get_by_label("Raw input").fill("something")
+        await page.get_by_role("button", name="Create mission").click()
+        await expect(page.get_by_label("Title")).to_have_attribute("aria-invalid", "true")
+        await page.get_by_label("Title").fill("A title")
+        await page.get_by_label("Raw input").fill(" \n ")
+        await page.get_by_role("button", name="Create mission").click()
+        await expect(page.get_by_text("Raw input cannot be empty")).to_be_visible()
+        assert ("POST", f"{ui.base}/api/missions") not in ui.requests
+        assert await ui.api("GET", "/api/missions") == []
+
+    async def test_server_errors_are_shown(self, ui: Session) -> None:
+        """An error answered by the daemon is displayed in the form, not swallowed."""
+        page = ui.page
+        await ui.goto("#/new")
+        await expect(page.get_by_label("Workflow")).to_be_enabled()
+        await page.evaluate(
+            """() => {
+                const select = document.getElementById("create-workflow");
+                select.append(new Option("gone", "no-such-workflow"));
+                select.value = "no-such-workflow";
+            }"""
+        )
+        await page.get_by_label("Title").fill("Bad workflow")
+        await page.get_by_label("Raw input").fill("text")
+        await page.get_by_role("button", name="Create mission").click()
+        await expect(page.locator("#create-error")).to_contain_text("unknown workflow")
+
+
+class TestRunningMission:
+    @pytest.fixture
+    def sandbox(self, fake: FakeSandbox) -> SandboxProvider:
+        return fake
+
+    async def test_live_log_follows_and_cancel_then_retry(self, ui: Session, fake: FakeSandbox) -> None:
+        """The live log follows new output unless scrolled up; Cancel fails the step and Retry reruns it."""
+        page = ui.page
+        release = asyncio.Event()
+        fake.behaviours["cleanup"] = Behaviour(gate=release)
+        await ui.goto()
+        mission_id = await create_mission(ui, "Export missions as CSV")
+        await ui.goto(f"#/m/{mission_id}")
+        live = page.locator("#live-log")
+        await expect(live).to_contain_text("starting step cleanup")
+        await expect(page.locator(".mission-header .badge")).to_have_text("Running agent")
+
+        (run,) = fake.live()
+        for i in range(150):
+            run.emit(f"[agent] step {i}: reading the codebase\n".encode())
+        await expect(live).to_contain_text("step 149")
+        at_bottom = "el => el.scrollTop + el.clientHeight >= el.scrollHeight - 30"
+        await page.wait_for_function(f"({at_bottom})(document.getElementById('live-log'))")
+        await ui.shot("ui-running")
+
+        await live.evaluate("el => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); }")
+        await expect(page.locator("#follow-note")).to_have_text("Paused: scrolled up")
+        run.emit(b"[agent] one more line\n")
+        await expect(live).to_contain_text("one more line")
+        assert await live.evaluate("el => el.scrollTop") == 0
+        await page.get_by_role("button", name="Jump to latest").click()
+        await expect(page.locator("#follow-note")).to_have_text("Following the log")
+
+        await page.get_by_role("button", name="Cancel run").click()
+        await page.locator("#confirm-dialog").get_by_role("button", name="Cancel run").click()
+        failed = page.locator(".panel-failed")
+        await expect(failed).to_contain_text("Cancelled by user")
+        await expect(page.locator(".step-failed .step-name")).to_have_text("Cleanup")
+        await expect(page.locator(".step-failed .run-exit")).to_have_text("exit 137")
+
+        await failed.get_by_role("button", name="Retry step").click()
+        await expect(live).to_contain_text("starting step cleanup")
+        release.set()
+        await wait_for_gate(page, "Review Structured")
+        await expect(page.locator(".step").first.locator(".run")).to_have_count(2)
+        assert ui.dialogs == []
+
+    async def test_failure_is_shown_with_retry(self, ui: Session, fake: FakeSandbox) -> None:
+        """A failed agent step shows its error plainly, and Retry runs it again."""
+        page = ui.page
+        fake.behaviours["cleanup"] = Behaviour(exit_code=3)
+        await ui.goto()
+        mission_id = await create_mission(ui, "Flaky agent")
+        await ui.goto(f"#/m/{mission_id}")
+        failed = page.locator(".panel-failed")
+        await expect(failed.locator(".error-text")).to_contain_text("3")
+        await expect(failed).to_contain_text("exited with code 3")
+        await expect(page.locator(".mission-item .badge")).to_have_text("Failed")
+        fake.behaviours["cleanup"] = Behaviour()
+        await failed.get_by_role("button", name="Retry step").click()
+        await wait_for_gate(page, "Review Structured")
+
+    async def test_mark_completed_asks_first(self, ui: Session) -> None:
+        """Mark completed asks for confirmation and does nothing when declined."""
+        page = ui.page
+        await ui.goto()
+        mission_id = await create_mission(ui, "Done by hand")
+        await ui.goto(f"#/m/{mission_id}")
+        await wait_for_gate(page, "Review Structured")
+        dialog = page.locator("#confirm-dialog")
+        await page.get_by_role("button", name="Mark completed").click()
+        await dialog.get_by_role("button", name="Cancel").click()
+        await expect(dialog).to_be_hidden()
+        await expect(page.locator(".mission-header .badge")).to_have_text("Needs review")
+        await page.get_by_role("button", name="Mark completed").click()
+        await dialog.get_by_role("button", name="Mark completed").click()
+        await expect(page.get_by_role("heading", name="Mission completed")).to_be_visible()
+
+
+class TestUnsavedEdits:
+    @pytest.fixture
+    def sandbox(self, fake: FakeSandbox) -> SandboxProvider:
+        return fake
+
+    async def test_switching_missions_asks_before_discarding(self, ui: Session) -> None:
+        """Leaving a gate with unsaved edits asks first; declining keeps the edits."""
+        page = ui.page
+        await ui.goto()
+        other = await create_mission(ui, "Other mission")
+        mission_id = await create_mission(ui, "Edited mission")
+        await ui.goto(f"#/m/{mission_id}")
+        await wait_for_gate(page, "Review Structured")
+        await page.get_by_role("tab", name="Edit").click()
+        await page.locator("#gate-editor").fill("my precious edits")
+
+        await page.locator(f'a[href="#/m/{other}"]').click()
+        dialog = page.locator("#confirm-dialog")
+        await expect(dialog).to_contain_text("Discard unsaved edits?")
+        await dialog.get_by_role("button", name="Cancel").click()
+        await expect(page.locator("#gate-editor")).to_have_value("my precious edits")
+        assert page.url.endswith(mission_id)
+
+        await page.go_back()
+        await expect(dialog).to_contain_text("Discard unsaved edits?")
+        await dialog.get_by_role("button", name="Cancel").click()
+        await expect(page.locator("#gate-editor")).to_have_value("my precious edits")
+
+        await page.locator(f'a[href="#/m/{other}"]').click()
+        await dialog.get_by_role("button", name="Discard edits").click()
+        await expect(page.locator(".mission-name")).to_have_text("Other mission")
+        assert await artifact(ui, mission_id, "structured-text.md") != "my precious edits"
+
+    async def test_closing_the_tab_warns(self, ui: Session) -> None:
+        """Closing the page with unsaved edits triggers the browser's leave warning."""
+        page = ui.page
+        await ui.goto()
+        mission_id = await create_mission(ui, "Edited mission")
+        await ui.goto(f"#/m/{mission_id}")
+        await wait_for_gate(page, "Review Structured")
+        await page.get_by_role("tab", name="Edit").click()
+        await page.locator("#gate-editor").press_sequentially("x")
+        async with page.expect_event("dialog") as info:
+            await page.close(run_before_unload=True)
+        assert (await info.value).type == "beforeunload"
+
+
+class TestSafety:
+    @pytest.fixture
+    def sandbox(self, fake: FakeSandbox) -> SandboxProvider:
+        fake.behaviours["cleanup"] = Behaviour(extra_lines=(b'<script>window.__pwned="log"</script>\n',))
+        return fake
+
+    async def test_untrusted_content_never_runs_script(self, ui: Session) -> None:
+        """Script in an artifact, a title or a log is shown as text and never runs."""
+        page = ui.page
+        await ui.goto()
+        mission_id = await create_mission(ui, XSS_TITLE, raw_input=XSS)
+        await ui.goto(f"#/m/{mission_id}")
+        await wait_for_gate(page, "Review Structured")
+        preview = page.locator("#gate-preview")
+        await expect(preview).to_contain_text('<script>window.__pwned = "script"')
+        await expect(preview).to_contain_text("<img src=x onerror=")
+        await expect(preview).to_contain_text("[click me](javascript:")
+        await expect(page.locator(".mission-name")).to_have_text(XSS_TITLE)
+        await expect(page.locator(".mission-item .mission-title")).to_have_text(XSS_TITLE)
+
+        await page.locator(".run").get_by_role("button", name="Show log").click()
+        await expect(page.locator(".run-log")).to_contain_text('<script>window.__pwned="log"</script>')
+        await page.locator(".artifact-chip", has_text="raw-input.md").click()
+        await expect(page.locator("#artifact-body")).to_contain_text("Untrusted report")
+        await page.get_by_role("button", name="Source").click()
+        await expect(page.locator("#artifact-body")).to_contain_text("<script>")
+        await page.get_by_role("tab", name="Edit").click()
+        await expect(page.locator("#gate-editor")).to_have_value(f"# cleanup (by cleanup-agent)\n\n{XSS}")
+
+        main = page.locator("#main")
+        await expect(main.locator("script, iframe, object, embed")).to_have_count(0)
+        await expect(main.locator("img")).to_have_count(0)
+        await expect(page.locator("a[href^='javascript' i], a[href^='data' i]")).to_have_count(0)
+        assert await page.evaluate("window.__pwned") is None
+        assert ui.dialogs == []
+        assert ui.errors == []
+        assert not [u for _, u in ui.requests if "tracker.invalid" in u]
+
+    async def test_no_request_leaves_the_daemon_origin(self, ui: Session) -> None:
+        """Every request the page makes, on every screen, goes to the daemon's own origin."""
+        page = ui.page
+        await ui.goto()
+        await expect(page.get_by_role("heading", name="Start your first mission")).to_be_visible()
+        await ui.goto("#/new")
+        await expect(page.get_by_label("Workflow")).to_be_enabled()
+        mission_id = await create_mission(ui, "Images", raw_input=XSS)
+        await ui.goto(f"#/m/{mission_id}")
+        await wait_for_gate(page, "Review Structured")
+        await expect(page.locator("#gate-preview .md-image")).to_have_text("[image: pixel]")
+        await page.locator(".run").get_by_role("button", name="Show log").click()
+        await expect(page.locator(".run-log")).to_contain_text("wrote")
+        origin = ui.base + "/"
+        assert ui.requests
+        assert [u for _, u in ui.requests if not u.startswith(origin) and not u.startswith("data:")] == []
+
+
+class TestAuth:
+    @pytest.fixture
+    async def daemon(self, aiohttp_server: Any, config: Config, fake: FakeSandbox) -> str:
+        @web.middleware
+        async def require_token(request: web.Request, handler: Any) -> web.StreamResponse:
+            if request.path.startswith("/api") and request.headers.get("Authorization") != "Bearer s3cret":
+                body = {"success": False, "data": None, "error": "Missing or wrong access token"}
+                return web.json_response(body, status=401)
+            return await handler(request)
+
+        app = create_app(config, sandbox=fake)
+        app.middlewares.insert(0, require_token)
+        server = await aiohttp_server(app)
+        return str(server.make_url("")).rstrip("/")
+
+    async def test_token_is_asked_once_and_remembered(self, ui: Session) -> None:
+        """On 401 the page asks for the token, retries with it, and keeps it in localStorage."""
+        page = ui.page
+        await ui.goto()
+        dialog = page.locator("#token-dialog")
+        await dialog.get_by_label("Token").fill("wrong")
+        await dialog.get_by_role("button", name="Unlock").click()
+        await expect(dialog.get_by_text("That token was not accepted")).to_be_visible()
+        await dialog.get_by_label("Token").fill("s3cret")
+        await dialog.get_by_role("button", name="Unlock").click()
+        await expect(page.get_by_role("heading", name="Start your first mission")).to_be_visible()
+        assert await page.evaluate("localStorage.getItem('haflow.token')") == "s3cret"
+        await page.reload()
+        await expect(page.get_by_role("heading", name="Start your first mission")).to_be_visible()
+        await expect(dialog).to_be_hidden()
+
+
+class TestLayout:
+    @pytest.fixture
+    def sandbox(self, fake: FakeSandbox) -> SandboxProvider:
+        return fake
+
+    async def populate(self, ui: Session, fake: FakeSandbox) -> tuple[str, asyncio.Event]:
+        """Missions in every state; returns the one waiting at a gate and the running one's release."""
+        done = await create_mission(ui, "Dark mode toggle in settings")
+        await ui.api("POST", f"/api/missions/{done}/mark-completed")
+        fake.behaviours["cleanup"] = Behaviour(exit_code=2)
+        await create_mission(ui, "Fix flaky export test")
+        release = asyncio.Event()
+        fake.behaviours["cleanup"] = Behaviour(gate=release)
+        await create_mission(ui, "Rate-limit the public API")
+        fake.behaviours["cleanup"] = Behaviour()
+        await create_mission(ui, "Hotfix: crash on empty title", start=False)
+        gate = await create_mission(ui, "Export missions as CSV")
+        return gate, release
+
+    async def test_board_and_gate_at_desktop_width(self, ui: Session, fake: FakeSandbox) -> None:
+        """At 1280 px the board shows every status distinctly, waiting missions first, and the title counts them."""
+        page = ui.page
+        await ui.goto()
+        gate, release = await self.populate(ui, fake)
+        await expect(page.locator(".group-waiting .mission-item")).to_have_count(1)
+        await expect(page.locator(".mission-item")).to_have_count(5)
+        await expect(page).to_have_title("(1) haflow")
+        badges = page.locator(".mission-item .badge")
+        for status in ("completed", "failed", "running_code_agent", "ready", "waiting_human"):
+            await expect(page.locator(f".mission-item .badge-{status}")).to_have_count(1)
+        await expect(badges).to_have_count(5)
+        await expect(page.get_by_role("heading", name="1 mission waiting for you")).to_be_visible()
+        await ui.shot("ui-missions")
+        await ui.goto(f"#/m/{gate}")
+        await wait_for_gate(page, "Review Structured")
+        assert await page.evaluate("document.documentElement.scrollWidth") <= DESKTOP["width"]
+        release.set()
+
+    async def test_phone_width_has_no_sideways_scroll(self, browser: Browser, daemon: str, fake: FakeSandbox) -> None:
+        """At 390 px the list and the mission view fit the screen width."""
+        ui = await open_session(browser, daemon, PHONE)
+        page = ui.page
+        await ui.goto()
+        gate, release = await self.populate(ui, fake)
+        await expect(page.locator(".mission-item")).to_have_count(5)
+        assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        await ui.shot("ui-phone-missions")
+        await page.locator(f'a[href="#/m/{gate}"]').click()
+        await wait_for_gate(page, "Review Structured")
+        await expect(page.locator("#sidebar")).to_be_hidden()
+        await expect(page.get_by_role("link", name="← All missions")).to_be_visible()
+        assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        await ui.shot("ui-phone-gate")
+        release.set()
+
+    async def test_buttons_are_keyboard_reachable_with_visible_focus(self, ui: Session) -> None:
+        """Tabbing reaches the gate's buttons, and the focused one shows an outline."""
+        page = ui.page
+        await ui.goto()
+        mission_id = await create_mission(ui, "Keyboard")
+        await ui.goto(f"#/m/{mission_id}")
+        await wait_for_gate(page, "Review Structured")
+        approve = page.get_by_role("button", name="Approve & continue")
+        await page.get_by_role("button", name="Mark completed").focus()
+        for _ in range(10):
+            await page.keyboard.press("Tab")
+            if await approve.evaluate("el => el === document.activeElement"):
+                break
+        await expect(approve).to_be_focused()
+        outline = await approve.evaluate("el => getComputedStyle(el).outlineStyle")
+        assert outline == "solid"
+        await page.keyboard.press("Enter")
+        await expect(page.locator(".step").nth(1).locator(".step-state")).to_have_text("Done")
+
+    async def test_dark_scheme_follows_the_system(self, browser: Browser, daemon: str) -> None:
+        """With a dark system setting the page uses the dark palette."""
+        context = await browser.new_context(viewport=DESKTOP, color_scheme="dark")
+        page = await context.new_page()
+        await page.goto(f"{daemon}/")
+        await expect(page.get_by_role("heading", name="Start your first mission")).to_be_visible()
+        background = await page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(14, 16, 20)"
+        if SCREENSHOTS:
+            await page.screenshot(path=str(Path(SCREENSHOTS) / "ui-empty-dark.png"))
+        await context.close()
