@@ -101,7 +101,7 @@ class Idle:
 
 config = Config.from_env({}, home=sys.argv[1], port=int(sys.argv[2]))
 web.run_app(create_app(config, sandbox=Idle()), host="127.0.0.1", port=config.port, print=None)
-""" % (BIG_MISSION, BIG_RUN)
+""".replace("%s", BIG_MISSION, 1).replace("%s", BIG_RUN, 1)
 
 
 def free_port() -> int:

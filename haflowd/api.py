@@ -12,10 +12,10 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from .appkeys import CONFIG, ENGINE, LIST_CACHE
 from .convert import converter, structure_request
 from .errors import BadRequest, HaflowError, NotFound
 from .ids import check_filename, new_mission_id
-from .quota import check_artifact_write
 from .models import (
     CreateMissionRequest,
     MissionDetail,
@@ -24,8 +24,8 @@ from .models import (
     MissionStatus,
     SaveArtifactRequest,
 )
+from .quota import check_artifact_write
 from .workflows import DEFAULT_WORKFLOW
-from .appkeys import CONFIG, ENGINE, LIST_CACHE
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()

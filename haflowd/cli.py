@@ -53,7 +53,10 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--home", help="data folder (env HAFLOW_HOME, default ~/.haflow)")
     parser.add_argument("--agent-image", help="default agent image (env HAFLOW_AGENT_IMAGE)")
     parser.add_argument(
-        "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log verbosity (default INFO)"
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log verbosity (default INFO)",
     )
     parser.add_argument(
         "--log-format",
@@ -66,7 +69,7 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if not args_list or args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version"):
+    if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version")):
         args_list.insert(0, "serve")
     args = parser.parse_args(args_list)
     if args.command == "serve":

@@ -77,7 +77,7 @@ def _strict(kind: type) -> Any:
             try:
                 return cl(value)
             except ValueError:
-                allowed = ", ".join(str(m.value) for m in cl)  # type: ignore[var-annotated]
+                allowed = ", ".join(str(m.value) for m in cl)
                 raise ValueError(f"must be one of {allowed}") from None
         return value
 
@@ -114,7 +114,7 @@ def _make() -> cattrs.Converter:
         SaveArtifactRequest,
     ):
         attrs.resolve_types(cls)
-        renames = {
+        renames: dict[str, Any] = {
             name: override(rename=wire) for name, wire in _RENAMES.get(cls, {}).items()
         }
         conv.register_unstructure_hook(

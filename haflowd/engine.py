@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from datetime import UTC, datetime
+from typing import Any
 
 import attrs
 
@@ -211,7 +212,7 @@ class Engine:
 
     # -- state changes (callers hold the mission's lock) --------------------
 
-    def _save(self, meta: MissionMeta, **changes: object) -> MissionMeta:
+    def _save(self, meta: MissionMeta, **changes: Any) -> MissionMeta:
         return self.store.save(attrs.evolve(meta, updated_at=utcnow(), **changes))
 
     async def _advance(self, meta: MissionMeta, workflow: Workflow) -> None:
@@ -238,12 +239,17 @@ class Engine:
         self.store.save_run(mission_id, run)
         self.store.open_log(mission_id, run.run_id).close()
         spec = self._spec(meta, step, agent, run.run_id)
-        log.info("run.starting", extra={"mission_id": mission_id, "run_id": run.run_id, "step_id": step.step_id, "image": spec.image})
+        log.info(
+            "run.starting",
+            extra={"mission_id": mission_id, "run_id": run.run_id, "step_id": step.step_id, "image": spec.image},
+        )
         try:
             sandbox_id = await self.sandbox.start(spec)
         except SandboxError as exc:
             self.store.save_run(mission_id, attrs.evolve(run, finished_at=utcnow(), exit_code=EXIT_NOT_STARTED))
-            log.warning("run.start_failed", extra={"mission_id": mission_id, "run_id": run.run_id, "error": exc.message})
+            log.warning(
+                "run.start_failed", extra={"mission_id": mission_id, "run_id": run.run_id, "error": exc.message}
+            )
             self._fail_locked(meta, f"Step '{step.name}' could not start: {exc.message}")
             return
         run = self.store.save_run(mission_id, attrs.evolve(run, container_id=sandbox_id))
@@ -296,7 +302,7 @@ class Engine:
     def _watch(self, mission_id: str, run: StepRun, *, skip_bytes: int) -> None:
         task = asyncio.create_task(self._supervise(mission_id, run, skip_bytes), name=f"run {run.run_id}")
         self._watchers[run.run_id] = task
-        task.add_done_callback(lambda t, rid=run.run_id: self._watchers.pop(rid, None))
+        task.add_done_callback(lambda _: self._watchers.pop(run.run_id, None))
 
     async def _supervise(self, mission_id: str, run: StepRun, skip_bytes: int) -> None:
         assert run.container_id is not None

@@ -15,7 +15,7 @@ import attrs
 from .ids import filename_problem, is_mission_id, is_run_id
 
 
-class MissionType(str, enum.Enum):
+class MissionType(enum.StrEnum):
     FEATURE = "feature"
     FIX = "fix"
     BUGFIX = "bugfix"
@@ -23,7 +23,7 @@ class MissionType(str, enum.Enum):
     ENHANCE = "enhance"
 
 
-class MissionStatus(str, enum.Enum):
+class MissionStatus(enum.StrEnum):
     DRAFT = "draft"
     READY = "ready"
     WAITING_HUMAN = "waiting_human"
@@ -39,12 +39,12 @@ RUNNING_STATUSES = frozenset(
 )
 
 
-class StepType(str, enum.Enum):
+class StepType(enum.StrEnum):
     AGENT = "agent"
     HUMAN_GATE = "human-gate"
 
 
-class WorkspaceMode(str, enum.Enum):
+class WorkspaceMode(enum.StrEnum):
     DOCUMENT = "document"
     CODEGEN = "codegen"
 
