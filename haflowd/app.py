@@ -30,9 +30,11 @@ def load_definitions(config: Config) -> Catalog:
 
 
 def default_sandbox(config: Config) -> SandboxProvider:
-    from .docker import DockerProvider
+    from .docker import DockerProvider, instance_id
 
-    return DockerProvider(docker=config.docker, default_image=config.agent_image)
+    return DockerProvider(
+        docker=config.docker, default_image=config.agent_image, instance=instance_id(config.home)
+    )
 
 
 def create_app(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import hashlib
 import io
 import logging
 import math
@@ -37,6 +38,11 @@ from .sandbox import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Label naming the daemon installation a container belongs to, so two
+#: daemons (two users, two HAFLOW_HOMEs) sharing one engine never see, let
+#: alone remove, each other's containers.
+LABEL_INSTANCE = "haflow.instance"
 
 #: The user agents run as when the daemon itself runs as root ("nobody").
 UNPRIVILEGED_USER = "65534:65534"
@@ -139,6 +145,11 @@ def split_lines(buf: bytearray, limit: int, *, final: bool) -> list[bytes]:
     return items
 
 
+def instance_id(home: os.PathLike[str] | str) -> str:
+    """A stable short id for the installation whose data lives in ``home``."""
+    return hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()[:12]
+
+
 def default_user() -> str:
     """The ``uid:gid`` agents run as: the daemon's own, or nobody for root."""
     if not hasattr(os, "getuid") or os.getuid() == 0:
@@ -187,10 +198,13 @@ class DockerProvider:
     own, or 65534:65534 when the daemon is root, in which case writable mount
     sources are chowned to it). ``default_image`` is the agent image that
     :meth:`check` makes sure exists, building it when ``build_if_missing``.
+    ``instance`` (see :func:`instance_id`) labels the containers this
+    provider starts and limits :meth:`list` to them.
     """
 
     docker: str = "docker"
     default_image: str | None = None
+    instance: str | None = None
     build_if_missing: bool = True
     user: str = attrs.field(factory=default_user)
     max_line_bytes: int = MAX_LINE_BYTES
@@ -301,6 +315,8 @@ class DockerProvider:
             args += ["--mount", _mount_arg(mount)]
         for key, value in spec.labels.items():
             args += ["--label", f"{key}={value}"]
+        if self.instance is not None:
+            args += ["--label", f"{LABEL_INSTANCE}={self.instance}"]
         for name in spec.env:
             if not _ENV_NAME.match(name) or _CLI_ENV.match(name):
                 raise SandboxError(f"Agent environment variable {name!r} is not allowed")
@@ -414,7 +430,7 @@ class DockerProvider:
             raise SandboxError(f"Could not remove the agent container: {result.error}")
 
     async def list(self) -> list[SandboxInfo]:
-        """Every container, running or exited, labelled with a haflow run id."""
+        """Every container of this instance, running or exited, labelled with a run id."""
         fmt = "\t".join(
             [
                 "{{.ID}}",
@@ -424,7 +440,10 @@ class DockerProvider:
                 "{{.State}}",
             ]
         )
-        result = await self._cli("ps", "--all", "--no-trunc", "--filter", f"label={LABEL_RUN}", "--format", fmt)
+        filters = ["--filter", f"label={LABEL_RUN}"]
+        if self.instance is not None:
+            filters += ["--filter", f"label={LABEL_INSTANCE}={self.instance}"]
+        result = await self._cli("ps", "--all", "--no-trunc", *filters, "--format", fmt)
         if result.returncode != 0:
             raise SandboxError(f"Could not list agent containers: {result.error}")
         found = []

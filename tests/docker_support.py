@@ -9,15 +9,22 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from haflowd.docker import LABEL_INSTANCE
 from haflowd.image import build_image
 from haflowd.sandbox import LABEL_RUN
 
 #: The agent image the suite builds once, tagged apart from a user's own.
 TEST_IMAGE = "haflow-agent:test"
+#: The provider instance of provider-level tests; daemons use their home's.
+SESSION_INSTANCE = "test-" + uuid.uuid4().hex[:8]
+#: Every instance this session started containers under: other sessions and
+#: daemons on the same engine are none of our business.
+OWNED_INSTANCES = {SESSION_INSTANCE}
 
 
 def engine_problem(docker: str = "docker") -> str | None:
@@ -37,13 +44,23 @@ def engine_problem(docker: str = "docker") -> str | None:
 
 
 def haflow_containers() -> list[str]:
-    """Ids of every container carrying a haflow run label."""
+    """Ids of the haflow containers of every instance this session owns."""
     out = subprocess.run(
-        ["docker", "ps", "--all", "--quiet", "--filter", f"label={LABEL_RUN}"],
+        [
+            "docker",
+            "ps",
+            "--all",
+            "--no-trunc",
+            "--filter",
+            f"label={LABEL_RUN}",
+            "--format",
+            f'{{{{.ID}}}} {{{{.Label "{LABEL_INSTANCE}"}}}}',
+        ],
         capture_output=True,
         check=True,
     )
-    return out.stdout.decode().split()
+    found = (line.split(" ") for line in out.stdout.decode().splitlines())
+    return [fields[0] for fields in found if len(fields) == 2 and fields[1] in OWNED_INSTANCES]
 
 
 @pytest.fixture(scope="session")

@@ -20,12 +20,12 @@ from haflowd.sandbox import (
     SandboxSpec,
     SandboxUnavailable,
 )
-from tests.docker_support import haflow_containers
+from tests.docker_support import SESSION_INSTANCE, haflow_containers
 
 
 @pytest.fixture
 def provider(docker_image: str) -> DockerProvider:
-    return DockerProvider(default_image=docker_image)
+    return DockerProvider(default_image=docker_image, instance=SESSION_INSTANCE)
 
 
 @pytest.fixture
@@ -290,7 +290,7 @@ class TestRun:
             await provider.wait(sandbox_id)
 
     async def test_list_finds_labelled_containers(self, provider, started, make_spec) -> None:
-        """list() reports each haflow container with its labels and whether it runs."""
+        """list() reports each container of its instance with its labels and whether it runs."""
         running = make_spec("sleep", "600", step_id="research")
         done = make_spec("true")
         running_id = await started(running)
@@ -302,6 +302,8 @@ class TestRun:
         assert found[running_id].step_id == "research"
         assert found[running_id].running is True
         assert found[done_id].running is False
+        other = DockerProvider(instance="someone-else")
+        assert not {running_id, done_id} & {info.sandbox_id for info in await other.list()}
         await provider.stop(running_id, grace_seconds=0)
 
     async def test_hardening(self, provider, started, make_spec, artifacts) -> None:
@@ -328,6 +330,7 @@ class TestRun:
             "haflow.mission_id": "m-0000abcd",
             "haflow.run_id": spec.run_id,
             "haflow.step_id": "cleanup",
+            "haflow.instance": SESSION_INSTANCE,
         }
         mounts = [(m["Type"], m["Source"], m["Destination"]) for m in info["Mounts"]]
         assert mounts == [("bind", str(artifacts.resolve()), "/mission/artifacts")]
