@@ -2,9 +2,10 @@
 
 Each test starts haflowd on a free port (temp HAFLOW_HOME) and a fresh
 browser. The main flow uses real Docker agents when the engine and the agent
-image are available (``HAFLOW_UI_SANDBOX=docker`` insists, ``=fake`` never
-tries), else the in-process fake; tests that steer agent timing or output
-always use the fake. Set ``HAFLOW_UI_SCREENSHOTS=docs`` to refresh the
+image can be built (required when ``HAFLOW_REQUIRE_DOCKER`` is set, never with
+``HAFLOW_UI_SANDBOX=fake``), else the in-process fake; tests that steer agent
+timing or output always use the fake. Without ``/usr/bin/chromium`` the tests
+skip, unless ``HAFLOW_REQUIRE_BROWSER`` is set. Set ``HAFLOW_UI_SCREENSHOTS=docs`` to refresh the
 screenshots in that folder.
 """
 
@@ -18,13 +19,12 @@ from typing import Any
 
 import attrs
 import pytest
-from aiohttp import web
 from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 
 from haflowd.app import create_app, default_sandbox
 from haflowd.config import Config
-from haflowd.errors import HaflowError
 from haflowd.sandbox import SandboxProvider
+from tests.docker_support import engine_problem
 from tests.fakes import Behaviour, FakeSandbox
 
 pytestmark = pytest.mark.browser
@@ -95,28 +95,23 @@ class Session:
 
 
 @pytest.fixture
-def config(config: Config) -> Config:
-    # An agent image of our own: other suites may remove or rebuild the default one.
-    return attrs.evolve(config, agent_image="haflow-agent:ui-test")
-
-
-async def docker_or_none(config: Config) -> SandboxProvider | None:
-    choice = os.environ.get("HAFLOW_UI_SANDBOX", "auto")
-    if choice == "fake":
+def agent_image(request: pytest.FixtureRequest) -> str | None:
+    """The Docker agent image for real agent runs, or None for the fake sandbox."""
+    if os.environ.get("HAFLOW_UI_SANDBOX") == "fake":
         return None
-    try:
-        provider = default_sandbox(config)
-        await provider.check()
-    except (ImportError, HaflowError):
-        if choice == "docker":
-            raise
+    if engine_problem() is not None and not os.environ.get("HAFLOW_REQUIRE_DOCKER"):
         return None
-    return provider
+    return str(request.getfixturevalue("docker_image"))
 
 
 @pytest.fixture
-async def sandbox(config: Config, fake: FakeSandbox) -> SandboxProvider:
-    return await docker_or_none(config) or fake
+def config(config: Config, agent_image: str | None) -> Config:
+    return attrs.evolve(config, agent_image=agent_image) if agent_image else config
+
+
+@pytest.fixture
+def sandbox(config: Config, fake: FakeSandbox, agent_image: str | None) -> SandboxProvider:
+    return default_sandbox(config) if agent_image else fake
 
 
 @pytest.fixture
@@ -127,6 +122,10 @@ async def daemon(aiohttp_server: Any, config: Config, sandbox: SandboxProvider) 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("HAFLOW_REQUIRE_BROWSER"):
+            pytest.fail(f"HAFLOW_REQUIRE_BROWSER is set but {CHROMIUM} does not exist")
+        pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
@@ -275,8 +274,8 @@ class TestMissionFlow:
 
 class TestRunningMission:
     @pytest.fixture
-    def sandbox(self, fake: FakeSandbox) -> SandboxProvider:
-        return fake
+    def agent_image(self) -> None:
+        return None
 
     async def test_live_log_follows_and_cancel_then_retry(self, ui: Session, fake: FakeSandbox) -> None:
         """The live log follows new output unless scrolled up; Cancel fails the step and Retry reruns it."""
@@ -354,8 +353,8 @@ class TestRunningMission:
 
 class TestUnsavedEdits:
     @pytest.fixture
-    def sandbox(self, fake: FakeSandbox) -> SandboxProvider:
-        return fake
+    def agent_image(self) -> None:
+        return None
 
     async def test_switching_missions_asks_before_discarding(self, ui: Session) -> None:
         """Leaving a gate with unsaved edits asks first; declining keeps the edits."""
@@ -400,6 +399,10 @@ class TestUnsavedEdits:
 
 
 class TestSafety:
+    @pytest.fixture
+    def agent_image(self) -> None:
+        return None
+
     @pytest.fixture
     def sandbox(self, fake: FakeSandbox) -> SandboxProvider:
         fake.behaviours["cleanup"] = Behaviour(extra_lines=(b'<script>window.__pwned="log"</script>\n',))
@@ -457,18 +460,12 @@ class TestSafety:
 
 class TestAuth:
     @pytest.fixture
-    async def daemon(self, aiohttp_server: Any, config: Config, fake: FakeSandbox) -> str:
-        @web.middleware
-        async def require_token(request: web.Request, handler: Any) -> web.StreamResponse:
-            if request.path.startswith("/api") and request.headers.get("Authorization") != "Bearer s3cret":
-                body = {"success": False, "data": None, "error": "Missing or wrong access token"}
-                return web.json_response(body, status=401)
-            return await handler(request)
+    def agent_image(self) -> None:
+        return None
 
-        app = create_app(config, sandbox=fake)
-        app.middlewares.insert(0, require_token)
-        server = await aiohttp_server(app)
-        return str(server.make_url("")).rstrip("/")
+    @pytest.fixture
+    def config(self, config: Config) -> Config:
+        return attrs.evolve(config, token="s3cret")
 
     async def test_token_is_asked_once_and_remembered(self, ui: Session) -> None:
         """On 401 the page asks for the token, retries with it, and keeps it in localStorage."""
@@ -489,8 +486,8 @@ class TestAuth:
 
 class TestLayout:
     @pytest.fixture
-    def sandbox(self, fake: FakeSandbox) -> SandboxProvider:
-        return fake
+    def agent_image(self) -> None:
+        return None
 
     async def populate(self, ui: Session, fake: FakeSandbox) -> tuple[str, asyncio.Event]:
         """Missions in every state; returns the one waiting at a gate and the running one's release."""
