@@ -1,0 +1,229 @@
+"""Token auth and the DNS-rebinding Host check, with auth on and off."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from aiohttp.test_utils import TestClient
+
+from haflowd.app import create_app
+from haflowd.auth import check_exposure, ensure_token, host_allowed, token_matches, token_path
+from haflowd.config import Config
+from haflowd.errors import HaflowError
+from tests.conftest import api
+from tests.fakes import FakeSandbox
+
+TOKEN = "t0ken-for-tests"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+async def guarded(aiohttp_client: Any, config: Config, fake: FakeSandbox) -> TestClient:
+    """The API of a daemon that has a token (on loopback)."""
+    return await aiohttp_client(create_app(attrs.evolve(config, token=TOKEN), sandbox=fake))
+
+
+@pytest.fixture
+async def exposed(aiohttp_client: Any, config: Config, fake: FakeSandbox) -> TestClient:
+    """The API of a daemon listening on every address, with a token and one configured origin."""
+    exposed = attrs.evolve(
+        config, host="0.0.0.0", token=TOKEN, cors_origins=("https://phone.example",), allowed_hosts=("box.vpn",)
+    )
+    return await aiohttp_client(create_app(exposed, sandbox=fake))
+
+
+class TestTokenMatching:
+    @pytest.mark.parametrize(
+        ("header", "ok"),
+        [
+            (f"Bearer {TOKEN}", True),
+            (f"bearer {TOKEN}", True),
+            (f"Bearer {TOKEN}x", False),
+            (f"Basic {TOKEN}", False),
+            ("Bearer ", False),
+            (TOKEN, False),
+            ("", False),
+            (None, False),
+        ],
+    )
+    def test_header_forms(self, header: str | None, ok: bool) -> None:
+        """Only 'Bearer <the token>' matches (scheme case-insensitive)."""
+        assert token_matches(header, TOKEN) is ok
+
+
+class TestAuthOff:
+    async def test_loopback_without_token_needs_none(self, client: TestClient) -> None:
+        """On loopback with no token configured the API answers without credentials."""
+        status, body = await api(client, "GET", "/api/missions")
+        assert (status, body["data"]) == (200, [])
+
+
+class TestAuthOn:
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [
+            ("GET", "/api/missions"),
+            ("GET", "/api/health"),
+            ("GET", "/api/openapi.json"),
+            ("GET", "/api/workflows"),
+            ("POST", "/api/missions/m-00000000/continue"),
+            ("GET", "/api/no-such-route"),
+        ],
+    )
+    async def test_missing_token_is_401_in_the_envelope(self, guarded: TestClient, method: str, path: str) -> None:
+        """Every /api route, even unknown ones, answers 401 in the envelope without the token."""
+        status, body = await api(guarded, method, path)
+        assert status == 401
+        assert "Bearer" in body["error"]
+
+    async def test_wrong_token_is_401(self, guarded: TestClient) -> None:
+        """A wrong token is refused like a missing one."""
+        status, _ = await api(guarded, "GET", "/api/missions", headers={"Authorization": "Bearer nope"})
+        assert status == 401
+
+    async def test_right_token_passes(self, guarded: TestClient) -> None:
+        """With the token the API works as usual."""
+        status, body = await api(guarded, "GET", "/api/missions", headers=BEARER)
+        assert (status, body["data"]) == (200, [])
+
+    async def test_ui_needs_no_token(self, guarded: TestClient) -> None:
+        """The web UI page itself loads without the token (it asks for it)."""
+        resp = await guarded.get("/")
+        assert resp.status == 200
+
+    async def test_preflight_needs_no_token(self, exposed: TestClient) -> None:
+        """A CORS preflight from a configured origin succeeds without credentials."""
+        resp = await exposed.options(
+            "/api/missions",
+            headers={
+                "Origin": "https://phone.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "Authorization, Content-Type",
+            },
+        )
+        assert resp.status == 200
+        assert resp.headers["Access-Control-Allow-Origin"] == "https://phone.example"
+
+
+class TestExposure:
+    def test_exposed_without_token_is_refused(self, config: Config) -> None:
+        """create_app refuses a non-loopback address without a token."""
+        with pytest.raises(HaflowError, match="without a token"):
+            create_app(attrs.evolve(config, host="0.0.0.0"), sandbox=FakeSandbox())
+
+    def test_loopback_needs_no_token(self, config: Config) -> None:
+        """Loopback configs pass the exposure check without a token."""
+        check_exposure(config)
+        check_exposure(attrs.evolve(config, host="::1"))
+
+    def test_token_is_generated_once_with_0600(self, config: Config) -> None:
+        """An exposed daemon without HAFLOW_TOKEN generates a 0600 token file, then reuses it."""
+        exposed = attrs.evolve(config, host="0.0.0.0")
+        first, shown = ensure_token(exposed)
+        assert shown is not None and first.token == shown and len(shown) >= 32
+        path = token_path(config)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(config.home.stat().st_mode) == 0o700
+        again, shown_again = ensure_token(exposed)
+        assert (again.token, shown_again) == (shown, None)
+
+    def test_configured_token_wins(self, config: Config) -> None:
+        """HAFLOW_TOKEN is used as is and nothing is written."""
+        exposed = attrs.evolve(config, host="0.0.0.0", token="given")
+        assert ensure_token(exposed) == (exposed, None)
+        assert not config.home.exists()
+
+    def test_loopback_generates_nothing(self, config: Config) -> None:
+        """On loopback no token is made up."""
+        assert ensure_token(config) == (config, None)
+        assert not config.home.exists()
+
+    def test_token_from_environment(self, tmp_path: Path) -> None:
+        """HAFLOW_TOKEN, HAFLOW_ALLOWED_HOSTS and the limits are read from the environment; the token is not in repr."""
+        config = Config.from_env(
+            {
+                "HAFLOW_HOME": str(tmp_path),
+                "HAFLOW_TOKEN": "abc",
+                "HAFLOW_ALLOWED_HOSTS": "box.vpn, phone.lan",
+                "HAFLOW_MAX_BODY_BYTES": "1000",
+                "HAFLOW_MAX_ARTIFACTS": "7",
+                "HAFLOW_MAX_MISSION_BYTES": "9000",
+            }
+        )
+        assert config.token == "abc" and "abc" not in repr(config)
+        assert config.allowed_hosts == ("box.vpn", "phone.lan")
+        assert (config.max_body_bytes, config.max_artifacts, config.max_mission_bytes) == (1000, 7, 9000)
+
+
+class TestHostHeader:
+    @pytest.mark.parametrize(
+        "host",
+        [
+            "127.0.0.1:4000", "localhost:4000", "LOCALHOST", "[::1]:4000", "127.0.0.2", "app.localhost:4000",
+            "localhost.",
+        ],
+    )
+    def test_loopback_names_pass(self, config: Config, host: str) -> None:
+        """Loopback names and addresses are accepted on a loopback daemon."""
+        assert host_allowed(host, config)
+
+    @pytest.mark.parametrize(
+        "host",
+        ["evil.example", "evil.example:4000", "127.0.0.1.evil.example", "localhost.evil", "10.0.0.5:4000", "", None],
+    )
+    def test_other_names_are_refused(self, config: Config, host: str | None) -> None:
+        """Any other name (a rebinding attacker's domain) is refused on a loopback daemon."""
+        assert not host_allowed(host, config)
+
+    def test_configured_names_pass(self, config: Config) -> None:
+        """HAFLOW_ALLOWED_HOSTS adds names."""
+        assert host_allowed("box.vpn:4000", attrs.evolve(config, allowed_hosts=("box.vpn",)))
+
+    def test_bind_address_passes(self, config: Config) -> None:
+        """The address the daemon is bound to is accepted; other IPs are not."""
+        bound = attrs.evolve(config, host="100.64.0.7", token="x")
+        assert host_allowed("100.64.0.7:4000", bound)
+        assert not host_allowed("100.64.0.8:4000", bound)
+
+    def test_wildcard_bind_accepts_ip_literals_only(self, config: Config) -> None:
+        """Bound to 0.0.0.0, any IP literal is fine (no rebinding without a name), names are not."""
+        wild = attrs.evolve(config, host="0.0.0.0", token="x")
+        assert host_allowed("192.168.1.20:4000", wild)
+        assert not host_allowed("evil.example:4000", wild)
+
+    async def test_rebinding_request_is_403_in_the_envelope(self, client: TestClient) -> None:
+        """An /api request naming a foreign host answers 403 in the envelope."""
+        status, body = await api(client, "GET", "/api/missions", headers={"Host": "evil.example:4000"})
+        assert status == 403
+        assert "HAFLOW_ALLOWED_HOSTS" in body["error"]
+
+    async def test_rebinding_ui_request_is_403(self, client: TestClient) -> None:
+        """The UI is not served under a foreign host name either."""
+        resp = await client.get("/", headers={"Host": "evil.example"})
+        assert resp.status == 403
+
+    async def test_host_is_checked_before_the_token(self, exposed: TestClient) -> None:
+        """An exposed daemon refuses a foreign name even with the right token."""
+        status, _ = await api(exposed, "GET", "/api/missions", headers={"Host": "evil.example", **BEARER})
+        assert status == 403
+        status, _ = await api(exposed, "GET", "/api/missions", headers={"Host": "box.vpn:4000", **BEARER})
+        assert status == 200
+
+
+class TestCorsWhenExposed:
+    async def test_loopback_origin_is_not_trusted(self, exposed: TestClient) -> None:
+        """Once exposed, a loopback origin is no longer trusted by default."""
+        status, _ = await api(exposed, "GET", "/api/missions", headers={"Origin": "http://localhost:3000", **BEARER})
+        assert status == 403
+
+    async def test_configured_origin_is_allowed(self, exposed: TestClient) -> None:
+        """A configured origin gets its CORS answer."""
+        resp = await exposed.get("/api/missions", headers={"Origin": "https://phone.example", **BEARER})
+        assert resp.status == 200
+        assert resp.headers["Access-Control-Allow-Origin"] == "https://phone.example"
+        assert json.loads(await resp.read())["success"] is True
