@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,11 @@ class TestArtifactQuota:
     async def test_multibyte_content_counts_bytes(self, small: TestClient) -> None:
         """Sizes are UTF-8 bytes, not characters: 451 'é' are 902 bytes."""
         mission_id = (await create_mission(small, rawInput="r" * 100))["mission_id"]
-        status, body = await put(small, mission_id, "a.md", "é" * 451)
+        raw = json.dumps({"content": "é" * 451}, ensure_ascii=False).encode()
+        status, body = await api(
+            small, "PUT", f"/api/missions/{mission_id}/artifacts/a.md", data=raw,
+            headers={"Content-Type": "application/json"},
+        )
         assert status == 413 and "1002 bytes" in body["error"]
 
     def test_quota_errors_are_haflow_errors(self, tmp_path: Path, config: Config) -> None:
