@@ -780,7 +780,7 @@ function renderHeader(detail) {
         h("span", { class: "muted" }, "updated ", timeEl(detail.updated_at)))),
     h("div", { class: "mission-tools" },
       canComplete
-        ? h("button", { class: "button button-quiet", type: "button", "data-focus-key": "mark-completed",
+        ? h("button", { class: "button button-small", type: "button", "data-focus-key": "mark-completed",
           disabled: state.actionBusy, onClick: markCompleted }, "Mark completed")
         : null));
 }
