@@ -11,6 +11,7 @@ kept even when its file is gone, so that mission can finish.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -77,8 +78,6 @@ def reload_definitions(app: web.Application) -> bool:
 
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     """A ``cleanup_ctx``: handle SIGHUP and hold the pid file while the daemon runs."""
-    import asyncio
-
     config = app[CONFIG]
     loop = asyncio.get_running_loop()
     handled = False
@@ -93,6 +92,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        log.info("daemon.stopping", extra={"pid": os.getpid()})
         if handled:
             loop.remove_signal_handler(signal.SIGHUP)
             with contextlib.suppress(OSError):

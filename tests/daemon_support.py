@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def poll(check: Callable[[], bool], *, timeout: float = START_SECONDS) -> None:
+    """Wait until ``check()`` is true; fail by name if it never is."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{getattr(check, '__name__', check)} never became true")
+        time.sleep(0.05)
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
