@@ -1,0 +1,248 @@
+"""The OpenAPI document stays true: every route is described, and real answers validate against it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import attrs
+import pytest
+from aiohttp.test_utils import TestClient
+
+from haflowd import __version__
+from haflowd.app import create_app
+from haflowd.config import Config
+from haflowd.openapi import OPENAPI_PATH, document
+from tests.conftest import RAW_INPUT, wait_status
+from tests.fakes import Behaviour, FakeSandbox
+
+jsonschema = pytest.importorskip("jsonschema")
+referencing = pytest.importorskip("referencing")
+DRAFT202012 = pytest.importorskip("referencing.jsonschema").DRAFT202012
+
+DOC_URI = "urn:haflow:openapi"
+HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
+
+
+@attrs.define
+class Spec:
+    """Looks up and checks the schema of one answer in the served document."""
+
+    doc: dict[str, Any]
+    checked: set[tuple[str, str, str]] = attrs.field(factory=set)
+    _absolute: dict[str, Any] = attrs.field(init=False)
+    _registry: Any = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Make "#/components/..." absolute so any sub-schema resolves through the registry.
+        self._absolute = json.loads(json.dumps(self.doc).replace('"#/components/', f'"{DOC_URI}#/components/'))
+        resource = referencing.Resource.from_contents(self._absolute, default_specification=DRAFT202012)
+        self._registry = referencing.Registry().with_resource(DOC_URI, resource)
+
+    def response(self, method: str, template: str, status: int) -> dict[str, Any]:
+        responses = self._absolute["paths"][template][method.lower()]["responses"]
+        response = responses.get(str(status)) or responses["default"]
+        while "$ref" in response:
+            name = response["$ref"].rsplit("/", 1)[1]
+            response = self._absolute["components"]["responses"][name]
+        return response
+
+    def check(self, method: str, template: str, status: int, content_type: str, body: Any) -> None:
+        response = self.response(method, template, status)
+        assert content_type in response["content"], (method, template, status)
+        schema = response["content"][content_type]["schema"]
+        validator = jsonschema.Draft202012Validator(
+            schema, registry=self._registry, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        )
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(body)]
+        assert errors == [], (method, template, status, body)
+        described = self._absolute["paths"][template][method.lower()]["responses"]
+        kind = str(status) if str(status) in described else "default"
+        self.checked.add((method, template, kind))
+
+    def request_schema(self, name: str) -> Any:
+        return jsonschema.Draft202012Validator(
+            {"$ref": f"{DOC_URI}#/components/schemas/{name}"}, registry=self._registry
+        )
+
+
+@attrs.define
+class Driver:
+    """Calls the API by path template and checks every answer against the document."""
+
+    client: TestClient
+    spec: Spec
+
+    async def call(self, method: str, template: str, *, expect: int, body: Any = None, **params: str) -> Any:
+        path = template.format(**params)
+        kwargs: dict[str, Any] = {}
+        if body is not None:
+            kwargs["json"] = body
+        resp = await self.client.request(method, path, **kwargs)
+        data = json.loads(await resp.read())
+        assert resp.status == expect, (method, path, resp.status, data)
+        self.spec.check(method, template, resp.status, resp.content_type, data)
+        return data.get("data") if template != OPENAPI_PATH else data
+
+
+@pytest.fixture
+async def served(client: TestClient) -> dict[str, Any]:
+    resp = await client.get(OPENAPI_PATH)
+    assert resp.status == 200 and resp.content_type == "application/json"
+    return json.loads(await resp.read())
+
+
+class TestDocument:
+    def test_is_valid_openapi_3_1(self) -> None:
+        """The document passes the OpenAPI 3.1 specification validator."""
+        validator = pytest.importorskip("openapi_spec_validator")
+        doc = document(["standard-feature", "oneshot"])
+        validator.validate(doc)
+        assert doc["openapi"] == "3.1.0" and doc["info"]["version"] == __version__
+
+    async def test_served_document_lists_known_workflows(self, served: dict[str, Any]) -> None:
+        """The served document's workflowId enum is the daemon's catalog."""
+        create = served["components"]["schemas"]["CreateMissionRequest"]
+        assert create["properties"]["workflowId"]["enum"] == ["oneshot", "standard-feature"]
+
+    async def test_every_route_is_described(self, client: TestClient, served: dict[str, Any]) -> None:
+        """Each /api route of the app's router has an operation in the document, and nothing more."""
+        routes = set()
+        for route in client.app.router.routes():
+            path = route.resource.canonical if route.resource is not None else ""
+            if not path.startswith("/api") or route.method not in HTTP_METHODS or "{tail" in path:
+                continue
+            routes.add((route.method.lower(), path))
+        described = {(m, p) for p, ops in served["paths"].items() for m in ops}
+        assert routes == described
+
+    async def test_path_parameters_match(self, served: dict[str, Any]) -> None:
+        """Every {parameter} of a path is declared for each of its operations."""
+        for path, ops in served["paths"].items():
+            names = set(re.findall(r"\{(\w+)\}", path))
+            for op in ops.values():
+                declared = {p["$ref"].rsplit("/", 1)[1] for p in op.get("parameters", [])}
+                assert declared == names, path
+
+    async def test_every_operation_has_envelope_errors(self, served: dict[str, Any]) -> None:
+        """Every operation documents a default error answer in the envelope."""
+        for ops in served["paths"].values():
+            for op in ops.values():
+                assert op["responses"]["default"] == {"$ref": "#/components/responses/Error"}
+
+    def test_contract_examples_validate_as_requests(self) -> None:
+        """The contract's request bodies validate; blank and missing fields do not."""
+        spec = Spec(document(["standard-feature"]))
+        create = spec.request_schema("CreateMissionRequest")
+        assert create.is_valid({"title": "Dark mode", "type": "feature", "rawInput": RAW_INPUT})
+        assert create.is_valid({"title": "x", "type": "fix", "rawInput": "y", "workflowId": "standard-feature"})
+        assert not create.is_valid({"title": "   ", "type": "feature", "rawInput": "y"})
+        assert not create.is_valid({"title": "x", "type": "epic", "rawInput": "y"})
+        assert not create.is_valid({"title": "x", "type": "fix", "rawInput": "y", "workflowId": "nope"})
+        assert spec.request_schema("SaveArtifactRequest").is_valid({"content": ""})
+
+
+class TestAnswersValidate:
+    async def test_driven_workflow(self, client: TestClient, fake: FakeSandbox, served: dict[str, Any]) -> None:
+        """A whole standard-feature mission, with its errors, answers only what the document describes."""
+        spec = Spec(served)
+        api = Driver(client, spec)
+        m = "/api/missions/{mission_id}"
+        await api.call("GET", OPENAPI_PATH, expect=200)
+        await api.call("GET", "/api/health", expect=200)
+        await api.call("GET", "/api/workflows", expect=200)
+        assert await api.call("GET", "/api/missions", expect=200) == []
+        meta = await api.call(
+            "POST", "/api/missions", expect=201, body={"title": "Dark mode", "type": "feature", "rawInput": RAW_INPUT}
+        )
+        mission_id = meta["mission_id"]
+        ids = {"mission_id": mission_id}
+        await api.call("GET", "/api/missions", expect=200)
+        await api.call("GET", m, expect=200, **ids)
+
+        gate = asyncio.Event()
+        fake.behaviours["cleanup"] = Behaviour(gate=gate, extra_lines=(b"working\n",))
+        await api.call("POST", m + "/continue", expect=200, **ids)
+        running = await api.call("GET", m, expect=200, **ids)
+        assert running["status"] == "running_code_agent"
+        await api.call("POST", m + "/continue", expect=409, **ids)
+        gate.set()
+        await wait_status(client, mission_id, "waiting_human")
+        found = await api.call("GET", m, expect=200, **ids)
+        run_id = found["runs"][0]["run_id"]
+        await api.call("GET", m + "/runs/{run_id}/log", expect=200, run_id=run_id, **ids)
+        await api.call("GET", m + "/artifacts/{filename}/html", expect=200, filename="structured-text.md", **ids)
+        await api.call(
+            "PUT", m + "/artifacts/{filename}", expect=200, body={"content": "# edited"},
+            filename="structured-text.md", **ids,
+        )
+        await api.call("POST", m + "/cancel", expect=409, **ids)
+        for _ in range(3):
+            await api.call("POST", m + "/continue", expect=200, **ids)
+            await wait_status(client, mission_id, "waiting_human")
+        await api.call("POST", m + "/continue", expect=200, **ids)
+        done = await api.call("GET", m, expect=200, **ids)
+        assert done["status"] == "completed" and done["current_step"] == 8
+        await api.call("POST", m + "/continue", expect=409, **ids)
+        await api.call("POST", m + "/mark-completed", expect=200, **ids)
+
+        # Failures, each in the envelope and described.
+        fake.behaviours["cleanup"] = Behaviour(exit_code=3)
+        failing = await api.call(
+            "POST", "/api/missions", expect=201, body={"title": "t", "type": "fix", "rawInput": "r"}
+        )
+        fid = {"mission_id": failing["mission_id"]}
+        await api.call("POST", m + "/continue", expect=200, **fid)
+        failed = await wait_status(client, failing["mission_id"], "failed")
+        assert failed["last_error"]
+        await api.call("GET", m, expect=200, **fid)
+        await api.call("GET", m, expect=404, mission_id="m-00000000")
+        await api.call("GET", m, expect=404, mission_id="nope")
+        await api.call("POST", "/api/missions", expect=400, body={"title": "t"})
+        await api.call("POST", "/api/missions", expect=400, body=["not", "an", "object"])
+        await api.call("PUT", m + "/artifacts/{filename}", expect=400, body={"content": 1}, filename="a.md", **ids)
+        await api.call("GET", m + "/artifacts/{filename}/html", expect=404, filename="missing.md", **ids)
+        await api.call("GET", m + "/runs/{run_id}/log", expect=404, run_id="r-00000000", **ids)
+        await api.call("POST", m + "/mark-completed", expect=404, mission_id="m-00000000")
+
+        for kind in ("200", "201", "400", "404", "409"):
+            assert any(k == kind for _, _, k in spec.checked), kind
+
+    async def test_limit_and_auth_errors_validate(
+        self, aiohttp_client: Any, config: Config, fake: FakeSandbox, served: dict[str, Any]
+    ) -> None:
+        """413, 415, 401 and 403 answers match the document too."""
+        spec = Spec(served)
+        strict = attrs.evolve(config, token="tok", max_body_bytes=100)
+        client = await aiohttp_client(create_app(strict, sandbox=fake))
+        cases = [
+            ("POST", "/api/missions", {"data": b"{}"}, 401),
+            ("GET", "/api/missions", {"headers": {"Authorization": "Bearer tok", "Host": "evil.example"}}, 403),
+            ("POST", "/api/missions", {"headers": {"Authorization": "Bearer tok"}, "json": {"r": "x" * 500}}, 413),
+            (
+                "POST",
+                "/api/missions",
+                {"headers": {"Authorization": "Bearer tok", "Content-Type": "text/plain"}, "data": b"hi"},
+                415,
+            ),
+        ]
+        for method, path, kwargs, expect in cases:
+            resp = await client.request(method, path, **kwargs)
+            assert resp.status == expect
+            spec.check(method, path, resp.status, resp.content_type, json.loads(await resp.read()))
+
+    def test_checker_catches_drift(self) -> None:
+        """An answer with an undocumented field or a null optional fails the check (the test has teeth)."""
+        spec = Spec(document(["standard-feature"]))
+        meta = {
+            "mission_id": "m-0123abcd", "title": "t", "type": "feature", "workflow_id": "standard-feature",
+            "current_step": 0, "status": "ready", "created_at": "2026-01-23T10:00:00.000Z",
+            "updated_at": "2026-01-23T10:00:00.000Z", "errors": [],
+        }
+        spec.check("POST", "/api/missions", 201, "application/json", {"success": True, "data": meta, "error": None})
+        for bad in ({**meta, "surprise": 1}, {**meta, "last_error": None}, {**meta, "created_at": "yesterday"}):
+            envelope = {"success": True, "data": bad, "error": None}
+            with pytest.raises(AssertionError):
+                spec.check("POST", "/api/missions", 201, "application/json", envelope)
