@@ -132,7 +132,7 @@ def _schemas() -> dict[str, Any]:
         ),
         "CreateMissionRequest": _object(
             {"title": NON_BLANK, "type": _ref("MissionType"), "rawInput": NON_BLANK},
-            {"workflowId": {"type": "string", "description": "Defaults to standard-feature."}},
+            {"workflowId": {"type": ["string", "null"], "description": "Omitted or null: standard-feature."}},
             closed=False,
         ),
         "SaveArtifactRequest": _object({"content": {"type": "string"}}, closed=False),
@@ -357,7 +357,7 @@ def document(workflow_ids: Iterable[str] = ()) -> dict[str, Any]:
     doc = copy.deepcopy(_BASE)
     ids = sorted(workflow_ids)
     if ids:
-        doc["components"]["schemas"]["CreateMissionRequest"]["properties"]["workflowId"]["enum"] = ids
+        doc["components"]["schemas"]["CreateMissionRequest"]["properties"]["workflowId"]["enum"] = [*ids, None]
     return doc
 
 

@@ -105,7 +105,7 @@ class TestDocument:
     async def test_served_document_lists_known_workflows(self, served: dict[str, Any]) -> None:
         """The served document's workflowId enum is the daemon's catalog."""
         create = served["components"]["schemas"]["CreateMissionRequest"]
-        assert create["properties"]["workflowId"]["enum"] == ["oneshot", "standard-feature"]
+        assert create["properties"]["workflowId"]["enum"] == ["oneshot", "standard-feature", None]
 
     async def test_every_route_is_described(self, client: TestClient, served: dict[str, Any]) -> None:
         """Each /api route of the app's router has an operation in the document, and nothing more."""
