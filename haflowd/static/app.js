@@ -540,7 +540,7 @@ function createView() {
     h("div", { class: "form-error", id: "create-error", role: "alert", hidden: true }),
     h("label", { class: "field" },
       h("span", { class: "field-label" }, "Title"),
-      h("input", { id: "create-title", name: "title", type: "text", maxlength: "200",
+      h("input", { id: "create-title", name: "title", type: "text",
         placeholder: "e.g. Export missions as CSV", autocomplete: "off",
         "aria-describedby": "create-title-error" }),
       h("span", { class: "field-error", id: "create-title-error", hidden: true })),
