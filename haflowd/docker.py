@@ -399,14 +399,19 @@ class DockerProvider:
     async def wait(self, sandbox_id: str) -> int:
         """Block until the container exits (``docker wait``) and return its code."""
         _checked_ref(sandbox_id, "sandbox id")
-        state = await self._cli("inspect", "--format", "{{.State.Status}}", "--", sandbox_id)
-        if state.returncode != 0:
-            raise SandboxError(f"Cannot watch the agent container: {state.error}")
-        if state.stdout.strip() == b"created":
-            # Created but never started (the CLI died in between): it would
-            # wait forever.
-            raise SandboxError("The agent container was created but never started")
-        result = await self._cli("wait", sandbox_id, limit=None)
+        # Both at once, so a container that exits at once is noticed at once.
+        waiter = asyncio.ensure_future(self._cli("wait", sandbox_id, limit=None))
+        try:
+            state = await self._cli("inspect", "--format", "{{.State.Status}}", "--", sandbox_id)
+            if state.returncode == 0 and state.stdout.strip() == b"created":
+                # Created but never started (the CLI died in between): docker
+                # wait would block forever.
+                raise SandboxError("The agent container was created but never started")
+            result = await waiter
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
         if result.returncode != 0:
             raise SandboxError(f"Lost track of the agent container: {result.error}")
         try:

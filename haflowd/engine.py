@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 EXIT_NOT_STARTED = 125
 #: How long to wait for the rest of a finished sandbox's output.
 DRAIN_SECONDS = 10.0
+#: How long close() lets removals of finished sandboxes take.
+REMOVE_SECONDS = 10.0
 
 
 def utcnow() -> datetime:
@@ -73,6 +75,7 @@ class Engine:
     )
     _watchers: dict[str, asyncio.Task[None]] = attrs.field(factory=dict, init=False)
     _stops: dict[str, _Stop] = attrs.field(factory=dict, init=False)
+    _removals: set[asyncio.Task[None]] = attrs.field(factory=set, init=False)
 
     # -- life cycle -------------------------------------------------------
 
@@ -101,6 +104,10 @@ class Engine:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._watchers.clear()
+        # Finished runs' containers: let their removal finish (a docker round
+        # trip) rather than leave them to the next start.
+        if self._removals:
+            await asyncio.wait(self._removals, timeout=REMOVE_SECONDS)
 
     async def _recover(self, meta: MissionMeta, found: dict[str, SandboxInfo]) -> set[str]:
         runs = self.store.runs(meta.mission_id)
@@ -339,12 +346,25 @@ class Engine:
                 await asyncio.gather(pump, return_exceptions=True)
         run = self.store.save_run(mission_id, attrs.evolve(run, finished_at=utcnow(), exit_code=exit_code))
         log.info("run.finished", extra={"mission_id": mission_id, "run_id": run.run_id, "exit_code": exit_code})
-        with contextlib.suppress(SandboxError):
-            await self.sandbox.remove(sandbox_id)
         why = self._stops.pop(run.run_id, None)
         if timed_out and why is None:
             why = _Stop(f"Step '{run.step_id}' exceeded its time limit of {timeout:g} s and was stopped.")
-        await self._conclude(mission_id, run, why)
+        try:
+            await self._conclude(mission_id, run, why)
+        finally:
+            # After the mission moved on: removing takes a docker round trip
+            # the user need not wait for. close() lets it finish; if the
+            # daemon dies first, the next start removes it (nobody owns it).
+            self._remove_soon(sandbox_id)
+
+    def _remove_soon(self, sandbox_id: str) -> None:
+        async def remove() -> None:
+            with contextlib.suppress(SandboxError):
+                await self.sandbox.remove(sandbox_id)
+
+        task = asyncio.create_task(remove(), name=f"remove {sandbox_id}")
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
 
     def _timeout_of(self, mission_id: str, run: StepRun) -> float:
         with contextlib.suppress(Exception):

@@ -84,6 +84,11 @@ async def save(client: TestClient, mission_id: str, filename: str, content: str)
     assert status == 200, body
 
 
+async def no_containers_left() -> bool:
+    """Finished runs' containers are removed right after the mission moves on."""
+    return haflow_containers() == []
+
+
 def log_of(home: Path, mission_id: str, run_id: str) -> str:
     return (home / "missions" / mission_id / "logs" / f"{run_id}.log").read_text()
 
@@ -139,7 +144,7 @@ class TestStandardFeature:
                 }[run["step_id"]]
                 + "\n"
             )
-        assert haflow_containers() == []
+        await until(no_containers_left)
 
     async def test_log_tail_while_running(self, make_client, home: Path) -> None:
         """current_log_tail shows a slow agent's output while it still runs."""
@@ -161,7 +166,7 @@ class TestStandardFeature:
         found = await wait_status(client, mid, "waiting_human", "failed")
         assert found["status"] == "waiting_human"
         assert "current_log_tail" not in found
-        assert haflow_containers() == []
+        await until(no_containers_left)
 
 
 class TestFailures:
@@ -182,7 +187,7 @@ class TestFailures:
         assert "last_error" not in found
         assert [r["exit_code"] for r in found["runs"]] == [7, 0]
         assert "failing on purpose with exit code 7" in log_of(home, mid, found["runs"][0]["run_id"])
-        assert haflow_containers() == []
+        await until(no_containers_left)
 
     async def test_cancel(self, make_client, home: Path) -> None:
         """Cancel stops the running container, fails the mission saying so, and continue retries."""
@@ -199,7 +204,7 @@ class TestFailures:
         assert "ancel" in found["last_error"]
         (run,) = found["runs"]
         assert run["exit_code"] in (137, 143)
-        assert haflow_containers() == []
+        await until(no_containers_left)
 
         await save(client, mid, "go", "")
         found = await advance(client, mid, "waiting_human", "failed")
@@ -216,7 +221,7 @@ class TestFailures:
         (run,) = found["runs"]
         assert run["exit_code"] in (137, 143)
         assert log_of(home, mid, run["run_id"]) == "started\n"
-        assert haflow_containers() == []
+        await until(no_containers_left)
 
     async def test_missing_image(self, make_client, home: Path) -> None:
         """A missing image that may not be built fails the step with advice, not a hang."""
@@ -226,7 +231,7 @@ class TestFailures:
         found = await advance(client, mid, "failed", "waiting_human")
         assert "haflowd image build" in found["last_error"]
         assert found["runs"][0]["exit_code"] == 125
-        assert haflow_containers() == []
+        await until(no_containers_left)
 
     async def test_missing_docker(self, make_client) -> None:
         """Without a docker CLI the step fails saying to install Docker."""
@@ -395,7 +400,7 @@ class TestRestart:
             assert found["status"] != "failed", found.get("last_error")
         assert found["status"] == "completed"
         assert [r["exit_code"] for r in found["runs"]] == [0, 0, 0, 0]
-        assert haflow_containers() == []
+        await until(no_containers_left)
         assert await daemon.kill(signal.SIGTERM) == 0
 
     @pytest.mark.timeout(180)
@@ -419,7 +424,7 @@ class TestRestart:
         log = log_of(home, mid, run["run_id"])
         assert log.count("[agent] waiting for go\n") == 1
         assert log.endswith("[agent] done: wrote structured-text.md\n")
-        assert haflow_containers() == []
+        await until(no_containers_left)
         assert await daemon.kill(signal.SIGTERM) == 0
 
 
