@@ -169,6 +169,43 @@ class TestStandardFeature:
         await until(no_containers_left)
 
 
+class TestAgentSetup:
+    async def test_image_built_on_first_step(self, make_client, provider, home: Path) -> None:
+        """A missing agent image is built by the daemon when the first step needs it."""
+        tag = f"haflow-agent:e2e-{instance_id(home)}"
+        client = await make_client(agent_image=tag, sandbox=attrs.evolve(provider, default_image=tag))
+        try:
+            mid = (await create_mission(client))["mission_id"]
+            found = await advance(client, mid, "waiting_human", "failed")
+            assert found["status"] == "waiting_human", found.get("last_error")
+            assert found["artifacts"]["structured-text.md"].startswith("# Output of step cleanup")
+        finally:
+            subprocess.run(["docker", "rmi", "--force", tag], capture_output=True, check=False)
+        await until(no_containers_left)
+
+    async def test_env_secret_reaches_agent_only(
+        self, make_client, home: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """An agent's env value reaches the agent but no mission file and no daemon log."""
+        secret = "sk-" + os.urandom(12).hex()
+        write_agent(
+            home, "cleanup-agent", 'echo "key length ${#API_KEY}"; exec haflow-agent "$@"', env={"API_KEY": secret}
+        )
+        caplog.set_level("DEBUG")
+        client = await make_client()
+        mid = (await create_mission(client))["mission_id"]
+        found = await advance(client, mid, "waiting_human", "failed")
+        assert found["status"] == "waiting_human", found.get("last_error")
+        run_id = found["runs"][0]["run_id"]
+        assert log_of(home, mid, run_id).startswith(f"key length {len(secret)}\n")
+        mission_files = [p for p in (home / "missions").rglob("*") if p.is_file()]
+        assert mission_files
+        assert not [p for p in mission_files if secret.encode() in p.read_bytes()]
+        assert caplog.records
+        assert not [r for r in caplog.records if secret in repr(vars(r))]
+        await until(no_containers_left)
+
+
 class TestFailures:
     async def test_failing_agent_then_retry(self, make_client, home: Path) -> None:
         """A failing agent fails the mission; continue retries the step, which then succeeds."""
