@@ -55,9 +55,11 @@ _READ_SIZE = 64 * 1024
 # anything that could be read as a flag.
 _SAFE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@+-]*\Z")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-# Variables the docker CLI reads itself; an agent may not set them through the
-# CLI's environment (they would redirect the CLI, not the agent).
-_CLI_ENV = re.compile(r"(DOCKER_.*|PATH|HOME)\Z")
+# Variables that steer the docker CLI itself; an agent may not set them through
+# the CLI's environment (they would redirect the CLI, not the agent). HOME and
+# PATH are fine: the binary is resolved and DOCKER_CONFIG pinned beforehand.
+_CLI_ENV = re.compile(r"DOCKER_.*\Z")
+_DEFAULT_DOCKER_CONFIG = os.path.expanduser("~/.docker")
 _NO_SUCH = ("no such container", "no such object")
 
 
@@ -328,7 +330,10 @@ class DockerProvider:
     async def start(self, spec: SandboxSpec) -> str:
         """Start the container detached and return its full id."""
         args = self.run_args(spec)
-        env = {**os.environ, **spec.env} if spec.env else None
+        env = None
+        if spec.env:
+            env = {**os.environ, **spec.env}
+            env["DOCKER_CONFIG"] = os.environ.get("DOCKER_CONFIG") or _DEFAULT_DOCKER_CONFIG
         owner = _numeric_user(self.user)
         if owner is not None and owner[0] != 0 and hasattr(os, "getuid") and os.getuid() == 0:
             for mount in spec.mounts:

@@ -354,6 +354,12 @@ class TestRun:
         info = inspect(sandbox_id)
         assert secret not in json.dumps([info["Path"], info["Args"], info["Config"]["Cmd"]])
 
+    async def test_env_home_and_path(self, provider, started, make_spec) -> None:
+        """HOME and PATH go to the agent without redirecting the docker CLI."""
+        env = {"HOME": "/tmp", "PATH": "/nonexistent:/bin"}
+        sandbox_id = await started(make_spec("sh", "-c", 'echo "$HOME $PATH"', env=env))
+        assert await collect(provider, sandbox_id) == [b"/tmp /nonexistent:/bin\n"]
+
     async def test_env_name_reserved_for_cli(self, provider, make_spec) -> None:
         """Env names that would redirect the docker CLI itself are refused."""
         with pytest.raises(SandboxError, match="DOCKER_HOST"):
