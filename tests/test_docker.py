@@ -251,7 +251,9 @@ class TestRun:
         sandbox_id = await started(make_spec("sh", "-c", script))
         items = await collect(provider, sandbox_id)
         assert max(len(i) for i in items) <= provider.max_line_bytes
-        assert b"".join(items) == b"a" * n + b"\nend\n"
+        joined = b"".join(items)
+        assert (len(joined), joined.count(b"a"), joined[-5:]) == (n + 5, n, b"\nend\n")
+        assert joined == b"a" * n + b"\nend\n"
         assert items[-1] == b"end\n"
         assert len(items) == n // provider.max_line_bytes + 2
 
