@@ -63,7 +63,10 @@ async def envelope_middleware(request: web.Request, handler: Handler) -> web.Str
             405: f"Method {request.method} not allowed on {request.path}",
             413: "Request body too large",
         }.get(exc.status, exc.reason)
-        return error_response(exc.status, message)
+        response = error_response(exc.status, message)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("api.unexpected_error", extra={"method": request.method, "path": request.path})
         return error_response(500, "Internal server error (details are in the daemon log)")
@@ -260,4 +263,14 @@ async def list_workflows(request: web.Request) -> web.Response:
 
 @routes.route("*", "/api/{tail:.*}")
 async def unknown_api(request: web.Request) -> web.Response:
+    # The catch-all matches every method, so a known path asked with the
+    # wrong method lands here too: that is a 405, not a 404.
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    allowed.discard("OPTIONS")
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
     raise NotFound(f"Not found: {request.method} {request.path}")

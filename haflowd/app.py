@@ -66,14 +66,15 @@ def create_app(
     app.router.add_routes(routes)
     if STATIC.is_dir():
         app.router.add_get("/", _index)
-        app.router.add_static("/static/", STATIC, append_version=True)
+        app.router.add_static("/static/", STATIC)
+        app.on_response_prepare.append(_revalidate_static)
 
     # Which origins may call is decided by browser_guard; aiohttp-cors speaks
     # the CORS protocol (preflights, response headers) for those it lets in.
     cors = aiohttp_cors.setup(
         app,
         defaults={
-            "*": aiohttp_cors.ResourceOptions(
+            "*": aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
                 allow_credentials=False,
                 allow_headers=("Content-Type", "Authorization"),
                 allow_methods=("GET", "POST", "PUT", "OPTIONS"),
@@ -96,6 +97,13 @@ async def _supervisor(app: web.Application) -> AsyncIterator[None]:
     await engine.start()
     yield
     await engine.close()
+
+
+async def _revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
+    # index.html names app.js and app.css at fixed addresses: after an upgrade
+    # the browser must ask again (a cheap 304 while nothing changed).
+    if request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-cache"
 
 
 async def _index(request: web.Request) -> web.FileResponse:

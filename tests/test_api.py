@@ -364,6 +364,18 @@ class TestErrors:
         status, _ = await api(client, method, path)
         assert status == 404
 
+    @pytest.mark.parametrize(
+        ("method", "path", "allow"),
+        [("DELETE", "/api/missions", "GET,HEAD,POST"), ("TRACE", "/api/workflows", "GET,HEAD"),
+         ("GET", "/api/missions/m-12345678/continue", "POST")],
+    )
+    async def test_wrong_method_is_405_with_allow(self, client: TestClient, method: str, path: str, allow: str) -> None:
+        """A known path asked with another method answers 405 in the envelope, naming the allowed ones."""
+        resp = await client.request(method, path)
+        assert resp.status == 405
+        assert set(resp.headers["Allow"].split(",")) == set(allow.split(","))
+        assert (await resp.json())["success"] is False
+
     async def test_unexpected_errors_are_500_without_details(
         self, client: TestClient, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -470,3 +482,11 @@ class TestUi:
         assert resp.status == 200
         assert resp.content_type == "text/html"
         assert "haflow" in (await resp.text()).lower()
+
+    async def test_static_files_are_revalidated(self, client: TestClient) -> None:
+        """The UI's script is served with no-cache, so an upgrade reaches browsers."""
+        resp = await client.get("/static/app.js")
+        assert resp.status == 200
+        assert resp.headers["Cache-Control"] == "no-cache"
+        again = await client.get("/static/app.js", headers={"If-Modified-Since": resp.headers["Last-Modified"]})
+        assert again.status == 304
