@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-#: The most of a run's log that ``/log`` returns.
-LOG_LIMIT_BYTES = 1024 * 1024
+#: The most of a run's log that ``/log`` returns (at most 1 MiB read).
+LOG_LIMIT_CHARS = 256 * 1024
 GZIP_MIN_BYTES = 64 * 1024
 
 
@@ -226,15 +226,7 @@ async def run_log(request: web.Request) -> web.Response:
     mission_id = request.match_info["mission_id"]
     store.get(mission_id)
     run = store.get_run(mission_id, request.match_info["run_id"])
-    path = store.log_path(mission_id, run.run_id)
-    try:
-        with path.open("rb") as f:
-            size = f.seek(0, 2)
-            f.seek(max(0, size - LOG_LIMIT_BYTES))
-            text = f.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        text = ""
-    return envelope(text)
+    return envelope(store.log_tail(mission_id, run.run_id, LOG_LIMIT_CHARS))
 
 
 @routes.post("/api/missions/{mission_id}/continue")

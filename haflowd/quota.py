@@ -7,23 +7,17 @@ through the API.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .config import Config
 from .errors import Conflict, PayloadTooLarge
+from .store import artifact_entries
 
 
 def usage(folder: Path) -> dict[str, int]:
     """Visible artifact files of a folder and their sizes in bytes."""
     sizes: dict[str, int] = {}
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return sizes
-    for entry in entries:
-        if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
-            continue
+    for entry in artifact_entries(folder):
         try:
             sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
         except FileNotFoundError:

@@ -85,6 +85,18 @@ def read_tail(path: Path, chars: int) -> str:
     return text[-chars:]
 
 
+def artifact_entries(folder: Path) -> list[os.DirEntry[str]]:
+    """The artifact files of a folder, by name: regular files, not hidden ones.
+
+    Hidden names are our own temp files (or an agent's) and are never shown.
+    """
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    return [e for e in entries if not e.name.startswith(".") and e.is_file(follow_symlinks=False)]
+
+
 @attrs.define
 class Store:
     """Reads and writes missions under ``root``; owns the in-memory index."""
@@ -189,16 +201,8 @@ class Store:
     # -- artifacts --------------------------------------------------------
 
     def artifacts(self, mission_id: str) -> dict[str, str]:
-        folder = self.artifacts_dir(mission_id)
         found: dict[str, str] = {}
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except FileNotFoundError:
-            return found
-        for entry in entries:
-            # Hidden names are our own temp files (or an agent's); never shown.
-            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
-                continue
+        for entry in artifact_entries(self.artifacts_dir(mission_id)):
             try:
                 with open(entry.path, "rb") as f:
                     found[entry.name] = f.read().decode("utf-8", errors="replace")
