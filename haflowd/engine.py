@@ -326,19 +326,32 @@ class Engine:
                 log.info("run.timed_out", extra={"mission_id": mission_id, "run_id": run.run_id})
                 await self.sandbox.stop(sandbox_id)
                 exit_code = await self.sandbox.wait(sandbox_id)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(pump), DRAIN_SECONDS)
+            # A log that cannot be written (disk full) must not strand the
+            # run: its result is still recorded below.
+            await asyncio.wait({pump}, timeout=DRAIN_SECONDS)
+            if pump.done() and not pump.cancelled() and (error := pump.exception()) is not None:
+                log.error(
+                    "run.log_failed",
+                    exc_info=error,
+                    extra={"mission_id": mission_id, "run_id": run.run_id},
+                )
         except asyncio.CancelledError:
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
             raise
-        except SandboxError as exc:
-            # The engine behind the sandbox went away mid-run.
+        except Exception as exc:
+            # The engine behind the sandbox went away mid-run, or worse: the
+            # mission must still leave "running" so a person can retry.
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
+            if isinstance(exc, SandboxError):
+                message = f"Lost the sandbox of step '{run.step_id}': {exc.message}"
+            else:
+                log.exception("run.watch_failed", extra={"mission_id": mission_id, "run_id": run.run_id})
+                message = f"Internal error while watching step '{run.step_id}' (see the daemon log); continue to retry."
             self.store.save_run(mission_id, attrs.evolve(run, finished_at=utcnow()))
             self._stops.pop(run.run_id, None)
-            await self._fail(mission_id, f"Lost the sandbox of step '{run.step_id}': {exc.message}")
+            await self._fail(mission_id, message)
             return
         finally:
             if not pump.done():

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from haflowd.app import create_app
@@ -105,6 +106,44 @@ class TestFailure:
         assert data["status"] == "failed"
         assert "Docker is not running" in data["last_error"]
         assert data["runs"][0]["exit_code"] == 125 and "finished_at" in data["runs"][0]
+
+
+class TestWatchFailures:
+    async def test_broken_wait_fails_instead_of_hanging(
+        self, client: TestClient, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An unexpected error while watching a run fails the mission, so it never stays 'running'."""
+
+        async def broken(self: FakeSandbox, sandbox_id: str) -> int:
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(FakeSandbox, "wait", broken)
+        mid = (await create_mission(client))["mission_id"]
+        await cont(client, mid)
+        data = await wait_status(client, mid, "failed")
+        assert "Internal error" in data["last_error"] and "boom" not in data["last_error"]
+        assert "finished_at" in data["runs"][0]
+
+    async def test_unwritable_log_still_records_the_run(
+        self, client: TestClient, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """If the log cannot be written the run's result is still recorded and the mission moves on."""
+        from haflowd.store import Store
+
+        real_open = Store.open_log
+        calls = []
+
+        def failing_second_open(self: Store, mission_id: str, run_id: str) -> Any:
+            calls.append(run_id)
+            if len(calls) > 1:  # the first open only creates the file
+                raise OSError(28, "No space left on device")
+            return real_open(self, mission_id, run_id)
+
+        monkeypatch.setattr(Store, "open_log", failing_second_open)
+        mid = (await create_mission(client))["mission_id"]
+        await cont(client, mid)
+        data = await wait_status(client, mid, "waiting_human")
+        assert data["runs"][0]["exit_code"] == 0
 
 
 class TestConflicts:
