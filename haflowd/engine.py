@@ -243,8 +243,13 @@ class Engine:
         # Meta first: a crash before the run file exists is then seen at
         # start-up as "running without a run" and failed cleanly.
         meta = self._save(meta, status=MissionStatus.RUNNING_CODE_AGENT, last_error=None)
-        self.store.save_run(mission_id, run)
-        self.store.open_log(mission_id, run.run_id).close()
+        try:
+            self.store.save_run(mission_id, run)
+            self.store.open_log(mission_id, run.run_id).close()
+        except OSError as exc:
+            log.exception("run.prepare_failed", extra={"mission_id": mission_id, "run_id": run.run_id})
+            self._fail_locked(meta, f"Step '{step.name}' could not start: cannot write its run files ({exc.strerror}).")
+            return
         spec = self._spec(meta, step, agent, run.run_id)
         log.info(
             "run.starting",
@@ -259,7 +264,12 @@ class Engine:
             )
             self._fail_locked(meta, f"Step '{step.name}' could not start: {exc.message}")
             return
-        run = self.store.save_run(mission_id, attrs.evolve(run, container_id=sandbox_id))
+        run = attrs.evolve(run, container_id=sandbox_id)
+        try:
+            self.store.save_run(mission_id, run)
+        except OSError:
+            # Still watched; after a restart the sandbox is found by its labels.
+            log.exception("run.save_failed", extra={"mission_id": mission_id, "run_id": run.run_id})
         log.info("run.started", extra={"mission_id": mission_id, "run_id": run.run_id, "sandbox_id": sandbox_id})
         self._watch(mission_id, run, skip_bytes=0)
 

@@ -146,6 +146,27 @@ class TestWatchFailures:
         assert data["runs"][0]["exit_code"] == 0
 
 
+    async def test_unwritable_run_file_fails_the_start(
+        self, client: TestClient, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """If the run file cannot be written, no sandbox starts and the mission fails (retryable), not stuck."""
+        from haflowd.store import Store
+
+        def disk_full(self: Store, mission_id: str, run: Any) -> Any:
+            raise OSError(28, "No space left on device")
+
+        mid = (await create_mission(client))["mission_id"]
+        with monkeypatch.context() as patch:
+            patch.setattr(Store, "save_run", disk_full)
+            assert await cont(client, mid) == 200
+        data = await detail(client, mid)
+        assert data["status"] == "failed"
+        assert "No space left on device" in data["last_error"]
+        assert fake.started == []
+        assert await cont(client, mid) == 200
+        await wait_status(client, mid, "waiting_human")
+
+
 class TestConflicts:
     async def test_continue_while_running_is_409(self, client: TestClient, fake: FakeSandbox) -> None:
         """continue while an agent runs answers 409 and starts nothing more."""
