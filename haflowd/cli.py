@@ -116,15 +116,20 @@ def serve(args: argparse.Namespace) -> int:
     print(f"missions: {config.missions_dir}", flush=True)
     if new_token is not None:
         print(f"API token (saved in {token_path(config)}, shown only this once): {new_token}", flush=True)
-    web.run_app(
-        app,
-        host=config.host,
-        port=config.port,
-        print=None,
-        shutdown_timeout=5,
-        access_log=logging.getLogger("haflowd.access"),
-        access_log_class=logs.RequestLogger,
-    )
+    try:
+        web.run_app(
+            app,
+            host=config.host,
+            port=config.port,
+            print=None,
+            shutdown_timeout=5,
+            access_log=logging.getLogger("haflowd.access"),
+            access_log_class=logs.RequestLogger,
+        )
+    except OSError as exc:
+        # Typically the port is taken (another haflowd?): say so, no traceback.
+        print(f"haflowd: cannot listen on {host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -94,6 +94,23 @@ class TestDaemonProcess:
             _, err = proc.communicate(timeout=15)
         assert proc.returncode == 0, err
 
+    def test_port_in_use_is_a_clear_error(self, tmp_path: Path) -> None:
+        """A port another process holds gives a one-line error and exit 1, no traceback."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            done = subprocess.run(
+                [sys.executable, "-m", "haflowd", "serve", "--port", str(port), "--home", str(tmp_path)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={**os.environ, "HAFLOW_DOCKER": "haflow-no-such-docker"},
+            )
+        assert done.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+        assert "Traceback" not in done.stderr
+
     def test_invalid_user_workflow_is_a_clear_startup_error(self, tmp_path: Path) -> None:
         """A broken workflow file stops start-up with its path and the problem."""
         broken = tmp_path / "workflows" / "mine.json"
