@@ -146,7 +146,12 @@ class Engine:
     # -- commands (one per API verb) ---------------------------------------
 
     def mission_lock(self, mission_id: str) -> asyncio.Lock:
-        """The lock every change of one mission is made under."""
+        """The lock every change of one mission is made under.
+
+        Raises 404 for an unknown mission, so requests naming random ids
+        cannot grow the table of locks.
+        """
+        self.store.get(mission_id)
         return self._locks[mission_id]
 
     def workflow_of(self, meta: MissionMeta) -> Workflow:
@@ -157,7 +162,7 @@ class Engine:
 
     async def continue_mission(self, mission_id: str) -> None:
         """The contract's ``continue``: approve a gate, or (re)start an agent step."""
-        async with self._locks[mission_id]:
+        async with self.mission_lock(mission_id):
             meta = self.store.get(mission_id)
             if meta.status in RUNNING_STATUSES:
                 raise Conflict("An agent step is already running for this mission")
@@ -181,7 +186,7 @@ class Engine:
 
     async def mark_completed(self, mission_id: str) -> None:
         """Force the mission to ``completed``, stopping a running step first."""
-        async with self._locks[mission_id]:
+        async with self.mission_lock(mission_id):
             meta = self.store.get(mission_id)
             workflow = self.catalog.workflow(meta.workflow_id)
             steps = len(workflow.steps) if workflow else meta.current_step
@@ -194,7 +199,7 @@ class Engine:
             await self._stop_and_wait(run)
 
     async def _request_stop(self, mission_id: str, why: _Stop) -> StepRun | None:
-        async with self._locks[mission_id]:
+        async with self.mission_lock(mission_id):
             meta = self.store.get(mission_id)
             if meta.status not in RUNNING_STATUSES:
                 return None
@@ -311,7 +316,7 @@ class Engine:
         log.info("mission.failed", extra={"mission_id": meta.mission_id, "error": message})
 
     async def _fail(self, mission_id: str, message: str) -> None:
-        async with self._locks[mission_id]:
+        async with self.mission_lock(mission_id):
             self._fail_locked(self.store.get(mission_id), message)
 
     # -- watching runs ----------------------------------------------------
@@ -411,7 +416,7 @@ class Engine:
 
     async def _conclude(self, mission_id: str, run: StepRun, why: _Stop | None) -> None:
         """Move the mission on from a finished run: advance, or fail with a reason."""
-        async with self._locks[mission_id]:
+        async with self.mission_lock(mission_id):
             meta = self.store.get(mission_id)
             if why is not None and why.detached:
                 return

@@ -167,6 +167,18 @@ class TestWatchFailures:
         await wait_status(client, mid, "waiting_human")
 
 
+class TestLocks:
+    async def test_unknown_ids_create_no_locks(self, client: TestClient) -> None:
+        """Requests naming missions that do not exist leave no lock behind (a scanner cannot grow memory)."""
+        from haflowd.appkeys import ENGINE
+
+        engine = client.app[ENGINE]
+        for i in range(50):
+            status, _ = await api(client, "POST", f"/api/missions/m-{i:08x}/continue")
+            assert status == 404
+        assert len(engine._locks) == 0
+
+
 class TestConflicts:
     async def test_continue_while_running_is_409(self, client: TestClient, fake: FakeSandbox) -> None:
         """continue while an agent runs answers 409 and starts nothing more."""
