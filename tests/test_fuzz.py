@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,10 @@ TOKEN = "fuzz-token-0123456789"
 
 
 def schemathesis() -> str:
-    found = shutil.which("schemathesis") or shutil.which("st")
+    # Beside this interpreter first: pip puts console scripts there even when
+    # that folder is not on PATH.
+    beside = Path(sys.executable).parent
+    found = shutil.which("schemathesis", path=str(beside)) or shutil.which("schemathesis") or shutil.which("st")
     if found is None:
         if os.environ.get("HAFLOW_REQUIRE_FUZZ") == "1":
             pytest.fail("schemathesis is required (pip install schemathesis)")
