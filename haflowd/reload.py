@@ -5,8 +5,8 @@ which signals the pid in ``HAFLOW_HOME/haflowd.pid``) loads every
 definition again and swaps the engine's catalog in one assignment. Running
 steps keep going: their watchers only look definitions up when they need
 them. A file that fails to load leaves the old catalog in place and is
-logged. A workflow (and its agents) still used by an unfinished mission is
-kept even when its file is gone, so that mission can finish.
+logged. A workflow (and its agents) still used by a mission is kept even
+when its file is gone, so that mission can finish and its page still opens.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from aiohttp import web
 from .appkeys import CONFIG, ENGINE
 from .config import Config
 from .errors import HaflowError
-from .models import MissionStatus
 from .workflows import Catalog
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,8 @@ def reload_definitions(app: web.Application) -> bool:
     except Exception as exc:
         log.error("reload.failed", extra={"error": f"{type(exc).__name__}: {exc}"})
         return False
-    used = {m.workflow_id for m in engine.store.metas() if m.status is not MissionStatus.COMPLETED}
+    # Completed missions too: their page still shows the workflow they followed.
+    used = {m.workflow_id for m in engine.store.metas()}
     engine.catalog = merge_in_use(fresh, engine.catalog, used)
     log.info(
         "reload.done",

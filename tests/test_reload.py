@@ -89,6 +89,18 @@ class TestReloadInProcess:
         status, body = await api(client, "GET", f"/api/missions/{mission_id}")
         assert status == 200 and body["data"]["workflow"]["workflow_id"] == "quick-fix"
 
+    async def test_workflow_of_a_completed_mission_is_kept(self, client: TestClient, home: Path) -> None:
+        """A completed mission's page still opens after its workflow file is deleted and reloaded."""
+        path = write_workflow(home, EXTRA)
+        reload_definitions(client.app)
+        mission_id = (await create_mission(client, workflowId="quick-fix"))["mission_id"]
+        status, _ = await api(client, "POST", f"/api/missions/{mission_id}/mark-completed")
+        assert status == 200
+        path.unlink()
+        assert reload_definitions(client.app) is True
+        status, body = await api(client, "GET", f"/api/missions/{mission_id}")
+        assert status == 200 and body["data"]["workflow"]["workflow_id"] == "quick-fix"
+
 
 async def _has_run(fake: FakeSandbox) -> bool:
     return bool(fake.live())
