@@ -105,6 +105,41 @@ class Workflow:
         return self.steps[index].name if 0 <= index < len(self.steps) else "Complete"
 
 
+class AdapterId(enum.StrEnum):
+    """The agent CLIs haflow knows how to drive (``adapter`` in agent files)."""
+
+    COMMAND = "command"
+    CLAUDE_CODE = "claude-code"
+    CODEX = "codex"
+    GEMINI = "gemini"
+    OPENCODE = "opencode"
+    AIDER = "aider"
+
+
+@attrs.frozen
+class Usage:
+    """Tokens (and cost, where the CLI reports it) one run or mission used."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int | None = None
+    cost_usd: float | None = None
+    model: str | None = None
+
+    def __add__(self, other: Usage) -> Usage:
+        def plus(a: float | None, b: float | None) -> float | None:
+            return None if a is None and b is None else (a or 0) + (b or 0)
+
+        cached = plus(self.cached_input_tokens, other.cached_input_tokens)
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cached_input_tokens=None if cached is None else int(cached),
+            cost_usd=plus(self.cost_usd, other.cost_usd),
+            model=self.model if self.model == other.model else None,
+        )
+
+
 @attrs.frozen
 class AgentSpec:
     """How to run one agent: an entry of ``workflows/agents/*.json``.
@@ -116,8 +151,18 @@ class AgentSpec:
     """
 
     agent_id: str = attrs.field(validator=_non_empty)
-    command: tuple[str, ...] = attrs.field(validator=attrs.validators.min_len(1))
+    command: tuple[str, ...] = ()
     name: str | None = None
+    adapter: AdapterId = AdapterId.COMMAND
+    model: str | None = None
+    #: Names of environment variables the agent needs; values come from the daemon.
+    secrets: tuple[str, ...] = ()
+    #: A prompt template name in ``workflows/prompts/`` (default: per step kind).
+    prompt: str | None = None
+    max_turns: int | None = None
+    max_budget_usd: float | None = None
+    #: An OpenAI-compatible endpoint (local models through aider/opencode).
+    base_url: str | None = None
     image: str | None = None
     env: Mapping[str, str] = attrs.field(factory=dict)
     network: bool = False
@@ -125,6 +170,10 @@ class AgentSpec:
     cpus: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     pids_limit: int = attrs.field(default=256, validator=attrs.validators.gt(0))
     timeout_seconds: float = attrs.field(default=1800.0, validator=attrs.validators.gt(0))
+
+    def __attrs_post_init__(self) -> None:
+        if self.adapter is AdapterId.COMMAND and not self.command:
+            raise ValueError(f"agent {self.agent_id!r} needs a 'command' (or an 'adapter')")
 
 
 @attrs.frozen
