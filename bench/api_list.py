@@ -82,7 +82,7 @@ def build_home(home: Path, count: int) -> None:
 DAEMON = """
 import asyncio, sys
 from aiohttp import web
-from haflowd.app import create_app
+from haflowd.web.app import create_app
 from haflowd.config import Config
 from haflowd.sandbox import SandboxInfo
 

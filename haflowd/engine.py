@@ -36,9 +36,9 @@ from .models import (
     Workflow,
     WorkflowStep,
 )
-from .sandbox import Limits, Mount, SandboxError, SandboxInfo, SandboxProvider, SandboxSpec
+from .sandbox.protocol import Limits, Mount, SandboxError, SandboxInfo, SandboxProvider, SandboxSpec
 from .store import Store
-from .workflows import Catalog, expand
+from .catalog import Catalog, expand
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from haflowd.app import create_app
+from haflowd.web.app import create_app
 from haflowd.config import Config
 from tests.fakes import FakeSandbox
 

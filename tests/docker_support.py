@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from haflowd.docker import LABEL_INSTANCE
-from haflowd.image import build_image
+from haflowd.sandbox.docker import LABEL_INSTANCE
+from haflowd.sandbox.docker_image import build_image
 from haflowd.sandbox import LABEL_RUN
 
 #: The agent image the suite builds once, tagged apart from a user's own.

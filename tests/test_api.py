@@ -150,7 +150,7 @@ class TestList:
         import gzip
         import json
 
-        from haflowd import api as api_module
+        from haflowd.web import api as api_module
 
         await create_mission(client)
         plain = await client.get("/api/missions", headers={"Accept-Encoding": "identity"})
@@ -171,7 +171,7 @@ class TestList:
 
     async def test_corrupt_missions_are_skipped(self, aiohttp_client: Any, config: Any, fake: FakeSandbox) -> None:
         """Folders with a missing or corrupt mission.json are left out of the list, not a 500."""
-        from haflowd.app import create_app
+        from haflowd.web.app import create_app
 
         good = config.missions_dir / "m-00000001"
         client = await aiohttp_client(create_app(config, sandbox=fake))
@@ -395,7 +395,7 @@ class TestErrors:
         """A body above the configured cap answers 413 in the envelope."""
         import attrs
 
-        from haflowd.app import create_app
+        from haflowd.web.app import create_app
 
         client = await aiohttp_client(create_app(attrs.evolve(config, max_body_bytes=1024), sandbox=fake))
         mid = (await create_mission(client))["mission_id"]

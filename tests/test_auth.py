@@ -11,8 +11,8 @@ import attrs
 import pytest
 from aiohttp.test_utils import TestClient
 
-from haflowd.app import create_app
-from haflowd.auth import check_exposure, ensure_token, host_allowed, token_matches, token_path
+from haflowd.web.app import create_app
+from haflowd.web.auth import check_exposure, ensure_token, host_allowed, token_matches, token_path
 from haflowd.config import Config
 from haflowd.errors import HaflowError
 from tests.conftest import api

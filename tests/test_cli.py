@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from haflowd.cli import build_parser, main
+from haflowd.cli.main import build_parser, main
 from haflowd.config import Config
 
 

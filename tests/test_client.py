@@ -15,9 +15,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from haflowd import __version__
-from haflowd import client as client_module
-from haflowd.cli import main
-from haflowd.client import Client, ClientError, resolve_token
+from haflowd.cli import client as client_module
+from haflowd.cli.main import main
+from haflowd.cli.client import Client, ClientError, resolve_token
 from tests.conftest import create_mission, until, wait_status
 from tests.daemon_support import Daemon, child_env, free_port
 from tests.fakes import Behaviour, FakeSandbox

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from haflowd.docker import DockerProvider, run_cli, split_lines
-from haflowd.image import ensure_image, image_exists, is_buildable, is_static_elf
+from haflowd.sandbox.docker import DockerProvider, run_cli, split_lines
+from haflowd.sandbox.docker_image import ensure_image, image_exists, is_buildable, is_static_elf
 from haflowd.sandbox import (
     Limits,
     Mount,

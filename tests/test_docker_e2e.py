@@ -18,9 +18,9 @@ import attrs
 import pytest
 from aiohttp.test_utils import TestClient
 
-from haflowd.app import create_app
+from haflowd.web.app import create_app
 from haflowd.config import Config
-from haflowd.docker import DockerProvider, instance_id
+from haflowd.sandbox.docker import DockerProvider, instance_id
 from haflowd.sandbox import Limits, SandboxSpec
 from tests.conftest import RAW_INPUT, api, create_mission, detail, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, SESSION_INSTANCE, haflow_containers

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from haflowd.app import create_app
+from haflowd.web.app import create_app
 from haflowd.config import Config
 from tests.conftest import RAW_INPUT, api, create_mission, detail, until, wait_status
 from tests.fakes import Behaviour, FakeSandbox
@@ -170,7 +170,7 @@ class TestWatchFailures:
 class TestLocks:
     async def test_unknown_ids_create_no_locks(self, client: TestClient) -> None:
         """Requests naming missions that do not exist leave no lock behind (a scanner cannot grow memory)."""
-        from haflowd.appkeys import ENGINE
+        from haflowd.web.keys import ENGINE
 
         engine = client.app[ENGINE]
         for i in range(50):

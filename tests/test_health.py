@@ -11,8 +11,9 @@ import attrs
 import pytest
 from aiohttp.test_utils import TestClient
 
-from haflowd import __version__, health
-from haflowd.app import create_app
+from haflowd import __version__
+from haflowd.web import health
+from haflowd.web.app import create_app
 from haflowd.config import Config
 from tests.conftest import api, create_mission
 from tests.fakes import FakeSandbox

@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from haflowd import logs
-from haflowd.app import create_app
+from haflowd import daemon_log as logs
+from haflowd.web.app import create_app
 from haflowd.config import Config
 from tests.conftest import create_mission, wait_status
 from tests.fakes import FakeSandbox

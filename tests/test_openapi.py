@@ -12,9 +12,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from haflowd import __version__
-from haflowd.app import create_app
+from haflowd.web.app import create_app
 from haflowd.config import Config
-from haflowd.openapi import OPENAPI_PATH, document
+from haflowd.web.openapi import OPENAPI_PATH, document
 from tests.conftest import RAW_INPUT, wait_status
 from tests.fakes import Behaviour, FakeSandbox
 

@@ -11,7 +11,7 @@ import attrs
 import pytest
 from aiohttp.test_utils import TestClient
 
-from haflowd.app import create_app
+from haflowd.web.app import create_app
 from haflowd.config import Config
 from haflowd.errors import Conflict, PayloadTooLarge
 from haflowd.quota import check_artifact_write, usage

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from haflowd.appkeys import ENGINE
-from haflowd.reload import PID_FILE, merge_in_use, reload_definitions
-from haflowd.workflows import Catalog
+from haflowd.web.keys import ENGINE
+from haflowd.web.reload import PID_FILE, merge_in_use, reload_definitions
+from haflowd.catalog import Catalog
 from tests.conftest import api, create_mission, until, wait_status
 from tests.daemon_support import Daemon, child_env, poll
 from tests.fakes import Behaviour, FakeSandbox
@@ -60,7 +60,7 @@ class TestReloadInProcess:
         """A broken file is logged with its path and the daemon keeps what it had."""
         before = client.app[ENGINE].catalog
         path = write_workflow(home, '{"workflow_id": "broken"')
-        with caplog.at_level(logging.ERROR, logger="haflowd.reload"):
+        with caplog.at_level(logging.ERROR, logger="haflowd.web.reload"):
             assert reload_definitions(client.app) is False
         assert client.app[ENGINE].catalog is before
         failed = [r for r in caplog.records if r.getMessage() == "reload.failed"]

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from haflowd import service
-from haflowd.cli import main
+from haflowd.cli import service
+from haflowd.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRE = os.environ.get("HAFLOW_REQUIRE_SYSTEMD") == "1"
@@ -99,7 +99,7 @@ class TestSystemdUnit:
         assert 'ExecStart="/opt/my tools/haflowd" serve' in service.render_systemd("/opt/my tools/haflowd")
 
     def test_repository_file_is_the_template(self) -> None:
-        """systemd/haflowd.service is the template rendered for pip install --user."""
+        """systemd/haflowd.cli.service is the template rendered for pip install --user."""
         shipped = (REPO / "systemd" / service.UNIT_NAME).read_text()
         assert shipped == service.render_systemd(service.SAMPLE_SYSTEMD_EXE)
 
@@ -127,7 +127,7 @@ class TestInstall:
     def test_systemd_install_writes_unit_and_only_prints_commands(
         self, exe: Path, user_home: Path, no_subprocess: list[list[str]], capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """install writes ~/.config/systemd/user/haflowd.service and runs nothing."""
+        """install writes ~/.config/systemd/user/haflowd.cli.service and runs nothing."""
         assert main(["service", "install", "--platform", "systemd", "--exe", str(exe)]) == 0
         unit = user_home / ".config" / "systemd" / "user" / "haflowd.service"
         assert unit.read_text() == service.render_systemd(str(exe))

@@ -21,7 +21,7 @@ import attrs
 import pytest
 from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 
-from haflowd.app import create_app, default_sandbox
+from haflowd.web.app import create_app, default_sandbox
 from haflowd.config import Config
 from haflowd.sandbox import SandboxProvider
 from tests.docker_support import engine_problem

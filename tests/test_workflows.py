@@ -10,7 +10,7 @@ import pytest
 
 from haflowd.errors import InvalidDefinition
 from haflowd.models import StepType
-from haflowd.workflows import builtin_dir, expand, load_catalog
+from haflowd.catalog import builtin_dir, expand, load_catalog
 
 
 def write(path: Path, data: Any) -> Path:

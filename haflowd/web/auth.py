@@ -27,9 +27,9 @@ from pathlib import Path
 import attrs
 from aiohttp import web
 
-from .appkeys import CONFIG
-from .config import LOOPBACK_HOSTS, Config
-from .errors import Forbidden, HaflowError, Unauthorized
+from .keys import CONFIG
+from ..config import LOOPBACK_HOSTS, Config
+from ..errors import Forbidden, HaflowError, Unauthorized
 
 log = logging.getLogger(__name__)
 

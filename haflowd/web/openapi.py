@@ -21,9 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__
-from .appkeys import ENGINE
-from .models import MissionStatus, MissionType, StepType, WorkspaceMode
+from .. import __version__
+from .keys import ENGINE
+from ..models import MissionStatus, MissionType, StepType, WorkspaceMode
 
 routes = web.RouteTableDef()
 

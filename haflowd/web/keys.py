@@ -8,8 +8,8 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from .api import ListCache
-    from .config import Config
-    from .engine import Engine
+    from ..config import Config
+    from ..engine import Engine
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
 ENGINE: web.AppKey[Engine] = web.AppKey("engine")

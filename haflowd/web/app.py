@@ -9,16 +9,17 @@ from pathlib import Path
 import aiohttp_cors
 from aiohttp import web
 
-from . import __version__, health, openapi
+from .. import __version__
+from . import health, openapi
 from .api import ListCache, envelope_middleware, routes
-from .appkeys import CONFIG, ENGINE, LIST_CACHE
+from .keys import CONFIG, ENGINE, LIST_CACHE
 from .auth import auth_guard, check_exposure
-from .config import Config
-from .engine import Engine
-from .sandbox import SandboxProvider
-from .security import browser_guard
-from .store import Store
-from .workflows import Catalog, builtin_dir, load_catalog
+from ..config import Config
+from ..engine import Engine
+from ..sandbox.protocol import SandboxProvider
+from .browser_guard import browser_guard
+from ..store import Store
+from ..catalog import Catalog, builtin_dir, load_catalog
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -30,7 +31,7 @@ def load_definitions(config: Config) -> Catalog:
 
 
 def default_sandbox(config: Config) -> SandboxProvider:
-    from .docker import DockerProvider, instance_id
+    from ..sandbox.docker import DockerProvider, instance_id
 
     return DockerProvider(
         docker=config.docker, default_image=config.agent_image, instance=instance_id(config.home)

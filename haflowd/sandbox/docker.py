@@ -26,7 +26,9 @@ from pathlib import Path
 
 import attrs
 
-from .sandbox import (
+from ..proc import Completed, reap, run_cli
+from .lines import split_lines
+from .protocol import (
     LABEL_MISSION,
     LABEL_RUN,
     LABEL_STEP,
@@ -61,90 +63,6 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _CLI_ENV = re.compile(r"DOCKER_.*\Z")
 _DEFAULT_DOCKER_CONFIG = os.path.expanduser("~/.docker")
 _NO_SUCH = ("no such container", "no such object")
-
-
-@attrs.frozen
-class _Completed:
-    returncode: int
-    stdout: bytes
-    stderr: bytes
-
-    @property
-    def error(self) -> str:
-        """The CLI's complaint, one line, for messages."""
-        text = self.stderr.decode(errors="replace").strip() or self.stdout.decode(errors="replace").strip()
-        first = text.splitlines()[0] if text else f"exit status {self.returncode}"
-        return first.removeprefix("docker: ").removeprefix("Error response from daemon: ")
-
-
-async def reap(proc: asyncio.subprocess.Process) -> None:
-    """Kill ``proc`` if it still runs and wait for it, even when cancelled."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    waiter = asyncio.ensure_future(proc.wait())
-    try:
-        await asyncio.shield(waiter)
-    except asyncio.CancelledError:
-        # Killed already: this returns promptly, and the child is reaped.
-        await waiter
-        raise
-
-
-async def run_cli(
-    argv: Iterable[str],
-    *,
-    env: Mapping[str, str] | None = None,
-    limit: float | None = None,
-) -> _Completed:
-    """Run one short CLI command to completion and collect its output.
-
-    Raises :class:`FileNotFoundError` / :class:`PermissionError` if the binary
-    cannot be executed and :class:`TimeoutError` after ``limit`` seconds (the
-    child is killed and reaped in both that case and on cancellation).
-    """
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=dict(env) if env is not None else None,
-    )
-    try:
-        async with asyncio.timeout(limit):
-            out, err = await proc.communicate()
-    except BaseException:
-        await reap(proc)
-        raise
-    assert proc.returncode is not None
-    return _Completed(proc.returncode, out, err)
-
-
-def split_lines(buf: bytearray, limit: int, *, final: bool) -> list[bytes]:
-    """Remove and return the complete items at the start of ``buf``.
-
-    An item is a line including its ``\\n``; a line longer than ``limit``
-    becomes pieces of exactly ``limit`` bytes and its remainder, so the items
-    only depend on the bytes, never on how reads happened to chunk them. With
-    ``final`` the unterminated rest is returned too.
-    """
-    items: list[bytes] = []
-    start = 0
-    while True:
-        nl = buf.find(b"\n", start, start + limit)
-        if nl != -1:
-            items.append(bytes(buf[start : nl + 1]))
-            start = nl + 1
-        elif len(buf) - start >= limit:
-            items.append(bytes(buf[start : start + limit]))
-            start += limit
-        else:
-            break
-    if final and start < len(buf):
-        items.append(bytes(buf[start:]))
-        start = len(buf)
-    del buf[:start]
-    return items
 
 
 def instance_id(home: os.PathLike[str] | str) -> str:
@@ -231,7 +149,7 @@ class DockerProvider:
         *args: str,
         env: Mapping[str, str] | None = None,
         limit: float | None = -1.0,
-    ) -> _Completed:
+    ) -> Completed:
         """Run ``docker *args``; ``limit`` seconds (default ``command_timeout``, None: no limit)."""
         if limit is not None and limit < 0:
             limit = self.command_timeout
@@ -267,7 +185,7 @@ class DockerProvider:
 
     async def ensure_image(self, image: str) -> None:
         """Make sure ``image`` exists locally (see :func:`haflowd.image.ensure_image`)."""
-        from .image import ensure_image
+        from .docker_image import ensure_image
 
         async with self._image_lock:
             await ensure_image(self.docker, image, build_if_missing=self.build_if_missing)
@@ -474,11 +392,11 @@ class DockerProvider:
         return found
 
 
-def _gone(result: _Completed) -> bool:
+def _gone(result: Completed) -> bool:
     text = result.stderr.decode(errors="replace").lower()
     return any(s in text for s in _NO_SUCH)
 
 
-def _missing_image(result: _Completed) -> bool:
+def _missing_image(result: Completed) -> bool:
     text = result.stderr.decode(errors="replace").lower()
     return "no such image" in text or "unable to find image" in text

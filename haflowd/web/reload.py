@@ -21,10 +21,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .appkeys import CONFIG, ENGINE
-from .config import Config
-from .errors import HaflowError
-from .workflows import Catalog
+from .keys import CONFIG, ENGINE
+from ..config import Config
+from ..errors import HaflowError
+from ..catalog import Catalog
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from typing import Any, TextIO
 
 import attrs
 
-from .auth import TOKEN_FILE, read_token_file
-from .config import LOOPBACK_HOSTS
-from .models import MissionType
+from ..web.auth import TOKEN_FILE, read_token_file
+from ..config import LOOPBACK_HOSTS
+from ..models import MissionType
 
 DEFAULT_URL = "http://127.0.0.1:4000"
 EXIT_REFUSED = 1

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from .errors import HaflowError
+from ..errors import HaflowError
 
 #: Label keys every sandbox carries, so a provider can find its own containers.
 LABEL_MISSION = "haflow.mission_id"

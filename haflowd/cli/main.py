@@ -9,9 +9,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__, client, logs, service
-from .config import DEFAULT_HOST, DEFAULT_PORT, Config
-from .errors import HaflowError
+from .. import __version__, daemon_log
+from . import client, service
+from ..config import DEFAULT_HOST, DEFAULT_PORT, Config
+from ..errors import HaflowError
 
 log = logging.getLogger("haflowd")
 
@@ -60,7 +61,7 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-format",
-        choices=logs.FORMATS,
+        choices=daemon_log.FORMATS,
         default=os.environ.get("HAFLOW_LOG_FORMAT") or "text",
         help="text (readable, default) or json (one object per line); env HAFLOW_LOG_FORMAT",
     )
@@ -95,16 +96,16 @@ def _config(args: argparse.Namespace) -> Config:
 def serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from .app import create_app
-    from .auth import ensure_token, token_path
-    from .reload import lifecycle
+    from ..web.app import create_app
+    from ..web.auth import ensure_token, token_path
+    from ..web.reload import lifecycle
 
     try:
         config, new_token = ensure_token(_config(args))
     except (ValueError, OSError) as exc:
         print(f"haflowd: invalid setting: {exc}", file=sys.stderr)
         return 1
-    logs.configure(args.log_level, args.log_format, secrets=[config.token] if config.token else [])
+    daemon_log.configure(args.log_level, args.log_format, secrets=[config.token] if config.token else [])
     try:
         app = create_app(config)
     except HaflowError as exc:
@@ -124,7 +125,7 @@ def serve(args: argparse.Namespace) -> int:
             print=None,
             shutdown_timeout=5,
             access_log=logging.getLogger("haflowd.access"),
-            access_log_class=logs.RequestLogger,
+            access_log_class=daemon_log.RequestLogger,
         )
     except OSError as exc:
         # Typically the port is taken (another haflowd?): say so, no traceback.
@@ -134,7 +135,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def image_build(args: argparse.Namespace) -> int:
-    from .image import build_image
+    from ..sandbox.docker_image import build_image
 
     logging.basicConfig(level="INFO", format="%(message)s", stream=sys.stderr)
     config = Config.from_env()

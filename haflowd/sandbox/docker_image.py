@@ -16,8 +16,8 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from .docker import run_cli
-from .sandbox import SandboxUnavailable
+from ..proc import run_cli
+from .protocol import SandboxUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def default_image() -> str:
 
 def agent_script() -> bytes:
     """The stand-in agent shipped as package data."""
-    return resources.files(__package__).joinpath("agent", "haflow-agent").read_bytes()
+    return resources.files("haflowd.agents.standin").joinpath("haflow-agent").read_bytes()
 
 
 def is_buildable(image: str) -> bool:

@@ -12,11 +12,11 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from .appkeys import CONFIG, ENGINE, LIST_CACHE
-from .convert import converter, structure_request
-from .errors import BadRequest, HaflowError, NotFound
-from .ids import check_filename, new_mission_id
-from .models import (
+from .keys import CONFIG, ENGINE, LIST_CACHE
+from ..convert import converter, structure_request
+from ..errors import BadRequest, HaflowError, NotFound
+from ..ids import check_filename, new_mission_id
+from ..models import (
     CreateMissionRequest,
     MissionDetail,
     MissionListItem,
@@ -24,8 +24,8 @@ from .models import (
     MissionStatus,
     SaveArtifactRequest,
 )
-from .quota import check_artifact_write
-from .workflows import DEFAULT_WORKFLOW
+from ..quota import check_artifact_write
+from ..catalog import DEFAULT_WORKFLOW
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -211,7 +211,7 @@ async def save_artifact(request: web.Request) -> web.Response:
 
 @routes.get("/api/missions/{mission_id}/artifacts/{filename}/html")
 async def render_artifact(request: web.Request) -> web.Response:
-    from .render import render_artifact as render
+    from ..render import render_artifact as render
 
     store = request.app[ENGINE].store
     mission_id = request.match_info["mission_id"]

@@ -18,10 +18,10 @@ from collections import Counter
 import attrs
 from aiohttp import web
 
-from . import __version__
+from .. import __version__
 from .api import envelope
-from .appkeys import CONFIG, ENGINE
-from .sandbox import SandboxError
+from .keys import CONFIG, ENGINE
+from ..sandbox.protocol import SandboxError
 
 CHECK_TTL = 10.0
 CHECK_WAIT = 5.0

@@ -186,9 +186,9 @@ def _run_all(commands: Sequence[list[str]], *, tolerate_first: bool) -> int:
 
 
 def reload(args: argparse.Namespace) -> int:
-    from .config import Config
-    from .errors import HaflowError
-    from .reload import signal_reload
+    from ..config import Config
+    from ..errors import HaflowError
+    from ..web.reload import signal_reload
 
     config = Config.from_env(home=args.home)
     try:

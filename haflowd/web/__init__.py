@@ -1,0 +1,1 @@
+"""The HTTP face of the daemon: app factory, routes, guards, OpenAPI, the bundled UI."""
