@@ -16,6 +16,15 @@ DEFAULT_AGENT_IMAGE = f"haflow-agent:{__version__}"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
+#: Where everything lives unless HAFLOW_HOME (or the seed's haflow_HOME) says otherwise.
+DEFAULT_HOME = "~/.haflow"
+
+
+def home_from_env(env: Mapping[str, str]) -> Path:
+    """The data folder named by the environment, ``~`` expanded."""
+    return Path(env.get("HAFLOW_HOME") or env.get("haflow_HOME") or DEFAULT_HOME).expanduser()
+
+
 def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in (value or "").split(",") if item.strip())
 
@@ -63,9 +72,8 @@ class Config:
         ``None`` values are ignored.
         """
         env = os.environ if env is None else env
-        home = env.get("HAFLOW_HOME") or env.get("haflow_HOME") or "~/.haflow"
         values: dict[str, object] = {
-            "home": Path(home),
+            "home": home_from_env(env),
             "host": env.get("HOST") or DEFAULT_HOST,
             "port": int(env.get("PORT") or DEFAULT_PORT),
             "agent_image": env.get("HAFLOW_AGENT_IMAGE") or DEFAULT_AGENT_IMAGE,

@@ -20,6 +20,7 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter
 
+from .clock import format_timestamp, parse_timestamp
 from .errors import BadRequest
 from .models import (
     AgentSpec,
@@ -48,21 +49,6 @@ _RENAMES: dict[type, dict[str, str]] = {
 }
 #: Definitions written by people: a typo in a key must not pass silently.
 _STRICT_KEYS = (Workflow, WorkflowStep, AgentSpec)
-
-
-def format_timestamp(value: datetime) -> str:
-    """``2026-01-23T10:00:00.000Z``: what JavaScript's ``toISOString`` gives."""
-    utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
-def parse_timestamp(value: object, _: type | None = None) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError("expected an ISO 8601 timestamp string")
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        raise ValueError("timestamp needs a time zone")
-    return parsed.astimezone(UTC)
 
 
 def _strict(kind: type) -> Any:

@@ -105,6 +105,19 @@ class Workflow:
         return self.steps[index].name if 0 <= index < len(self.steps) else "Complete"
 
 
+@attrs.frozen
+class Limits:
+    """Resource ceilings of one sandbox; the defaults are every agent's defaults."""
+
+    memory: str = "512m"
+    cpus: float = 1.0
+    pids: int = 256
+    timeout_seconds: float = 1800.0
+
+
+DEFAULT_LIMITS = Limits()
+
+
 class AdapterId(enum.StrEnum):
     """The agent CLIs haflow knows how to drive (``adapter`` in agent files)."""
 
@@ -166,10 +179,14 @@ class AgentSpec:
     image: str | None = None
     env: Mapping[str, str] = attrs.field(factory=dict)
     network: bool = False
-    memory: str = "512m"
-    cpus: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
-    pids_limit: int = attrs.field(default=256, validator=attrs.validators.gt(0))
-    timeout_seconds: float = attrs.field(default=1800.0, validator=attrs.validators.gt(0))
+    memory: str = DEFAULT_LIMITS.memory
+    cpus: float = attrs.field(default=DEFAULT_LIMITS.cpus, validator=attrs.validators.gt(0))
+    pids_limit: int = attrs.field(default=DEFAULT_LIMITS.pids, validator=attrs.validators.gt(0))
+    timeout_seconds: float = attrs.field(default=DEFAULT_LIMITS.timeout_seconds, validator=attrs.validators.gt(0))
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(memory=self.memory, cpus=self.cpus, pids=self.pids_limit, timeout_seconds=self.timeout_seconds)
 
     def __attrs_post_init__(self) -> None:
         if self.adapter is AdapterId.COMMAND and not self.command:

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 import attrs
 
 from ..web.auth import TOKEN_FILE, read_token_file
-from ..config import LOOPBACK_HOSTS
+from ..config import LOOPBACK_HOSTS, home_from_env
 from ..models import MissionType
 
 DEFAULT_URL = "http://127.0.0.1:4000"
@@ -99,7 +99,7 @@ def resolve_token(url: str, explicit: str | None, env: Mapping[str, str]) -> str
         return env["HAFLOW_TOKEN"]
     host = urllib.parse.urlsplit(url).hostname or ""
     if host in LOOPBACK_HOSTS or host == "localhost":
-        home = Path(env.get("HAFLOW_HOME") or env.get("haflow_HOME") or "~/.haflow").expanduser()
+        home = home_from_env(env)
         return read_token_file(home / TOKEN_FILE)
     return None
 

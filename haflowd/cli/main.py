@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from .. import __version__, daemon_log
 from . import client, service
-from ..config import DEFAULT_HOST, DEFAULT_PORT, Config
+from ..config import DEFAULT_HOME, DEFAULT_HOST, DEFAULT_PORT, Config
 from ..errors import HaflowError
 
 log = logging.getLogger("haflowd")
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help=f"address to listen on (env HOST, default {DEFAULT_HOST}, loopback only)")
     parser.add_argument("--port", type=int, help=f"port to listen on (env PORT, default {DEFAULT_PORT})")
-    parser.add_argument("--home", help="data folder (env HAFLOW_HOME, default ~/.haflow)")
+    parser.add_argument("--home", help="data folder (env HAFLOW_HOME, default " + DEFAULT_HOME + ")")
     parser.add_argument("--agent-image", help="default agent image (env HAFLOW_AGENT_IMAGE)")
     parser.add_argument(
         "--log-level",

@@ -23,6 +23,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..config import DEFAULT_HOME
+
 UNIT_NAME = "haflowd.service"
 LABEL = "dev.haflow.haflowd"
 PLIST_NAME = f"{LABEL}.plist"
@@ -223,5 +225,5 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Send SIGHUP to the daemon whose pid is in HAFLOW_HOME/haflowd.pid. "
         "A bad file is logged and the daemon keeps its current definitions.",
     )
-    rel.add_argument("--home", help="data folder of the daemon (env HAFLOW_HOME, default ~/.haflow)")
+    rel.add_argument("--home", help="data folder of the daemon (env HAFLOW_HOME, default " + DEFAULT_HOME + ")")
     rel.set_defaults(handler=reload)

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from ..errors import HaflowError
+from ..models import Limits
 
 #: Label keys every sandbox carries, so a provider can find its own containers.
 LABEL_MISSION = "haflow.mission_id"
@@ -37,16 +38,6 @@ class Mount:
     source: Path
     target: str
     read_only: bool = False
-
-
-@attrs.frozen
-class Limits:
-    """Resource ceilings of one sandbox."""
-
-    memory: str = "512m"
-    cpus: float = 1.0
-    pids: int = 256
-    timeout_seconds: float = 1800.0
 
 
 @attrs.frozen
