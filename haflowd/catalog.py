@@ -21,7 +21,7 @@ from .models import AgentSpec, StepType, Workflow
 DEFAULT_WORKFLOW = "standard-feature"
 AGENTS = "agents"
 PLACEHOLDERS = frozenset(
-    {"mission_id", "run_id", "step_id", "step_name", "agent_id", "input_artifact", "output_artifact"}
+    {"mission_id", "run_id", "step_id", "step_name", "agent_id", "input_artifact", "output_artifact", "feedback_artifact"}
 )
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -47,6 +47,22 @@ class Catalog:
 
     def workflow(self, workflow_id: str) -> Workflow | None:
         return self.workflows.get(workflow_id)
+
+
+@attrs.define
+class Definitions:
+    """The catalog in force; a reload swaps it in one assignment.
+
+    ``generation`` grows with every swap, so readers can cache what they
+    derive from the catalog.
+    """
+
+    catalog: Catalog
+    generation: int = 0
+
+    def replace(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.generation += 1
 
 
 def _json_files(folder: Path) -> list[Path]:

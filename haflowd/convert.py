@@ -24,12 +24,15 @@ from .clock import format_timestamp, parse_timestamp
 from .errors import BadRequest
 from .models import (
     AgentSpec,
+    Changes,
     CreateMissionRequest,
+    Delivery,
     MissionDetail,
     MissionListItem,
     MissionMeta,
     SaveArtifactRequest,
     StepRun,
+    Usage,
     Workflow,
     WorkflowStep,
 )
@@ -46,6 +49,7 @@ _RENAMES: dict[type, dict[str, str]] = {
         "quick_commands": "quickCommands",
     },
     CreateMissionRequest: {"raw_input": "rawInput", "workflow_id": "workflowId"},
+    StepRun: {"sandbox_id": "container_id"},
 }
 #: Definitions written by people: a typo in a key must not pass silently.
 _STRICT_KEYS = (Workflow, WorkflowStep, AgentSpec)
@@ -90,6 +94,9 @@ def _make() -> cattrs.Converter:
     conv.register_structure_hook_func(lambda t: t == Mapping[str, str], _str_mapping)
 
     for cls in (
+        Usage,
+        Changes,
+        Delivery,
         WorkflowStep,
         Workflow,
         AgentSpec,
@@ -121,7 +128,7 @@ def _make() -> cattrs.Converter:
         out: dict[str, Any] = conv.unstructure(detail.meta)
         out["workflow"] = conv.unstructure(detail.workflow)
         out["artifacts"] = dict(detail.artifacts)
-        out["runs"] = [conv.unstructure(r) for r in detail.runs]
+        out["runs"] = [_wire_run(conv.unstructure(r)) for r in detail.runs]
         if detail.current_log_tail is not None:
             out["current_log_tail"] = detail.current_log_tail
         return out
@@ -131,6 +138,12 @@ def _make() -> cattrs.Converter:
 
 
 converter = _make()
+
+
+def _wire_run(data: dict[str, Any]) -> dict[str, Any]:
+    # Bookkeeping for re-attaching after a restart: on disk, not on the wire.
+    data.pop("output_offset", None)
+    return data
 
 
 def dumps(value: object) -> str:

@@ -1,17 +1,15 @@
-"""haflowd's error tree: every error knows the HTTP status it answers with."""
+"""haflowd's error tree: what went wrong, in words a user can act on.
+
+The core raises these; the web layer alone decides which HTTP status each
+kind answers with (:mod:`haflowd.web.api`). Messages are shown to users, so
+they must say what went wrong and never carry secrets or internal paths.
+"""
 
 from __future__ import annotations
 
 
 class HaflowError(Exception):
-    """Root of every error haflowd raises on purpose.
-
-    The API middleware turns these into the envelope with ``status``; the
-    message is shown to users, so it must say what went wrong and never
-    carry secrets or internal paths.
-    """
-
-    status: int = 500
+    """Root of every error haflowd raises on purpose."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -19,31 +17,39 @@ class HaflowError(Exception):
 
 
 class BadRequest(HaflowError):
-    status = 400
+    """The request itself is wrong (a field, a name, a value)."""
 
 
 class Unauthorized(HaflowError):
-    status = 401
+    """No valid credentials."""
 
 
 class Forbidden(HaflowError):
-    status = 403
+    """Credentials or origin not allowed to do this."""
 
 
 class NotFound(HaflowError):
-    status = 404
+    """The thing named does not exist."""
 
 
 class Conflict(HaflowError):
-    status = 409
+    """Not possible in the current state (a step runs, the mission is completed, ...)."""
 
 
 class PayloadTooLarge(HaflowError):
-    status = 413
+    """Over a size limit."""
 
 
 class UnsupportedMediaType(HaflowError):
-    status = 415
+    """A body that is not JSON."""
+
+
+class StorageFull(HaflowError):
+    """The disk under HAFLOW_HOME is full."""
+
+
+class StorageReadOnly(HaflowError):
+    """HAFLOW_HOME cannot be written."""
 
 
 class MissionNotFound(NotFound):

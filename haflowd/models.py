@@ -42,6 +42,7 @@ RUNNING_STATUSES = frozenset(
 class StepType(enum.StrEnum):
     AGENT = "agent"
     HUMAN_GATE = "human-gate"
+    CODE_REVIEW = "code-review"
 
 
 class WorkspaceMode(enum.StrEnum):
@@ -194,6 +195,24 @@ class AgentSpec:
 
 
 @attrs.frozen
+class Changes:
+    """What one commit changed."""
+
+    files: int
+    insertions: int
+    deletions: int
+
+
+@attrs.frozen
+class Delivery:
+    """Where a mission's branch was delivered in the user's repository."""
+
+    branch: str
+    commit: str
+    delivered_at: datetime
+
+
+@attrs.frozen
 class MissionMeta:
     mission_id: str = attrs.field(validator=_mission_id)
     title: str
@@ -205,6 +224,12 @@ class MissionMeta:
     updated_at: datetime
     errors: tuple[str, ...]
     last_error: str | None = None
+    project_id: str | None = None
+    branch: str | None = None
+    base_commit: str | None = None
+    delivered: Delivery | None = None
+    #: The sum of the usage its runs reported (AGENTS.md's ``MissionDetail.usage``).
+    usage: Usage | None = None
 
 
 @attrs.frozen
@@ -214,7 +239,17 @@ class StepRun:
     started_at: datetime
     finished_at: datetime | None = None
     exit_code: int | None = None
-    container_id: str | None = None
+    #: What the sandbox provider called it (``container_id`` on the wire).
+    sandbox_id: str | None = None
+    #: The commit a codegen step's changes became, and their size.
+    commit: str | None = None
+    changes: Changes | None = None
+    usage: Usage | None = None
+    #: The agent's final message (at most 4 Ki characters).
+    result: str | None = None
+    #: Bytes of the output file written before the sandbox's first byte
+    #: (the daemon's own notes); kept on disk for re-attaching, not on the wire.
+    output_offset: int | None = None
 
 
 @attrs.frozen
@@ -225,6 +260,7 @@ class MissionListItem:
     status: MissionStatus
     current_step_name: str
     updated_at: datetime
+    cost_usd: float | None = None
 
 
 @attrs.frozen

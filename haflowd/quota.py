@@ -11,18 +11,12 @@ from pathlib import Path
 
 from .config import Config
 from .errors import Conflict, PayloadTooLarge
-from .store import artifact_entries
+from .agentfiles import regular_files
 
 
 def usage(folder: Path) -> dict[str, int]:
     """Visible artifact files of a folder and their sizes in bytes."""
-    sizes: dict[str, int] = {}
-    for entry in artifact_entries(folder):
-        try:
-            sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
-        except FileNotFoundError:
-            continue
-    return sizes
+    return {entry.name: entry.size for entry in regular_files(folder)}
 
 
 def check_artifact_write(folder: Path, filename: str, size: int, config: Config) -> None:

@@ -27,6 +27,7 @@ from typing import BinaryIO
 
 import attrs
 
+from . import agentfiles
 from .convert import converter, dumps
 from .errors import MissionNotFound, NotFound
 from .ids import check_filename, is_mission_id, is_run_id
@@ -38,6 +39,21 @@ MISSION_FILE = "mission.json"
 ARTIFACTS = "artifacts"
 RUNS = "runs"
 LOGS = "logs"
+PROMPTS = "prompts"
+
+#: The most of one artifact a mission's detail answer carries.
+DETAIL_ARTIFACT_BYTES = 256 * 1024
+#: The most of one artifact read into memory for rendering or an agent's prompt.
+MAX_READ_BYTES = 5 * 1024 * 1024
+TRUNCATED_MARKER = (
+    "\n\n[haflow: truncated, showing {shown} of {size} bytes; "
+    "GET /api/missions/<id>/artifacts/{name} returns the whole file]\n"
+)
+
+
+def _decode(data: bytes) -> str:
+    # A cut may split a character: replace it rather than fail.
+    return data.decode("utf-8", errors="replace")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -83,18 +99,6 @@ def read_tail(path: Path, chars: int) -> str:
         return ""
     text = data.decode("utf-8", errors="replace")
     return text[-chars:]
-
-
-def artifact_entries(folder: Path) -> list[os.DirEntry[str]]:
-    """The artifact files of a folder, by name: regular files, not hidden ones.
-
-    Hidden names are our own temp files (or an agent's) and are never shown.
-    """
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except FileNotFoundError:
-        return []
-    return [e for e in entries if not e.name.startswith(".") and e.is_file(follow_symlinks=False)]
 
 
 @attrs.define
@@ -200,24 +204,37 @@ class Store:
 
     # -- artifacts --------------------------------------------------------
 
-    def artifacts(self, mission_id: str) -> dict[str, str]:
+    def artifacts(self, mission_id: str, limit: int = DETAIL_ARTIFACT_BYTES) -> dict[str, str]:
+        """Every visible artifact's text, each cut at ``limit`` bytes with a marker.
+
+        Blocking I/O: the API calls it off the event loop.
+        """
         found: dict[str, str] = {}
-        for entry in artifact_entries(self.artifacts_dir(mission_id)):
+        folder = self.artifacts_dir(mission_id)
+        for entry in agentfiles.regular_files(folder):
             try:
-                with open(entry.path, "rb") as f:
-                    found[entry.name] = f.read().decode("utf-8", errors="replace")
+                read = agentfiles.read_bounded(folder / entry.name, limit)
             except OSError:
-                continue
+                continue  # swapped for a link, FIFO or folder since the listing
+            text = _decode(read.data)
+            if read.truncated:
+                text += TRUNCATED_MARKER.format(shown=len(read.data), size=read.size, name=entry.name)
+            found[entry.name] = text
         return found
 
-    def read_artifact(self, mission_id: str, filename: str) -> str:
-        path = self.artifacts_dir(mission_id) / check_filename(filename)
+    def artifact_path(self, mission_id: str, filename: str) -> Path:
+        return self.artifacts_dir(mission_id) / check_filename(filename)
+
+    def read_artifact(self, mission_id: str, filename: str, limit: int = MAX_READ_BYTES) -> str:
+        """One artifact's text (at most ``limit`` bytes); 404 unless it is a regular file."""
         try:
-            if path.is_symlink():
-                raise FileNotFoundError(path)
-            return path.read_bytes().decode("utf-8", errors="replace")
-        except (FileNotFoundError, IsADirectoryError):
+            read = agentfiles.read_bounded(self.artifact_path(mission_id, filename), limit)
+        except OSError:
             raise NotFound(f"Artifact not found: {filename}") from None
+        text = _decode(read.data)
+        if read.truncated:
+            text += TRUNCATED_MARKER.format(shown=len(read.data), size=read.size, name=filename)
+        return text
 
     def write_artifact(self, mission_id: str, filename: str, content: str) -> None:
         self.get(mission_id)
@@ -265,6 +282,23 @@ class Store:
     def open_log(self, mission_id: str, run_id: str) -> BinaryIO:
         """The run's log, opened for appending raw bytes."""
         return self.log_path(mission_id, run_id).open("ab", buffering=0)
+
+    def write_prompt(self, mission_id: str, run_id: str, text: str) -> Path:
+        """Keep the prompt a run's agent reads on its standard input."""
+        if not is_run_id(run_id):
+            raise NotFound(f"Run not found: {run_id}")
+        folder = self.mission_dir(mission_id) / PROMPTS
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{run_id}.md"
+        atomic_write(path, text.encode())
+        return path
+
+    def events_path(self, mission_id: str, run_id: str) -> Path:
+        return self.log_path(mission_id, run_id).with_suffix(".events.jsonl")
+
+    def open_events(self, mission_id: str, run_id: str) -> BinaryIO:
+        """The run's raw agent events, opened for appending."""
+        return self.events_path(mission_id, run_id).open("ab", buffering=0)
 
     def log_tail(self, mission_id: str, run_id: str, chars: int) -> str:
         return read_tail(self.log_path(mission_id, run_id), chars)

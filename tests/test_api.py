@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import RAW_INPUT, api, create_mission, detail, wait_status
+from tests.conftest import until, RAW_INPUT, api, create_mission, detail, wait_status
 from tests.fakes import Behaviour, FakeSandbox
 
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
@@ -190,6 +190,11 @@ class TestList:
         assert status == 404
 
 
+async def _started(client: TestClient, mission_id: str) -> bool:
+    runs = (await detail(client, mission_id))["runs"]
+    return bool(runs) and "container_id" in runs[0]
+
+
 class TestDetail:
     async def test_detail_is_meta_plus_workflow_artifacts_runs(self, client: TestClient) -> None:
         """GET /api/missions/:id returns MissionDetail with the standard-feature workflow."""
@@ -224,6 +229,8 @@ class TestDetail:
         meta = await create_mission(client)
         mid = meta["mission_id"]
         await api(client, "POST", f"/api/missions/{mid}/continue")
+        # continue answers once the run is recorded; the sandbox starts in the background.
+        await until(lambda: _started(client, mid))
         data = await detail(client, mid)
         assert data["status"] == "running_code_agent"
         assert data["runs"][0].keys() == {"step_id", "run_id", "started_at", "container_id"}

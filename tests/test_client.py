@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -165,12 +166,13 @@ class TestMissions:
         mission_id = create(capsys, daemon)["mission_id"]
         code, out, _ = run(capsys, "missions", "continue", mission_id, "--url", daemon.url)
         assert code == 0
-        assert out.strip() == f"{mission_id}: continued; now failed at Cleanup"
+        # continue answers once the run is recorded; the start fails in the background.
+        assert re.fullmatch(rf"{mission_id}: continued; now (running_code_agent|failed) at Cleanup", out.strip())
         code, out, _ = run(capsys, "missions", "logs", mission_id, "--url", daemon.url, "-f")
         assert code == 0
         assert out.splitlines()[0].startswith("== r-") and out.splitlines()[-1] == f"== {mission_id} is failed =="
         code, out, _ = run(capsys, "missions", "show", mission_id, "--url", daemon.url)
-        assert "last error: Step 'Cleanup' could not start" in out and "exit 125" in out
+        assert "last error: Step 'Cleanup' could not start" in out and "exit " not in out
 
     def test_cancel_when_nothing_runs(self, daemon: Daemon, capsys: pytest.CaptureFixture[str], stdin: None) -> None:
         """cancel of a mission that is not running is the API's 409."""

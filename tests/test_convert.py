@@ -37,7 +37,7 @@ runs = st.builds(
     started_at=timestamps,
     finished_at=st.none() | timestamps,
     exit_code=st.none() | st.integers(0, 255),
-    container_id=st.none() | text,
+    sandbox_id=st.none() | text,
 )
 
 

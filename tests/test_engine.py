@@ -17,6 +17,10 @@ from tests.fakes import Behaviour, FakeSandbox
 AGENT_STEPS = ["cleanup", "research", "planning", "implementation"]
 
 
+async def _true(value: bool) -> bool:
+    return value
+
+
 async def cont(client: TestClient, mission_id: str) -> int:
     status, _ = await api(client, "POST", f"/api/missions/{mission_id}/continue")
     return status
@@ -98,14 +102,15 @@ class TestFailure:
         assert [r["exit_code"] for r in data["runs"]] == [3, 0]
 
     async def test_sandbox_that_cannot_start(self, client: TestClient, fake: FakeSandbox) -> None:
-        """When the sandbox cannot start, the mission fails at once with the provider's advice."""
+        """When the sandbox cannot start, the run fails (retryable) with the provider's advice, also in its log."""
         fake.unavailable = "Docker is not running: start it with 'sudo systemctl start docker'"
         mid = (await create_mission(client))["mission_id"]
         assert await cont(client, mid) == 200
-        data = await detail(client, mid)
-        assert data["status"] == "failed"
+        data = await wait_status(client, mid, "failed")
         assert "Docker is not running" in data["last_error"]
-        assert data["runs"][0]["exit_code"] == 125 and "finished_at" in data["runs"][0]
+        status, body = await api(client, "GET", f"/api/missions/{mid}/runs/{data['runs'][0]['run_id']}/log")
+        assert "[haflow] could not start: Docker is not running" in body["data"]
+        assert "exit_code" not in data["runs"][0] and "finished_at" in data["runs"][0]
 
 
 class TestWatchFailures:
@@ -188,6 +193,8 @@ class TestConflicts:
         status, body = await api(client, "POST", f"/api/missions/{mid}/continue")
         assert status == 409
         assert "running" in body["error"]
+        await until(lambda: _true(len(fake.started) == 1))
+        await asyncio.sleep(0.1)
         assert len(fake.started) == 1
 
     async def test_concurrent_continues_start_one_run(self, client: TestClient, fake: FakeSandbox) -> None:
@@ -217,6 +224,7 @@ class TestCancelAndComplete:
         fake.behaviours["cleanup"] = Behaviour(gate=asyncio.Event())
         mid = (await create_mission(client))["mission_id"]
         await cont(client, mid)
+        await until(lambda: _true(len(fake.started) == 1))
         status, body = await api(client, "POST", f"/api/missions/{mid}/cancel")
         assert (status, body["data"]) == (200, None)
         data = await detail(client, mid)
@@ -239,6 +247,7 @@ class TestCancelAndComplete:
         fake.behaviours["cleanup"] = Behaviour(gate=asyncio.Event())
         mid = (await create_mission(client))["mission_id"]
         await cont(client, mid)
+        await until(lambda: _true(len(fake.started) == 1))
         status, body = await api(client, "POST", f"/api/missions/{mid}/mark-completed")
         assert (status, body["data"]) == (200, None)
         data = await detail(client, mid)

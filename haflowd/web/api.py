@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 from aiohttp import web
 
-from .keys import CONFIG, ENGINE, LIST_CACHE
+from .. import errors
+from ..agentfiles import read_range
+from ..catalog import Catalog
 from ..convert import converter, structure_request
 from ..errors import BadRequest, HaflowError, NotFound
-from ..ids import check_filename, new_mission_id
+from ..ids import check_filename
 from ..models import (
     CreateMissionRequest,
     MissionDetail,
     MissionListItem,
     MissionMeta,
-    MissionStatus,
     SaveArtifactRequest,
+    Workflow,
 )
-from ..quota import check_artifact_write
-from ..catalog import DEFAULT_WORKFLOW
+from ..store import Store
+from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, STORE
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -34,6 +36,25 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: The most of a run's log that ``/log`` returns (at most 1 MiB read).
 LOG_LIMIT_CHARS = 256 * 1024
 GZIP_MIN_BYTES = 64 * 1024
+#: The most of a run's log one ``?offset=`` answer carries.
+LOG_PAGE_BYTES = 256 * 1024
+
+#: The HTTP status of each kind of error the core raises (most specific first).
+STATUS_OF: tuple[tuple[type[HaflowError], int], ...] = (
+    (errors.BadRequest, 400),
+    (errors.Unauthorized, 401),
+    (errors.Forbidden, 403),
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),
+    (errors.PayloadTooLarge, 413),
+    (errors.UnsupportedMediaType, 415),
+    (errors.StorageReadOnly, 503),
+    (errors.StorageFull, 507),
+)
+
+
+def status_of(exc: HaflowError) -> int:
+    return next((status for kind, status in STATUS_OF if isinstance(exc, kind)), 500)
 
 
 def envelope(data: Any = None, *, status: int = 200) -> web.Response:
@@ -54,7 +75,7 @@ async def envelope_middleware(request: web.Request, handler: Handler) -> web.Str
     try:
         return await handler(request)
     except HaflowError as exc:
-        return error_response(exc.status, exc.message)
+        return error_response(status_of(exc), exc.message)
     except web.HTTPException as exc:
         if exc.status < 400 or not request.path.startswith("/api"):
             raise
@@ -85,10 +106,6 @@ async def read_json(request: web.Request) -> object:
         raise BadRequest(f"Malformed JSON body: {exc}") from None
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 # -- missions -----------------------------------------------------------------
 
 
@@ -114,19 +131,21 @@ class ListCache:
 
 @routes.get("/api/missions")
 async def list_missions(request: web.Request) -> web.Response:
-    engine = request.app[ENGINE]
+    store, definitions = request.app[STORE], request.app[DEFINITIONS]
     cache = request.app[LIST_CACHE]
-    key = (engine.store.version, id(engine.catalog))
+    key = (store.version, definitions.generation)
     if cache.key != key:
-        metas = sorted(engine.store.metas(), key=lambda m: m.updated_at, reverse=True)
+        catalog = definitions.catalog
+        metas = sorted(store.metas(), key=lambda m: m.updated_at, reverse=True)
         items = [
             MissionListItem(
                 mission_id=m.mission_id,
                 title=m.title,
                 type=m.type,
                 status=m.status,
-                current_step_name=_step_name(engine, m),
+                current_step_name=_step_name(catalog, m),
                 updated_at=m.updated_at,
+                cost_usd=m.usage.cost_usd if m.usage is not None else None,
             )
             for m in metas
         ]
@@ -141,53 +160,39 @@ async def list_missions(request: web.Request) -> web.Response:
     return web.Response(body=cache.body, content_type="application/json", headers={"Vary": "Accept-Encoding"})
 
 
-def _step_name(engine: Any, meta: MissionMeta) -> str:
-    workflow = engine.catalog.workflow(meta.workflow_id)
+def _step_name(catalog: Catalog, meta: MissionMeta) -> str:
+    workflow = catalog.workflow(meta.workflow_id)
     return workflow.step_name(meta.current_step) if workflow else "Unknown workflow"
 
 
 @routes.get("/api/missions/{mission_id}")
 async def get_mission(request: web.Request) -> web.Response:
+    store = request.app[STORE]
     engine = request.app[ENGINE]
-    store = engine.store
     meta = store.get(request.match_info["mission_id"])
+    workflow = engine.workflow_of(meta)
+    detail = await asyncio.to_thread(_detail, store, meta, workflow, request.app[CONFIG].log_tail_chars)
+    return envelope(converter.unstructure(detail))
+
+
+def _detail(store: Store, meta: MissionMeta, workflow: Workflow, tail_chars: int) -> MissionDetail:
+    # Blocking reads of files agents may have written: off the event loop.
     runs = store.runs(meta.mission_id)
-    tail = None
     open_runs = [r for r in runs if r.finished_at is None]
-    if open_runs:
-        tail = store.log_tail(meta.mission_id, open_runs[-1].run_id, request.app[CONFIG].log_tail_chars)
-    detail = MissionDetail(
+    tail = store.log_tail(meta.mission_id, open_runs[-1].run_id, tail_chars) if open_runs else None
+    return MissionDetail(
         meta=meta,
-        workflow=engine.workflow_of(meta),
+        workflow=workflow,
         artifacts=store.artifacts(meta.mission_id),
         runs=tuple(runs),
         current_log_tail=tail,
     )
-    return envelope(converter.unstructure(detail))
 
 
 @routes.post("/api/missions")
 async def create_mission(request: web.Request) -> web.Response:
-    engine = request.app[ENGINE]
     req = structure_request(await read_json(request), CreateMissionRequest)
-    workflow_id = req.workflow_id or DEFAULT_WORKFLOW
-    if engine.catalog.workflow(workflow_id) is None:
-        known = ", ".join(sorted(engine.catalog.workflows))
-        raise BadRequest(f"Invalid request: unknown workflow @ $.workflowId (known: {known})")
-    now = _now()
-    meta = MissionMeta(
-        mission_id=new_mission_id(),
-        title=req.title.strip(),
-        type=req.type,
-        workflow_id=workflow_id,
-        current_step=0,
-        status=MissionStatus.READY,
-        created_at=now,
-        updated_at=now,
-        errors=(),
-    )
-    engine.store.create(meta, req.raw_input)
-    log.info("mission.created", extra={"mission_id": meta.mission_id, "workflow_id": workflow_id})
+    meta = await request.app[ENGINE].create_mission(req)
     return envelope(converter.unstructure(meta), status=201)
 
 
@@ -195,17 +200,10 @@ async def create_mission(request: web.Request) -> web.Response:
 async def save_artifact(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     mission_id = request.match_info["mission_id"]
-    engine.store.get(mission_id)
+    request.app[STORE].get(mission_id)
     filename = check_filename(request.match_info["filename"])
     req = structure_request(await read_json(request), SaveArtifactRequest)
-    async with engine.mission_lock(mission_id):
-        check_artifact_write(
-            engine.store.artifacts_dir(mission_id), filename, len(req.content.encode()), request.app[CONFIG]
-        )
-        engine.store.write_artifact(mission_id, filename, req.content)
-        meta = engine.store.get(mission_id)
-        engine.store.save(attrs.evolve(meta, updated_at=_now()))
-    log.info("artifact.saved", extra={"mission_id": mission_id, "artifact": filename})
+    await engine.save_artifact(mission_id, filename, req.content)
     return envelope(None)
 
 
@@ -213,20 +211,47 @@ async def save_artifact(request: web.Request) -> web.Response:
 async def render_artifact(request: web.Request) -> web.Response:
     from ..render import render_artifact as render
 
-    store = request.app[ENGINE].store
+    store = request.app[STORE]
     mission_id = request.match_info["mission_id"]
     store.get(mission_id)
     filename = check_filename(request.match_info["filename"])
-    return envelope({"html": render(filename, store.read_artifact(mission_id, filename))})
+    text = await asyncio.to_thread(store.read_artifact, mission_id, filename)
+    return envelope({"html": render(filename, text)})
 
 
 @routes.get("/api/missions/{mission_id}/runs/{run_id}/log")
 async def run_log(request: web.Request) -> web.Response:
-    store = request.app[ENGINE].store
+    """The run's log: its tail, or with ``?offset=N`` the bytes from N on (one page)."""
+    store = request.app[STORE]
     mission_id = request.match_info["mission_id"]
     store.get(mission_id)
     run = store.get_run(mission_id, request.match_info["run_id"])
-    return envelope(store.log_tail(mission_id, run.run_id, LOG_LIMIT_CHARS))
+    if "offset" not in request.query:
+        return envelope(await asyncio.to_thread(store.log_tail, mission_id, run.run_id, LOG_LIMIT_CHARS))
+    raw = request.query["offset"]
+    if not raw.isdigit() or len(raw) > 19:
+        raise BadRequest("offset must be a byte offset: a whole number >= 0")
+    offset = int(raw)
+    path = store.log_path(mission_id, run.run_id)
+    try:
+        page = await asyncio.to_thread(read_range, path, offset, LOG_PAGE_BYTES)
+    except FileNotFoundError:
+        page = None
+    data, size = (page.data, page.size) if page is not None else (b"", 0)
+    data = _whole_characters(data)
+    return envelope({"text": data.decode("utf-8", errors="replace"), "offset": offset, "next_offset": offset + len(data), "size": size})
+
+
+def _whole_characters(data: bytes) -> bytes:
+    """``data`` without a UTF-8 character cut at its end (the next page starts with it)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return data  # ASCII: nothing cut
+        if byte >= 0xC0:  # a lead byte: is its sequence complete?
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return data if back >= need else data[:-back]
+    return data
 
 
 @routes.post("/api/missions/{mission_id}/continue")
@@ -249,7 +274,7 @@ async def mark_completed(request: web.Request) -> web.Response:
 
 @routes.get("/api/workflows")
 async def list_workflows(request: web.Request) -> web.Response:
-    catalog = request.app[ENGINE].catalog
+    catalog = request.app[DEFINITIONS].catalog
     return envelope([converter.unstructure(w) for w in catalog.workflows.values()])
 
 

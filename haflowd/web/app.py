@@ -12,14 +12,17 @@ from aiohttp import web
 from .. import __version__
 from . import health, openapi
 from .api import ListCache, envelope_middleware, routes
-from .keys import CONFIG, ENGINE, LIST_CACHE
+from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, SANDBOX, STORE
 from .auth import auth_guard, check_exposure
 from ..config import Config
 from ..engine import Engine
 from ..sandbox.protocol import SandboxProvider
 from .browser_guard import browser_guard
 from ..store import Store
-from ..catalog import Catalog, builtin_dir, load_catalog
+from ..agents.registry import adapter_for
+from ..catalog import Catalog, Definitions, builtin_dir, load_catalog
+from ..models import WorkspaceMode
+from ..workspaces.artifacts import ArtifactsWorkspace
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -50,14 +53,22 @@ def create_app(
         middlewares=[envelope_middleware, auth_guard, browser_guard],
         client_max_size=config.max_body_bytes,
     )
+    store = Store(config.missions_dir)
+    definitions = Definitions(catalog or load_definitions(config))
+    sandbox = sandbox or default_sandbox(config)
     engine = Engine(
-        store=Store(config.missions_dir),
-        catalog=catalog or load_definitions(config),
-        sandbox=sandbox or default_sandbox(config),
+        store=store,
+        definitions=definitions,
+        sandbox=sandbox,
         config=config,
+        workspaces={WorkspaceMode.DOCUMENT: ArtifactsWorkspace(store)},
+        adapter_for=adapter_for,
     )
     app[CONFIG] = config
     app[ENGINE] = engine
+    app[STORE] = store
+    app[DEFINITIONS] = definitions
+    app[SANDBOX] = sandbox
     app[LIST_CACHE] = ListCache()
     app.cleanup_ctx.append(_supervisor)
 
@@ -93,7 +104,7 @@ async def _supervisor(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     engine = app[ENGINE]
     config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    count = engine.store.load()
+    count = app[STORE].load()
     log.info("daemon.started", extra={"version": __version__, "missions": count, "home": str(config.home)})
     await engine.start()
     yield

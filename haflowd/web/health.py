@@ -20,7 +20,7 @@ from aiohttp import web
 
 from .. import __version__
 from .api import envelope
-from .keys import CONFIG, ENGINE
+from .keys import CONFIG, SANDBOX, STORE
 from ..sandbox.protocol import SandboxError
 
 CHECK_TTL = 10.0
@@ -90,11 +90,10 @@ def writable(folder: os.PathLike[str] | str) -> bool:
 
 @routes.get("/api/health")
 async def health(request: web.Request) -> web.Response:
-    engine = request.app[ENGINE]
     state = request.app[HEALTH]
-    docker = await state.docker_ok(engine.sandbox)
+    docker = await state.docker_ok(request.app[SANDBOX])
     missions_ok = writable(request.app[CONFIG].missions_dir)
-    statuses = Counter(meta.status.value for meta in engine.store.metas())
+    statuses = Counter(meta.status.value for meta in request.app[STORE].metas())
     return envelope(
         {
             "status": "ok" if docker and missions_ok else "degraded",

@@ -1,4 +1,4 @@
-"""Typed keys of what the application holds, shared by the factory and the handlers."""
+"""Typed keys of what the application holds; handlers take what they need from here."""
 
 from __future__ import annotations
 
@@ -7,10 +7,18 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from .api import ListCache
+    from ..catalog import Definitions
     from ..config import Config
     from ..engine import Engine
+    from ..sandbox.protocol import SandboxProvider
+    from ..store import Store
+    from .api import ListCache
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
+#: Every change of a mission goes through the engine.
 ENGINE: web.AppKey[Engine] = web.AppKey("engine")
+#: Reads of missions go straight to the store.
+STORE: web.AppKey[Store] = web.AppKey("store")
+DEFINITIONS: web.AppKey[Definitions] = web.AppKey("definitions")
+SANDBOX: web.AppKey[SandboxProvider] = web.AppKey("sandbox")
 LIST_CACHE: web.AppKey[ListCache] = web.AppKey("list_cache")

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
-from .keys import ENGINE
+from .keys import DEFINITIONS
 from ..models import MissionStatus, MissionType, StepType, WorkspaceMode
 
 routes = web.RouteTableDef()
@@ -363,5 +363,5 @@ def document(workflow_ids: Iterable[str] = ()) -> dict[str, Any]:
 
 @routes.get(OPENAPI_PATH)
 async def openapi_json(request: web.Request) -> web.Response:
-    doc = document(request.app[ENGINE].catalog.workflows)
+    doc = document(request.app[DEFINITIONS].catalog.workflows)
     return web.Response(text=json.dumps(doc, ensure_ascii=False), content_type=JSON)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .keys import CONFIG, ENGINE
+from .keys import CONFIG, DEFINITIONS, STORE
 from ..config import Config
 from ..errors import HaflowError
 from ..catalog import Catalog
@@ -57,7 +57,7 @@ def reload_definitions(app: web.Application) -> bool:
     """Swap in freshly loaded definitions; keep the old ones if any file is bad."""
     from .app import load_definitions
 
-    engine = app[ENGINE]
+    definitions = app[DEFINITIONS]
     try:
         fresh = load_definitions(app[CONFIG])
     except HaflowError as exc:
@@ -67,11 +67,11 @@ def reload_definitions(app: web.Application) -> bool:
         log.error("reload.failed", extra={"error": f"{type(exc).__name__}: {exc}"})
         return False
     # Completed missions too: their page still shows the workflow they followed.
-    used = {m.workflow_id for m in engine.store.metas()}
-    engine.catalog = merge_in_use(fresh, engine.catalog, used)
+    used = {m.workflow_id for m in app[STORE].metas()}
+    definitions.replace(merge_in_use(fresh, definitions.catalog, used))
     log.info(
         "reload.done",
-        extra={"workflows": len(engine.catalog.workflows), "agents": len(engine.catalog.agents)},
+        extra={"workflows": len(definitions.catalog.workflows), "agents": len(definitions.catalog.agents)},
     )
     return True
 

@@ -1,0 +1,368 @@
+"""Run supervision: start a step's sandbox, follow its output into the log, learn its exit.
+
+The :class:`Supervisor` owns one task per live run. The task prepares the
+step (a workspace may take a while), starts the sandbox, appends the
+sandbox's output to the run's log as each line arrives, enforces the time
+limit and, once the sandbox exited, reports a :class:`RunEnd` through the
+``on_end`` callback the engine gave it. It never changes a mission: that is
+the engine's job, and the callback keeps this module free of the engine.
+
+Agents whose output is structured (JSON events) get two files: the raw
+events (``logs/<run>.events.jsonl``) and the readable log the adapter's
+parser makes of them (``logs/<run>.log``). Other agents' output is the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import BinaryIO
+
+import attrs
+
+from .agents.protocol import OutputParser, Outcome
+from .clock import utcnow
+from .errors import HaflowError
+from .models import StepRun
+from .sandbox.protocol import SandboxError, SandboxInfo, SandboxProvider, SandboxSpec
+from .store import Store
+from .workspaces.protocol import LogLine
+
+log = logging.getLogger(__name__)
+
+#: How long to wait for the rest of a finished sandbox's output.
+DRAIN_SECONDS = 10.0
+#: How long close() lets removals of finished sandboxes take.
+REMOVE_SECONDS = 10.0
+#: The longest line handed to a parser whole; longer ones are shown as text.
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+#: Lines the daemon itself writes into a run's log start with this.
+NOTE_PREFIX = "[haflow] "
+
+
+@attrs.frozen
+class Stop:
+    """Why a run is being stopped on purpose."""
+
+    message: str
+    #: The mission was already moved on; only record the run.
+    detached: bool = False
+
+
+class FailureKind(enum.StrEnum):
+    NOT_STARTED = "not_started"
+    LOST = "lost"
+    INTERNAL = "internal"
+
+
+@attrs.frozen
+class Failure:
+    kind: FailureKind
+    detail: str = ""
+
+
+@attrs.frozen
+class RunEnd:
+    """How a run ended, as the supervisor saw it."""
+
+    #: ``None`` when the sandbox never started or was lost.
+    exit_code: int | None
+    outcome: Outcome | None = None
+    #: Why there is no exit code: the sandbox did not start, was lost, or
+    #: watching it failed.
+    failure: Failure | None = None
+    stop: Stop | None = None
+
+
+@attrs.frozen
+class Launch:
+    """What the engine hands over to run one step."""
+
+    mission_id: str
+    run: StepRun
+    #: Prepares the step's files and returns the sandbox to start.
+    prepare: Callable[[LogLine], Awaitable[SandboxSpec]]
+    parser: OutputParser
+    structured: bool
+    timeout_seconds: float
+
+
+OnEnd = Callable[[str, StepRun, RunEnd], Awaitable[None]]
+
+
+@attrs.define
+class RunLog:
+    """The files one run's output goes to."""
+
+    log_file: BinaryIO
+    raw_file: BinaryIO | None
+
+    @classmethod
+    def open(cls, store: Store, mission_id: str, run_id: str, *, structured: bool) -> RunLog:
+        log_file = store.open_log(mission_id, run_id)
+        raw = store.open_events(mission_id, run_id) if structured else None
+        return cls(log_file, raw)
+
+    def note(self, text: str) -> None:
+        for line in text.splitlines() or [""]:
+            self.log_file.write(f"{NOTE_PREFIX}{line}\n".encode())
+
+    def raw(self, item: bytes) -> None:
+        (self.raw_file or self.log_file).write(item)
+
+    def readable(self, lines: list[str]) -> None:
+        if lines:
+            self.log_file.write("".join(f"{line}\n" for line in lines).encode())
+
+    def raw_size(self) -> int:
+        return os.fstat((self.raw_file or self.log_file).fileno()).st_size
+
+    def close(self) -> None:
+        self.log_file.close()
+        if self.raw_file is not None:
+            self.raw_file.close()
+
+
+@attrs.define
+class Supervisor:
+    store: Store
+    sandbox: SandboxProvider
+    on_end: OnEnd
+    _watchers: dict[str, asyncio.Task[None]] = attrs.field(factory=dict, init=False)
+    _stops: dict[str, Stop] = attrs.field(factory=dict, init=False)
+    _removals: set[asyncio.Task[None]] = attrs.field(factory=set, init=False)
+    #: Sandboxes of live runs, known once started.
+    _sandbox_of: dict[str, str] = attrs.field(factory=dict, init=False)
+
+    # -- life cycle -------------------------------------------------------
+
+    async def sandboxes(self) -> dict[str, SandboxInfo]:
+        """Every labelled sandbox by run id (none if the engine cannot be reached)."""
+        try:
+            return {info.run_id: info for info in await self.sandbox.list()}
+        except SandboxError as exc:
+            log.warning("engine.sandbox_unavailable", extra={"error": exc.message})
+            return {}
+
+    async def remove_orphans(self, found: dict[str, SandboxInfo], owned: set[str]) -> None:
+        for info in found.values():
+            if info.run_id not in owned and info.run_id not in self._watchers:
+                log.info("engine.orphan_removed", extra={"sandbox_id": info.sandbox_id, "run_id": info.run_id})
+                with contextlib.suppress(SandboxError):
+                    await self.sandbox.remove(info.sandbox_id)
+
+    async def close(self) -> None:
+        """Stop watching; sandboxes keep running and are re-attached next start."""
+        tasks = list(self._watchers.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._watchers.clear()
+        if self._removals:
+            await asyncio.wait(self._removals, timeout=REMOVE_SECONDS)
+
+    # -- runs -------------------------------------------------------------
+
+    def is_watching(self, run_id: str) -> bool:
+        return run_id in self._watchers
+
+    def launch(self, launch: Launch) -> None:
+        """Start the run in the background; its end reaches ``on_end``."""
+        self._spawn(launch.run.run_id, self._launch(launch))
+
+    def reattach(self, launch: Launch, sandbox_id: str) -> None:
+        """Follow a run whose sandbox was started by an earlier daemon."""
+        self._spawn(launch.run.run_id, self._reattach(launch, sandbox_id))
+
+    async def stop(self, run: StepRun, why: Stop) -> None:
+        """Stop a live run for ``why`` and wait until its end was reported."""
+        self._stops.setdefault(run.run_id, why)
+        sandbox_id = self._sandbox_of.get(run.run_id, run.sandbox_id)
+        if sandbox_id is not None:
+            with contextlib.suppress(SandboxError):
+                await self.sandbox.stop(sandbox_id)
+        watcher = self._watchers.get(run.run_id)
+        if watcher is not None:
+            await asyncio.shield(watcher)
+
+    def _spawn(self, run_id: str, work: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._watchers[run_id] = task
+        task.add_done_callback(lambda _: (self._watchers.pop(run_id, None), self._sandbox_of.pop(run_id, None)))
+
+    async def _launch(self, launch: Launch) -> None:
+        mission_id, run = launch.mission_id, launch.run
+        try:
+            output = RunLog.open(self.store, mission_id, run.run_id, structured=launch.structured)
+        except OSError as exc:
+            await self._report(mission_id, run, RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, f"cannot open its log ({exc.strerror})")))
+            return
+        try:
+            try:
+                spec = await launch.prepare(output.note)
+                if (why := self._stops.get(run.run_id)) is not None:
+                    await self._report(mission_id, run, RunEnd(None, stop=why))
+                    return
+                offset = output.raw_size()
+                sandbox_id = await self.sandbox.start(spec)
+            except HaflowError as exc:
+                output.note(f"could not start: {exc.message}")
+                log.warning("run.start_failed", extra={"mission_id": mission_id, "run_id": run.run_id, "error": exc.message})
+                await self._report(mission_id, run, RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, exc.message)))
+                return
+            except OSError as exc:
+                output.note(f"could not start: {exc.strerror}")
+                await self._report(mission_id, run, RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, str(exc.strerror))))
+                return
+            self._sandbox_of[run.run_id] = sandbox_id
+            run = attrs.evolve(run, sandbox_id=sandbox_id, output_offset=offset or None)
+            try:
+                self.store.save_run(mission_id, run)
+            except OSError:
+                # Still watched; after a restart the sandbox is found by its labels.
+                log.exception("run.save_failed", extra={"mission_id": mission_id, "run_id": run.run_id})
+            log.info("run.started", extra={"mission_id": mission_id, "run_id": run.run_id, "sandbox_id": sandbox_id})
+            if (why := self._stops.get(run.run_id)) is not None:
+                with contextlib.suppress(SandboxError):
+                    await self.sandbox.stop(sandbox_id)
+            await self._follow(launch, run, sandbox_id, output, skip_bytes=0)
+        finally:
+            output.close()
+
+    async def _reattach(self, launch: Launch, sandbox_id: str) -> None:
+        mission_id, run = launch.mission_id, launch.run
+        try:
+            output = RunLog.open(self.store, mission_id, run.run_id, structured=launch.structured)
+        except OSError as exc:
+            await self._report(mission_id, run, RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, f"cannot open its log ({exc.strerror})")))
+            return
+        try:
+            self._sandbox_of[run.run_id] = sandbox_id
+            already = output.raw_size() - (run.output_offset or 0)
+            if launch.structured and already:
+                # Rebuild the parser's state (usage so far) from the events kept.
+                self._replay(mission_id, run.run_id, launch.parser)
+            log.info("run.reattached", extra={"mission_id": mission_id, "run_id": run.run_id, "log_bytes": already})
+            await self._follow(launch, run, sandbox_id, output, skip_bytes=max(already, 0))
+        finally:
+            output.close()
+
+    def _replay(self, mission_id: str, run_id: str, parser: OutputParser) -> None:
+        with self.store.events_path(mission_id, run_id).open("rb") as f:
+            for raw in f:
+                if raw.endswith(b"\n"):
+                    parser.feed(raw[:-1].decode("utf-8", errors="replace"))
+
+    async def _follow(self, launch: Launch, run: StepRun, sandbox_id: str, output: RunLog, *, skip_bytes: int) -> None:
+        mission_id = launch.mission_id
+        pump = asyncio.create_task(self._pump(sandbox_id, output, launch, skip_bytes))
+        end: RunEnd
+        try:
+            remaining = launch.timeout_seconds - (utcnow() - run.started_at).total_seconds()
+            timed_out = False
+            try:
+                exit_code = await asyncio.wait_for(self.sandbox.wait(sandbox_id), max(remaining, 0.001))
+            except TimeoutError:
+                timed_out = True
+                log.info("run.timed_out", extra={"mission_id": mission_id, "run_id": run.run_id})
+                await self.sandbox.stop(sandbox_id)
+                exit_code = await self.sandbox.wait(sandbox_id)
+            # A log that cannot be written (disk full) must not strand the
+            # run: its result is still recorded.
+            await asyncio.wait({pump}, timeout=DRAIN_SECONDS)
+            if pump.done() and not pump.cancelled() and (error := pump.exception()) is not None:
+                log.error("run.log_failed", exc_info=error, extra={"mission_id": mission_id, "run_id": run.run_id})
+            why = self._stops.get(run.run_id)
+            if timed_out and why is None:
+                why = Stop(f"Step '{run.step_id}' exceeded its time limit of {launch.timeout_seconds:g} s and was stopped.")
+            end = RunEnd(exit_code, outcome=_finish(launch.parser, exit_code), stop=why)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, SandboxError):
+                failure = Failure(FailureKind.LOST, exc.message)
+            else:
+                log.exception("run.watch_failed", extra={"mission_id": mission_id, "run_id": run.run_id})
+                failure = Failure(FailureKind.INTERNAL)
+            end = RunEnd(None, failure=failure, stop=self._stops.get(run.run_id))
+        finally:
+            if not pump.done():
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+        log.info("run.finished", extra={"mission_id": mission_id, "run_id": run.run_id, "exit_code": end.exit_code})
+        try:
+            await self._report(mission_id, run, end)
+        finally:
+            # After the mission moved on: removal takes a round trip the user
+            # need not wait for. close() lets it finish; if the daemon dies
+            # first, the next start removes it (nobody owns it).
+            self._remove_soon(sandbox_id)
+
+    async def _report(self, mission_id: str, run: StepRun, end: RunEnd) -> None:
+        self._stops.pop(run.run_id, None)
+        try:
+            await self.on_end(mission_id, run, end)
+        except Exception:
+            log.exception("run.report_failed", extra={"mission_id": mission_id, "run_id": run.run_id})
+
+    async def _pump(self, sandbox_id: str, output: RunLog, launch: Launch, skip_bytes: int) -> None:
+        """Append the sandbox's output to the run's files as each line arrives."""
+        parser = launch.parser
+        pending = bytearray()
+        overflow = False
+        async for item in self.sandbox.output(sandbox_id):
+            if skip_bytes:
+                # Replayed from the start after a restart: drop what the
+                # files already hold, to the byte.
+                if len(item) <= skip_bytes:
+                    skip_bytes -= len(item)
+                    continue
+                item, skip_bytes = item[skip_bytes:], 0
+            output.raw(item)
+            if not launch.structured:
+                continue
+            if not overflow:
+                pending += item
+                if len(pending) > MAX_EVENT_BYTES:
+                    pending.clear()
+                    overflow = True
+            if item.endswith(b"\n"):
+                if overflow:
+                    output.readable([f"{NOTE_PREFIX}an event longer than {MAX_EVENT_BYTES} bytes was not parsed"])
+                else:
+                    output.readable(_feed(parser, bytes(pending[:-1])))
+                pending.clear()
+                overflow = False
+        if pending:
+            output.readable(_feed(parser, bytes(pending)))
+
+    def _remove_soon(self, sandbox_id: str) -> None:
+        async def remove() -> None:
+            with contextlib.suppress(SandboxError):
+                await self.sandbox.remove(sandbox_id)
+
+        task = asyncio.create_task(remove(), name=f"remove {sandbox_id}")
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+
+def _feed(parser: OutputParser, line: bytes) -> list[str]:
+    text = line.decode("utf-8", errors="replace")
+    try:
+        return list(parser.feed(text))
+    except Exception:
+        # A parser must not raise; if one does, the line still reaches the log.
+        log.exception("run.parse_failed")
+        return [text]
+
+
+def _finish(parser: OutputParser, exit_code: int) -> Outcome:
+    try:
+        return parser.finish(exit_code)
+    except Exception:
+        log.exception("run.parse_failed")
+        return Outcome(success=exit_code == 0)
