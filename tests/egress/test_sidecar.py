@@ -365,7 +365,7 @@ class TestSidecarFailures:
         run_id = "egress-test-" + uuid.uuid4().hex[:8]
         allow = attrs.evolve(Allowlist(), local_ports=frozenset({PROXY_PORT}))  # bypasses parse_allowlist on purpose
         async with EgressProxy(socket_dir / "proxy.sock", allow) as proxy:
-            with pytest.raises(EgressUnavailable, match="cannot listen on 127.0.0.1:3128"):
+            with pytest.raises(EgressUnavailable, match=r"cannot listen on 127\.0\.0\.1:3128"):
                 await sidecar.start_sidecar(
                     "docker", run_id=run_id, socket_path=proxy.socket_path, allowlist=allow, image=EGRESS_IMAGE
                 )
