@@ -20,6 +20,7 @@ from haflowd.egress.proxy import (
     RequestRefused,
     address_problem,
     parse_connect,
+    system_resolver,
 )
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -100,6 +101,10 @@ class TestAddressProblem:
     def test_public(self, address: str) -> None:
         """A public address passes."""
         assert address_problem(ipaddress.ip_address(address)) is None
+
+    async def test_system_resolver(self) -> None:
+        """The default resolver answers from the host (localhost comes from /etc/hosts, no traffic leaves)."""
+        assert "127.0.0.1" in await system_resolver("localhost", 80)
 
     def test_exempt(self) -> None:
         """An address in an exempt network passes although it is private."""

@@ -398,7 +398,37 @@ class TestImage:
             await sidecar.build_image("docker", "haflow-egress:never", cc=str(tmp_path / "no-cc"))
 
 
-def test_uid_is_documented() -> None:
-    """The sidecar user is the daemon's own, or nobody for root."""
-    expected = sidecar.UNPRIVILEGED_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
-    assert sidecar.sidecar_user() == expected
+class TestAgentArguments:
+    """The agent's docker run arguments join the sidecar and point every client at the proxy."""
+
+    def test_without_local_ports(self) -> None:
+        """Every proxy variable, both spellings, points at the relay; nothing bypasses it."""
+        args = sidecar.agent_arguments("abc123", parse_allowlist(["api.test:443"]))
+        assert args[:2] == ["--network", "container:abc123"]
+        env = dict(a.split("=", 1) for a in args[3::2])
+        assert env == {
+            name: "http://127.0.0.1:3128"
+            for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
+        }
+
+    def test_with_local_ports(self) -> None:
+        """With local ports, localhost goes direct, which is the relay's tunnel to the proxy."""
+        env = sidecar.agent_environment(parse_allowlist([], [11434]))
+        assert env["NO_PROXY"] == env["no_proxy"] == "localhost,127.0.0.1"
+
+    @pytest.mark.parametrize("ref", ["--privileged", "", "a b", "x;y"])
+    def test_refs_are_checked(self, ref: str) -> None:
+        """A sidecar reference that could be read as a flag is refused."""
+        with pytest.raises(EgressUnavailable, match="Invalid"):
+            sidecar.agent_arguments(ref, Allowlist())
+
+    @pytest.mark.parametrize("run_id", ["--rm", "", "a/b", "a b"])
+    def test_run_ids_are_checked(self, run_id: str) -> None:
+        """A run id that could not be a container name is refused."""
+        with pytest.raises(EgressUnavailable, match="Invalid"):
+            sidecar.sidecar_name(run_id)
+
+    def test_sidecar_user(self) -> None:
+        """The sidecar runs as the daemon's own uid:gid, or as nobody when the daemon is root."""
+        expected = sidecar.UNPRIVILEGED_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+        assert sidecar.sidecar_user() == expected
