@@ -67,7 +67,7 @@ class EgressEvent:
 
 @attrs.frozen
 class EgressStats:
-    """Counters of one proxy: decisions so far, open relays, bytes each way."""
+    """Counters of one proxy: decisions so far, open connections, bytes relayed each way."""
 
     allowed: int = 0
     refused: int = 0
