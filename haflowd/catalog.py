@@ -15,7 +15,7 @@ from pathlib import Path
 import attrs
 
 from .convert import converter, describe
-from .errors import InvalidDefinition
+from .errors import HaflowError, InvalidDefinition
 from .models import AgentSpec, StepType, Workflow
 
 DEFAULT_WORKFLOW = "standard-feature"
@@ -84,6 +84,28 @@ def _load(path: Path, cls: type) -> object:
         raise InvalidDefinition(path, describe(exc, cls)) from None
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _check_agent(path: Path, agent: AgentSpec) -> None:
+    """What the converter cannot see: env names, secret names, the egress allowlist."""
+    from .egress.allowlist import parse_allowlist
+
+    for name in (*agent.env, *agent.secrets):
+        if not _ENV_NAME.match(name):
+            raise InvalidDefinition(path, f"not a valid environment variable name: {name!r}")
+    for name, value in agent.env.items():
+        if any(c in value for c in "\n\r\0"):
+            raise InvalidDefinition(path, f"env {name} holds a line break")
+    if agent.egress or agent.local_ports:
+        if agent.network:
+            raise InvalidDefinition(path, "'network': true and 'egress' exclude each other")
+        try:
+            parse_allowlist(agent.egress, agent.local_ports)
+        except HaflowError as exc:
+            raise InvalidDefinition(path, exc.message) from None
+
+
 def load_catalog(folders: Iterable[Path]) -> Catalog:
     """Load definitions from ``folders``, later folders overriding earlier ones.
 
@@ -105,6 +127,7 @@ def load_catalog(folders: Iterable[Path]) -> Catalog:
                     raise InvalidDefinition(
                         path, f"unknown placeholder {{{sorted(unknown)[0]}}} in command"
                     )
+            _check_agent(path, agent)
             agents[agent.agent_id] = (path, agent)
     for path, wf in workflows.values():
         for step in wf.steps:

@@ -50,7 +50,8 @@ from .models import (
     WorkspaceMode,
 )
 from .quota import check_artifact_write
-from .sandbox.protocol import Mount, SandboxInfo, SandboxProvider, SandboxSpec
+from . import secrets
+from .sandbox.protocol import Mount, SandboxError, SandboxInfo, SandboxProvider, SandboxSpec
 from .store import Store
 from .supervisor import NOTE_PREFIX, Failure, FailureKind, Launch, RunEnd, Stop, Supervisor
 from .workspaces.protocol import ARTIFACTS_TARGET, LogLine, Workspace
@@ -301,6 +302,10 @@ class Engine:
             mounts = (*mounts, Mount(prompt, PROMPT_TARGET, read_only=True))
             # A fixed script; the agent's argv follows as "$@", never parsed by a shell.
             command = ("/bin/sh", "-c", f'exec "$@" < {PROMPT_TARGET}', "sh", *command)
+        try:
+            secret_values = secrets.resolve(invocation.secrets, self.config.home)
+        except secrets.MissingSecret as exc:
+            raise SandboxError(exc.message) from None
         return SandboxSpec(
             mission_id=meta.mission_id,
             run_id=run_id,
@@ -308,10 +313,16 @@ class Engine:
             image=agent.image or self.config.agent_image,
             command=command,
             env=dict(invocation.env),
+            secrets=secret_values,
             mounts=mounts,
             workdir="/workspace" if step.workspace_mode is WorkspaceMode.CODEGEN else "/mission",
             network=agent.network,
+            egress=agent.egress,
+            local_ports=agent.local_ports,
             limits=agent.limits,
+            # Notes after the start go to the readable log only where it is
+            # apart from the raw output (re-attaching counts raw bytes).
+            notes=note if adapter.structured else None,
         )
 
     async def _context(self, meta: MissionMeta, step: WorkflowStep, agent: AgentSpec, run_id: str) -> StepContext:

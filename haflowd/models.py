@@ -177,6 +177,10 @@ class AgentSpec:
     max_budget_usd: float | None = None
     #: An OpenAI-compatible endpoint (local models through aider/opencode).
     base_url: str | None = None
+    #: Exact ``host:port`` pairs the agent may reach (through the egress proxy).
+    egress: tuple[str, ...] = ()
+    #: Ports of the daemon's host the agent may reach (a local model server).
+    local_ports: tuple[int, ...] = ()
     image: str | None = None
     env: Mapping[str, str] = attrs.field(factory=dict)
     network: bool = False

@@ -162,7 +162,10 @@ class TestStandardFeature:
         await until(tail_shows_progress)
         status, _ = await api(client, "POST", f"/api/missions/{mid}/continue")
         assert status == 409
-        await save(client, mid, "go", "")
+        # Files the agent may be using cannot be written through the API while it runs.
+        status, body = await api(client, "PUT", f"/api/missions/{mid}/artifacts/go", json={"content": ""})
+        assert status == 409 and "running" in body["error"]
+        (home / "missions" / mid / "artifacts" / "go").write_text("")
         found = await wait_status(client, mid, "waiting_human", "failed")
         assert found["status"] == "waiting_human"
         assert "current_log_tail" not in found

@@ -203,6 +203,8 @@ class TestConflicts:
         mid = (await create_mission(client))["mission_id"]
         statuses = await asyncio.gather(*(cont(client, mid) for _ in range(20)))
         assert sorted(statuses) == [200] + [409] * 19
+        await until(lambda: _true(len(fake.started) == 1))
+        await asyncio.sleep(0.1)
         assert len(fake.started) == 1
         assert len((await detail(client, mid))["runs"]) == 1
 

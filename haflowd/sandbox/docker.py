@@ -21,12 +21,14 @@ import math
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 
 import attrs
 
 from ..proc import Completed, reap, run_cli
+from .egress_runs import LABEL_EGRESS, LABEL_ROLE, ROLE_EGRESS, EgressRuns
 from .lines import split_lines
 from .protocol import (
     LABEL_MISSION,
@@ -57,10 +59,14 @@ _READ_SIZE = 64 * 1024
 # anything that could be read as a flag.
 _SAFE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@+-]*\Z")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-# Variables that steer the docker CLI itself; an agent may not set them through
-# the CLI's environment (they would redirect the CLI, not the agent). HOME and
-# PATH are fine: the binary is resolved and DOCKER_CONFIG pinned beforehand.
-_CLI_ENV = re.compile(r"DOCKER_.*\Z")
+#: Secret names that would change the Docker CLI process itself if they were
+#: put in its environment (loader, shell, locale, Docker, interpreter hooks).
+_HOST_ENV = re.compile(
+    r"(DOCKER_.*|LD_.*|DYLD_.*|PATH|HOME|SHELL|ENV|BASH_ENV|BASH_FUNC_.*|IFS|PS4|TMPDIR|LANG|LC_.*|"
+    r"PYTHON.*|PERL5?.*|RUBY.*|NODE_.*|GCONV_PATH|GIO_.*|GLIBC_.*|MALLOC_.*|HOSTALIASES|RES_OPTIONS|"
+    r"LOCALDOMAIN|NLSPATH|SSL_.*|OPENSSL_.*|XDG_.*|http_proxy|https_proxy|HTTPS?_PROXY|ALL_PROXY|NO_PROXY)\Z",
+    re.IGNORECASE,
+)
 _DEFAULT_DOCKER_CONFIG = os.path.expanduser("~/.docker")
 _NO_SUCH = ("no such container", "no such object")
 
@@ -132,6 +138,7 @@ class DockerProvider:
     log_max_size: str = "64m"
     log_max_files: int = 4
     _image_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+    _egress: EgressRuns = attrs.field(factory=lambda: EgressRuns(), init=False)
 
     # -- plumbing ---------------------------------------------------------
 
@@ -229,7 +236,7 @@ class DockerProvider:
             "--workdir",
             spec.workdir,
         ]
-        if not spec.network:
+        if not spec.network and not (spec.egress or spec.local_ports):
             args += ["--network", "none"]
         for mount in spec.mounts:
             args += ["--mount", _mount_arg(mount)]
@@ -238,8 +245,11 @@ class DockerProvider:
         if self.instance is not None:
             args += ["--label", f"{LABEL_INSTANCE}={self.instance}"]
         for name in spec.env:
-            if not _ENV_NAME.match(name) or _CLI_ENV.match(name):
-                raise SandboxError(f"Agent environment variable {name!r} is not allowed")
+            if not _ENV_NAME.match(name):
+                raise SandboxError(f"Agent environment variable {name!r} is not a valid name")
+        for name in spec.secrets:
+            if not _ENV_NAME.match(name) or _HOST_ENV.match(name):
+                raise SandboxError(f"Secret {name!r} may not be passed (it names a loader, shell or Docker variable)")
             # Name only: the CLI takes the value from its own environment.
             args += ["--env", name]
         args += ["--", spec.image, *spec.command]
@@ -249,9 +259,19 @@ class DockerProvider:
         """Start the container detached and return its full id."""
         args = self.run_args(spec)
         env = None
-        if spec.env:
-            env = {**os.environ, **spec.env}
+        if spec.secrets:
+            # Only the secrets' names are added, and none of them can steer the CLI.
+            env = {**os.environ, **spec.secrets}
             env["DOCKER_CONFIG"] = os.environ.get("DOCKER_CONFIG") or _DEFAULT_DOCKER_CONFIG
+        extra: list[str] = []
+        if spec.egress or spec.local_ports:
+            extra += await self._egress.open(self, spec)
+        env_file = _env_file(spec.env) if spec.env else None
+        if env_file is not None:
+            extra += ["--env-file", str(env_file)]
+        if extra:
+            cut = args.index("--")
+            args = [*args[:cut], *extra, *args[cut:]]
         owner = _numeric_user(self.user)
         if owner is not None and owner[0] != 0 and hasattr(os, "getuid") and os.getuid() == 0:
             for mount in spec.mounts:
@@ -267,14 +287,19 @@ class DockerProvider:
             if result.returncode != 0 and _missing_image(result):
                 await self.ensure_image(spec.image)
                 result = await self._cli(*args, env=env, limit=120.0)
-        except asyncio.CancelledError:
+        except BaseException:
             # The CLI was killed, maybe after creating the container.
             await asyncio.shield(self._remove_run(spec.run_id))
+            await asyncio.shield(self._egress.close(self, spec.run_id))
             raise
+        finally:
+            if env_file is not None:
+                _remove_env_file(env_file)
         if result.returncode != 0:
             if "already in use" not in result.error:
                 # Created but not started (bad command, bad mount): clean up.
                 await self._remove_run(spec.run_id)
+                await self._egress.close(self, spec.run_id)
             raise SandboxError(f"Could not start the agent container: {result.error}")
         sandbox_id = result.stdout.decode().strip()
         logger.info(
@@ -351,11 +376,19 @@ class DockerProvider:
             raise SandboxError(f"Could not stop the agent container: {result.error}")
 
     async def remove(self, sandbox_id: str) -> None:
-        """Remove the container and its anonymous volumes; quiet if already gone."""
+        """Remove the container and its anonymous volumes (and its egress); quiet if already gone."""
         _checked_ref(sandbox_id, "sandbox id")
+        run_id = await self._run_label(sandbox_id)
         result = await self._cli("rm", "--force", "--volumes", sandbox_id)
         if result.returncode != 0 and not _gone(result):
             raise SandboxError(f"Could not remove the agent container: {result.error}")
+        if run_id is not None:
+            await self._egress.close(self, run_id)
+
+    async def _run_label(self, sandbox_id: str) -> str | None:
+        result = await self._cli("inspect", "--format", f'{{{{index .Config.Labels "{LABEL_RUN}"}}}}', "--", sandbox_id)
+        text = result.stdout.decode(errors="replace").strip()
+        return text if result.returncode == 0 and text and text != "<no value>" else None
 
     async def list(self) -> list[SandboxInfo]:
         """Every container of this instance, running or exited, labelled with a run id."""
@@ -366,6 +399,8 @@ class DockerProvider:
                 f'{{{{.Label "{LABEL_RUN}"}}}}',
                 f'{{{{.Label "{LABEL_STEP}"}}}}',
                 "{{.State}}",
+                f'{{{{.Label "{LABEL_ROLE}"}}}}',
+                f'{{{{.Label "{LABEL_EGRESS}"}}}}',
             ]
         )
         filters = ["--filter", f"label={LABEL_RUN}"]
@@ -377,9 +412,13 @@ class DockerProvider:
         found = []
         for line in result.stdout.decode(errors="replace").splitlines():
             fields = line.split("\t")
-            if len(fields) != 5:
+            if len(fields) != 7:
                 continue
-            sandbox_id, mission_id, run_id, step_id, state = fields
+            sandbox_id, mission_id, run_id, step_id, state, role, egress = fields
+            if role == ROLE_EGRESS:
+                continue  # a run's forwarder, not the run
+            if egress and state == "running":
+                await self._egress.resume(self, run_id, egress)
             found.append(
                 SandboxInfo(
                     sandbox_id=sandbox_id,
@@ -390,6 +429,25 @@ class DockerProvider:
                 )
             )
         return found
+
+
+def _env_file(env: Mapping[str, str]) -> Path:
+    """The agent's plain settings in a private file for ``--env-file`` (never the CLI's own environment)."""
+    for name, value in env.items():
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise SandboxError(f"Agent environment variable {name!r} holds a line break")
+    folder = Path(tempfile.mkdtemp(prefix="haflow-env-"))
+    path = folder / "env"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.writelines(f"{name}={value}\n" for name, value in env.items())
+    return path
+
+
+def _remove_env_file(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+        path.parent.rmdir()
 
 
 def _gone(result: Completed) -> bool:

@@ -8,7 +8,7 @@ knows about Docker.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -44,8 +44,8 @@ class Mount:
 class SandboxSpec:
     """Everything a provider needs to start one agent run.
 
-    ``env`` values may be secrets: providers must pass them without writing
-    them anywhere (files, logs, process arguments).
+    ``secrets`` values must reach the sandbox without being written anywhere
+    (files, logs, process arguments).
     """
 
     mission_id: str
@@ -53,11 +53,21 @@ class SandboxSpec:
     step_id: str
     image: str
     command: tuple[str, ...]
+    #: Plain settings; providers may show them to the engine (e.g. inspect).
     env: Mapping[str, str] = attrs.field(factory=dict)
+    #: Secret values by name: passed by name only, never written anywhere.
+    secrets: Mapping[str, str] = attrs.field(factory=dict, repr=False, eq=False)
     mounts: tuple[Mount, ...] = ()
     workdir: str = "/mission"
+    #: Unrestricted network (unsafe; agent files must say so explicitly).
     network: bool = False
+    #: Exact ``host:port`` pairs the agent may reach through the egress proxy.
+    egress: tuple[str, ...] = ()
+    #: Ports of the daemon's host (a local model server) the agent may reach.
+    local_ports: tuple[int, ...] = ()
     limits: Limits = Limits()
+    #: Where the provider reports what the run's log should show (egress decisions).
+    notes: Callable[[str], None] | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def labels(self) -> dict[str, str]:

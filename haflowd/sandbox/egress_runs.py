@@ -1,0 +1,146 @@
+"""The egress of the Docker provider's runs: one proxy and one forwarder sidecar per networked run.
+
+A run whose agent lists ``egress`` pairs (or ``local_ports``) gets no network
+of its own: it joins a sidecar that has only loopback, and the sidecar's
+relay reaches the daemon's CONNECT proxy through a per-run Unix socket (see
+:mod:`haflowd.egress`). If the proxy or the sidecar cannot start, the step
+fails before the agent starts: there is no fallback to a bridge network.
+After a daemon restart, :meth:`EgressRuns.resume` serves a still running
+agent's socket again (its allowlist is kept in a label of the agent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ..egress.allowlist import Allowlist, parse_allowlist
+from ..egress.proxy import EgressEvent, EgressProxy, Resolver, system_resolver
+from ..egress.sidecar import (
+    LABEL_ROLE,
+    ROLE_EGRESS,
+    agent_arguments,
+    ensure_image,
+    remove_sidecar,
+    sidecar_name,
+    start_sidecar,
+)
+from .protocol import SandboxSpec
+
+if TYPE_CHECKING:
+    from ipaddress import IPv4Network, IPv6Network
+
+    from .docker import DockerProvider
+
+__all__ = ["LABEL_EGRESS", "LABEL_ROLE", "ROLE_EGRESS", "EgressRuns"]
+
+log = logging.getLogger(__name__)
+
+#: Label of an agent container holding its allowlist, so a restart can serve it again.
+LABEL_EGRESS = "haflow.egress"
+
+
+def encode(allowlist: Allowlist) -> str:
+    pairs = sorted(f"{e.host}:{e.port}" for e in allowlist.endpoints)
+    ports = sorted(f"local:{p}" for p in allowlist.local_ports)
+    return ",".join([*pairs, *ports])
+
+
+def decode(label: str) -> Allowlist:
+    items = [i for i in label.split(",") if i]
+    return parse_allowlist(
+        [i for i in items if not i.startswith("local:")],
+        [int(i.removeprefix("local:")) for i in items if i.startswith("local:")],
+    )
+
+
+@attrs.define
+class EgressRuns:
+    """Proxies of live runs, by run id."""
+
+    resolver: Resolver = system_resolver
+    #: Networks a test's fake internet lives on (they pass the public-address check).
+    exempt_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+    _proxies: dict[str, EgressProxy] = attrs.field(factory=dict, init=False)
+
+    def _socket(self, provider: DockerProvider, run_id: str) -> Path:
+        # Unix socket paths are short (107 bytes): a private folder under /tmp.
+        root = Path(tempfile.gettempdir()) / f"haflow-{os.getuid()}-{provider.instance or 'default'}"
+        root.mkdir(mode=0o700, exist_ok=True)
+        return root / run_id / "proxy.sock"
+
+    async def open(self, provider: DockerProvider, spec: SandboxSpec) -> list[str]:
+        """Start the run's proxy and sidecar; return the agent's extra ``docker run`` arguments."""
+        allowlist = parse_allowlist(spec.egress, spec.local_ports)
+        notes = spec.notes
+        proxy = await self._serve(provider, spec.run_id, allowlist, notes)
+        try:
+            image = await ensure_image(provider.docker)
+            labels = {"haflow.mission_id": spec.mission_id}
+            if provider.instance is not None:
+                labels["haflow.instance"] = provider.instance
+            sidecar = await start_sidecar(
+                provider.docker,
+                run_id=spec.run_id,
+                socket_path=proxy.socket_path,
+                allowlist=allowlist,
+                image=image,
+                labels=labels,
+                user=provider.user,
+            )
+        except BaseException:
+            await self.close(provider, spec.run_id)
+            raise
+        if notes is not None:
+            notes(f"egress: only {encode(allowlist) or 'nothing'} reachable, through the daemon's proxy")
+        return [*agent_arguments(sidecar, allowlist), "--label", f"{LABEL_EGRESS}={encode(allowlist)}"]
+
+    async def _serve(
+        self, provider: DockerProvider, run_id: str, allowlist: Allowlist, notes: Callable[[str], None] | None
+    ) -> EgressProxy:
+        def on_event(event: EgressEvent) -> None:
+            verdict = "allowed" if event.allowed else f"refused ({event.reason})"
+            log.info("egress.connection", extra={"run_id": run_id, "target": event.target, "allowed": event.allowed})
+            if notes is not None:
+                with contextlib.suppress(OSError):
+                    notes(f"egress {verdict}: {event.target}")
+
+        old = self._proxies.pop(run_id, None)
+        if old is not None:
+            await old.close()
+        proxy = EgressProxy(
+            self._socket(provider, run_id),
+            allowlist,
+            resolver=self.resolver,
+            on_event=on_event,
+            exempt_networks=self.exempt_networks,
+        )
+        await proxy.start()
+        self._proxies[run_id] = proxy
+        return proxy
+
+    async def resume(self, provider: DockerProvider, run_id: str, label: str) -> None:
+        """Serve a re-attached run's socket again (the sidecar reconnects per connection)."""
+        if run_id in self._proxies:
+            return
+        try:
+            await self._serve(provider, run_id, decode(label), None)
+        except Exception:
+            log.exception("egress.resume_failed", extra={"run_id": run_id})
+
+    async def close(self, provider: DockerProvider, run_id: str) -> None:
+        """Remove the run's sidecar and stop its proxy; quiet if there is none."""
+        with contextlib.suppress(Exception):
+            await remove_sidecar(provider.docker, sidecar_name(run_id))
+        proxy = self._proxies.pop(run_id, None)
+        if proxy is not None:
+            await proxy.close()
+            with contextlib.suppress(OSError):
+                proxy.socket_path.parent.rmdir()
