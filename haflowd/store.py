@@ -73,6 +73,16 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     _fsync_dir(path.parent)
 
 
+def _write_record(path: Path, value: object) -> None:
+    """Write one small JSON record (a mission or a run): a few hundred bytes, fine on the loop."""
+    atomic_write(path, dumps(value).encode())
+
+
+def _read_record(path: Path) -> bytes:
+    """Read one small JSON record the daemon wrote itself."""
+    return path.read_bytes()
+
+
 def _fsync_dir(path: Path) -> None:
     # Makes the rename itself durable; not every platform allows it.
     try:
@@ -194,7 +204,7 @@ class Store:
 
     def save(self, meta: MissionMeta) -> MissionMeta:
         self.get(meta.mission_id)
-        atomic_write(self.mission_dir(meta.mission_id) / MISSION_FILE, dumps(meta).encode())
+        _write_record(self.mission_dir(meta.mission_id) / MISSION_FILE, meta)
         self._remember(meta)
         return meta
 
@@ -270,13 +280,13 @@ class Store:
         if not is_run_id(run_id):
             raise NotFound(f"Run not found: {run_id}")
         try:
-            data = self._run_path(mission_id, run_id).read_bytes()
+            data = _read_record(self._run_path(mission_id, run_id))
         except FileNotFoundError:
             raise NotFound(f"Run not found: {run_id}") from None
         return converter.structure(json.loads(data), StepRun)
 
     def save_run(self, mission_id: str, run: StepRun) -> StepRun:
-        atomic_write(self._run_path(mission_id, run.run_id), dumps(run).encode())
+        _write_record(self._run_path(mission_id, run.run_id), run)
         return run
 
     def open_log(self, mission_id: str, run_id: str) -> BinaryIO:

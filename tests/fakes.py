@@ -54,6 +54,8 @@ class FakeSandbox:
     behaviours: dict[str, Behaviour] = attrs.field(factory=dict)
     runs: dict[str, FakeRun] = attrs.field(factory=dict)
     unavailable: str | None = None
+    #: When set, start() waits for it (a slow image build or container start).
+    start_gate: asyncio.Event | None = None
     _ids: itertools.count[int] = attrs.field(factory=itertools.count)
 
     @property
@@ -66,6 +68,8 @@ class FakeSandbox:
 
     async def start(self, spec: SandboxSpec) -> str:
         await self.check()
+        if self.start_gate is not None:
+            await self.start_gate.wait()
         run = FakeRun(spec=spec, sandbox_id=f"fake-{next(self._ids)}")
         self.runs[run.sandbox_id] = run
         run.task = asyncio.create_task(self._act(run))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import re
@@ -19,7 +20,7 @@ from haflowd import __version__
 from haflowd.cli import client as client_module
 from haflowd.cli.main import main
 from haflowd.cli.client import Client, ClientError, resolve_token
-from tests.conftest import create_mission, until, wait_status
+from tests.conftest import create_mission, detail, until, wait_status
 from tests.daemon_support import Daemon, child_env, free_port
 from tests.fakes import Behaviour, FakeSandbox
 
@@ -262,6 +263,66 @@ class TestFollow:
         assert "[agent] cleanup-agent starting step cleanup" in out
         assert "thinking hard" in out and "[agent] wrote structured-text.md" in out
         assert out.rstrip().endswith(f"== {mission_id} is waiting_human ==")
+
+
+class _Digest(io.TextIOBase):
+    """A stdout that keeps only a hash and the size of what is written (a 1 GiB log stays out of memory)."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, text: str) -> int:
+        data = text.encode()
+        self.hash.update(data)
+        self.size += len(data)
+        return len(text)
+
+
+class TestFollowLargeLog:
+    @pytest.mark.timeout(900)
+    async def test_follows_past_one_gibibyte(
+        self, client: TestClient, fake: FakeSandbox, home: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """logs -f prints a log of more than 1 GiB exactly, byte for byte, paging by offset."""
+        monkeypatch.setattr(client_module, "FOLLOW_INTERVAL", 0.02)
+        gate = asyncio.Event()
+        fake.behaviours["cleanup"] = Behaviour(gate=gate, extra_lines=(b"after the flood\n",))
+        mission_id = (await create_mission(client))["mission_id"]
+        await client.post(f"/api/missions/{mission_id}/continue")
+        run_id = (await detail(client, mission_id))["runs"][0]["run_id"]
+        log_path = home / "missions" / mission_id / "logs" / f"{run_id}.log"
+        await until(lambda: _has_text(log_path, b"starting step"))
+        # 1 GiB + a bit, with multi-byte characters, so page cuts fall inside them.
+        block = "".join(f"line {i:07d} éü€ {'x' * 40}\n" for i in range(16_000)).encode()
+        with log_path.open("ab") as f:
+            for _ in range((1 << 30) // len(block) + 1):
+                f.write(block)
+        sink = _Digest()
+        monkeypatch.setattr(sys, "stdout", sink)
+        url = str(client.make_url("")).rstrip("/")
+        follower = asyncio.create_task(asyncio.to_thread(main, ["missions", "logs", mission_id, "-f", "--url", url]))
+        await until(lambda: _true(sink.size > 1 << 30), timeout=300)
+        gate.set()
+        assert await follower == 0
+        monkeypatch.undo()
+        expected = hashlib.sha256()
+        expected.update(f"== {run_id} (cleanup) ==\n".encode())
+        with log_path.open("rb") as f:
+            while chunk := f.read(1 << 24):
+                expected.update(chunk)
+        expected.update(f"== {mission_id} is waiting_human ==\n".encode())
+        assert log_path.stat().st_size > 1 << 30
+        assert sink.hash.hexdigest() == expected.hexdigest()
+        log_path.unlink()
+
+
+async def _has_text(path: Path, text: bytes) -> bool:
+    return path.exists() and text in path.read_bytes()
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 class TestClientObject:

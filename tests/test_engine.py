@@ -172,6 +172,41 @@ class TestWatchFailures:
         await wait_status(client, mid, "waiting_human")
 
 
+class TestBackgroundStart:
+    async def test_continue_answers_before_a_slow_start(self, client: TestClient, fake: FakeSandbox) -> None:
+        """continue answers once the run is recorded, while the sandbox start still hangs; the run then proceeds."""
+        fake.start_gate = asyncio.Event()
+        mid = (await create_mission(client))["mission_id"]
+        async with asyncio.timeout(5):
+            assert await cont(client, mid) == 200
+        data = await detail(client, mid)
+        assert data["status"] == "running_code_agent"
+        (run,) = data["runs"]
+        assert "container_id" not in run and "finished_at" not in run
+        assert fake.started == []
+        assert await cont(client, mid) == 409
+        fake.start_gate.set()
+        data = await wait_status(client, mid, "waiting_human")
+        assert data["runs"][0]["exit_code"] == 0
+
+    async def test_cancel_during_a_slow_start(self, client: TestClient, fake: FakeSandbox) -> None:
+        """cancel while the sandbox is still starting stops it as soon as it exists; continue retries."""
+        fake.start_gate = asyncio.Event()
+        mid = (await create_mission(client))["mission_id"]
+        assert await cont(client, mid) == 200
+        canceller = asyncio.create_task(api(client, "POST", f"/api/missions/{mid}/cancel"))
+        await asyncio.sleep(0.1)
+        fake.start_gate.set()
+        status, _ = await canceller
+        assert status == 200
+        data = await wait_status(client, mid, "failed")
+        assert "Cancelled" in data["last_error"]
+        assert all(run.exit_code is not None for run in fake.runs.values())
+        fake.start_gate = None
+        assert await cont(client, mid) == 200
+        await wait_status(client, mid, "waiting_human")
+
+
 class TestLocks:
     async def test_unknown_ids_create_no_locks(self, client: TestClient) -> None:
         """Requests naming missions that do not exist leave no lock behind (a scanner cannot grow memory)."""

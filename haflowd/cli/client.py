@@ -269,7 +269,7 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
         return 0
     # Like tail -f: start at the latest run, then every run that follows.
     done = {r["run_id"] for r in runs[:-1]}
-    printed: dict[str, int] = {}
+    offsets: dict[str, int] = {}
     header: str | None = None
     last_pass = False
     while True:
@@ -277,14 +277,19 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
             run_id = run["run_id"]
             if run_id in done:
                 continue
-            text = client.call("GET", _mission_path(args.mission_id, f"/runs/{run_id}/log"))
             if header != run_id:
                 print(f"== {run_id} ({run['step_id']}) ==", file=out)
                 header = run_id
-            seen = printed.get(run_id, 0)
-            out.write(text[seen:])
-            out.flush()
-            printed[run_id] = max(seen, len(text))
+            # Page through by byte offset: each call moves only bytes not seen yet.
+            while True:
+                page = client.call(
+                    "GET", _mission_path(args.mission_id, f"/runs/{run_id}/log?offset={offsets.get(run_id, 0)}")
+                )
+                out.write(page["text"])
+                out.flush()
+                offsets[run_id] = page["next_offset"]
+                if page["next_offset"] >= page["size"] or page["next_offset"] == page["offset"]:
+                    break
             if "finished_at" in run:
                 done.add(run_id)
         if last_pass:

@@ -37,7 +37,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOG_LIMIT_CHARS = 256 * 1024
 GZIP_MIN_BYTES = 64 * 1024
 #: The most of a run's log one ``?offset=`` answer carries.
-LOG_PAGE_BYTES = 256 * 1024
+LOG_PAGE_BYTES = 1024 * 1024
 
 #: The HTTP status of each kind of error the core raises (most specific first).
 STATUS_OF: tuple[tuple[type[HaflowError], int], ...] = (
@@ -215,8 +215,9 @@ async def render_artifact(request: web.Request) -> web.Response:
     mission_id = request.match_info["mission_id"]
     store.get(mission_id)
     filename = check_filename(request.match_info["filename"])
+    # Reading and rendering both grow with the file: off the event loop.
     text = await asyncio.to_thread(store.read_artifact, mission_id, filename)
-    return envelope({"html": render(filename, text)})
+    return envelope({"html": await asyncio.to_thread(render, filename, text)})
 
 
 @routes.get("/api/missions/{mission_id}/runs/{run_id}/log")
