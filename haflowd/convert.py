@@ -35,8 +35,9 @@ from .models import (
 
 T = TypeVar("T")
 
-#: Contract names that are camelCase on the wire, per class.
-_RENAMES: dict[type, dict[str, str]] = {
+#: Contract names that are camelCase on the wire, per class (the API
+#: description in :mod:`haflowd.web.openapi` reads this table too).
+RENAMES: dict[type, dict[str, str]] = {
     WorkflowStep: {
         "input_artifact": "inputArtifact",
         "output_artifact": "outputArtifact",
@@ -47,7 +48,12 @@ _RENAMES: dict[type, dict[str, str]] = {
     CreateMissionRequest: {"raw_input": "rawInput", "workflow_id": "workflowId"},
 }
 #: Definitions written by people: a typo in a key must not pass silently.
-_STRICT_KEYS = (Workflow, WorkflowStep, AgentSpec)
+STRICT_KEYS = (Workflow, WorkflowStep, AgentSpec)
+#: Classes whose value is one attribute's object with the other fields added:
+#: ``MissionDetail`` is ``MissionMeta`` plus workflow, artifacts, runs, log tail.
+FLATTENED: dict[type, str] = {MissionDetail: "meta"}
+#: What :func:`format_timestamp` writes, as a regular expression.
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 
 
 def format_timestamp(value: datetime) -> str:
@@ -115,7 +121,7 @@ def _make() -> cattrs.Converter:
     ):
         attrs.resolve_types(cls)
         renames: dict[str, Any] = {
-            name: override(rename=wire) for name, wire in _RENAMES.get(cls, {}).items()
+            name: override(rename=wire) for name, wire in RENAMES.get(cls, {}).items()
         }
         conv.register_unstructure_hook(
             cls,
@@ -126,21 +132,22 @@ def _make() -> cattrs.Converter:
             make_dict_structure_fn(
                 cls,
                 conv,
-                _cattrs_forbid_extra_keys=cls in _STRICT_KEYS,
+                _cattrs_forbid_extra_keys=cls in STRICT_KEYS,
                 **renames,
             ),
         )
 
-    def _detail(detail: MissionDetail) -> dict[str, Any]:
-        out: dict[str, Any] = conv.unstructure(detail.meta)
-        out["workflow"] = conv.unstructure(detail.workflow)
-        out["artifacts"] = dict(detail.artifacts)
-        out["runs"] = [conv.unstructure(r) for r in detail.runs]
-        if detail.current_log_tail is not None:
-            out["current_log_tail"] = detail.current_log_tail
-        return out
+    # The flattened class: its inner value's fields, then its own others.
+    for cls, inner in FLATTENED.items():
+        attrs.resolve_types(cls)
+        rest = make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **{inner: override(omit=True)})
 
-    conv.register_unstructure_hook(MissionDetail, _detail)
+        def flat(value: Any, inner: str = inner, rest: Any = rest) -> dict[str, Any]:
+            out: dict[str, Any] = conv.unstructure(getattr(value, inner))
+            out.update(rest(value))
+            return out
+
+        conv.register_unstructure_hook(cls, flat)
     return conv
 
 
@@ -182,5 +189,5 @@ _PY_NAME = re.compile(r"\b[a-z]+(?:_[a-z]+)+\b")
 def _wire_names(message: str, cls: type) -> str:
     # Errors name attributes by their Python name; users only know the wire
     # name.
-    renames = _RENAMES.get(cls, {})
+    renames = RENAMES.get(cls, {})
     return _PY_NAME.sub(lambda m: renames.get(m.group(), m.group()), message)
