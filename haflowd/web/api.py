@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from .described import described
 from .keys import CONFIG, ENGINE, LIST_CACHE
 from ..convert import converter, structure_request
 from ..errors import BadRequest, HaflowError, NotFound
@@ -23,6 +24,7 @@ from ..models import (
     MissionMeta,
     MissionStatus,
     SaveArtifactRequest,
+    Workflow,
 )
 from ..quota import check_artifact_write
 from ..catalog import DEFAULT_WORKFLOW
@@ -113,6 +115,7 @@ class ListCache:
 
 
 @routes.get("/api/missions")
+@described("List missions, newest first", response=list[MissionListItem])
 async def list_missions(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     cache = request.app[LIST_CACHE]
@@ -147,6 +150,11 @@ def _step_name(engine: Any, meta: MissionMeta) -> str:
 
 
 @routes.get("/api/missions/{mission_id}")
+@described(
+    "A mission with its workflow, artifacts, runs and live log tail",
+    response=MissionDetail,
+    errors={404: "Unknown mission."},
+)
 async def get_mission(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     store = engine.store
@@ -167,6 +175,17 @@ async def get_mission(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/missions")
+@described(
+    "Create a mission (status ready, step 0); writes artifacts/raw-input.md",
+    request=CreateMissionRequest,
+    response=MissionMeta,
+    status=201,
+    errors={
+        400: "Malformed JSON, or a missing or invalid field (named in `error`).",
+        413: "Body over the size cap.",
+        415: "A request body that is not application/json.",
+    },
+)
 async def create_mission(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     req = structure_request(await read_json(request), CreateMissionRequest)
@@ -192,6 +211,17 @@ async def create_mission(request: web.Request) -> web.Response:
 
 
 @routes.put("/api/missions/{mission_id}/artifacts/{filename}")
+@described(
+    "Save an artifact (the human's edit at a review gate)",
+    request=SaveArtifactRequest,
+    errors={
+        400: "Malformed JSON, a bad body or a bad file name (named in `error`).",
+        404: "Unknown mission.",
+        409: "The mission cannot change its artifacts now.",
+        413: "Body over the size cap, or the mission's artifacts over their total cap.",
+        415: "A request body that is not application/json.",
+    },
+)
 async def save_artifact(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     mission_id = request.match_info["mission_id"]
@@ -210,6 +240,11 @@ async def save_artifact(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/missions/{mission_id}/artifacts/{filename}/html")
+@described(
+    "An artifact rendered as safe HTML (Markdown without raw HTML, escaped JSON/text)",
+    response="RenderedArtifact",
+    errors={400: "A bad file name.", 404: "Unknown mission or artifact."},
+)
 async def render_artifact(request: web.Request) -> web.Response:
     from ..render import render_artifact as render
 
@@ -221,6 +256,7 @@ async def render_artifact(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/missions/{mission_id}/runs/{run_id}/log")
+@described("The log of one run (its last MiB)", response=str, errors={404: "Unknown mission or run."})
 async def run_log(request: web.Request) -> web.Response:
     store = request.app[ENGINE].store
     mission_id = request.match_info["mission_id"]
@@ -230,24 +266,37 @@ async def run_log(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/missions/{mission_id}/continue")
+@described(
+    "Approve the human gate, or start (retry) the agent step",
+    errors={404: "Unknown mission.", 409: "An agent step is already running, or the mission is completed."},
+)
 async def continue_mission(request: web.Request) -> web.Response:
     await request.app[ENGINE].continue_mission(request.match_info["mission_id"])
     return envelope(None)
 
 
 @routes.post("/api/missions/{mission_id}/cancel")
+@described(
+    "Stop the running agent step; the mission fails and continue retries it",
+    errors={404: "Unknown mission.", 409: "No agent step is running."},
+)
 async def cancel_mission(request: web.Request) -> web.Response:
     await request.app[ENGINE].cancel(request.match_info["mission_id"])
     return envelope(None)
 
 
 @routes.post("/api/missions/{mission_id}/mark-completed")
+@described(
+    "Force the mission to completed, stopping a running step first",
+    errors={404: "Unknown mission.", 409: "The mission cannot be completed now."},
+)
 async def mark_completed(request: web.Request) -> web.Response:
     await request.app[ENGINE].mark_completed(request.match_info["mission_id"])
     return envelope(None)
 
 
 @routes.get("/api/workflows")
+@described("Every known workflow", response=list[Workflow], tag="workflows")
 async def list_workflows(request: web.Request) -> web.Response:
     catalog = request.app[ENGINE].catalog
     return envelope([converter.unstructure(w) for w in catalog.workflows.values()])
