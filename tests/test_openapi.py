@@ -88,6 +88,12 @@ class Driver:
 
 
 @pytest.fixture
+def app_routes(config: Config, fake: FakeSandbox) -> list[Any]:
+    """The routes of a daemon's router (nothing started)."""
+    return list(create_app(config, sandbox=fake).router.routes())
+
+
+@pytest.fixture
 async def served(client: TestClient) -> dict[str, Any]:
     resp = await client.get(OPENAPI_PATH)
     assert resp.status == 200 and resp.content_type == "application/json"
@@ -95,10 +101,10 @@ async def served(client: TestClient) -> dict[str, Any]:
 
 
 class TestDocument:
-    def test_is_valid_openapi_3_1(self) -> None:
+    def test_is_valid_openapi_3_1(self, app_routes: list[Any]) -> None:
         """The document passes the OpenAPI 3.1 specification validator."""
         validator = pytest.importorskip("openapi_spec_validator")
-        doc = document(["standard-feature", "oneshot"])
+        doc = document(app_routes, ["standard-feature", "oneshot"])
         validator.validate(doc)
         assert doc["openapi"] == "3.1.0" and doc["info"]["version"] == __version__
 
@@ -132,9 +138,9 @@ class TestDocument:
             for op in ops.values():
                 assert op["responses"]["default"] == {"$ref": "#/components/responses/Error"}
 
-    def test_contract_examples_validate_as_requests(self) -> None:
+    def test_contract_examples_validate_as_requests(self, app_routes: list[Any]) -> None:
         """The contract's request bodies validate; blank and missing fields do not."""
-        spec = Spec(document(["standard-feature"]))
+        spec = Spec(document(app_routes, ["standard-feature"]))
         create = spec.request_schema("CreateMissionRequest")
         assert create.is_valid({"title": "Dark mode", "type": "feature", "rawInput": RAW_INPUT})
         assert create.is_valid({"title": "x", "type": "fix", "rawInput": "y", "workflowId": "standard-feature"})
@@ -233,9 +239,9 @@ class TestAnswersValidate:
             assert resp.status == expect
             spec.check(method, path, resp.status, resp.content_type, json.loads(await resp.read()))
 
-    def test_checker_catches_drift(self) -> None:
+    def test_checker_catches_drift(self, app_routes: list[Any]) -> None:
         """An answer with an undocumented field or a null optional fails the check (the test has teeth)."""
-        spec = Spec(document(["standard-feature"]))
+        spec = Spec(document(app_routes, ["standard-feature"]))
         meta = {
             "mission_id": "m-0123abcd", "title": "t", "type": "feature", "workflow_id": "standard-feature",
             "current_step": 0, "status": "ready", "created_at": "2026-01-23T10:00:00.000Z",
