@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from haflowd.convert import converter, format_timestamp, parse_timestamp
+from haflowd.convert import TIMESTAMP_PATTERN, converter, format_timestamp, parse_timestamp
 from haflowd.models import MissionMeta, MissionStatus, MissionType, StepRun
 
 timestamps = st.datetimes(
@@ -61,6 +62,17 @@ class TestTimestamps:
     def test_format_is_javascript_iso(self) -> None:
         """Timestamps are UTC with milliseconds and Z, like toISOString()."""
         assert format_timestamp(datetime(2026, 1, 23, 10, 0, 0, 123456, tzinfo=UTC)) == "2026-01-23T10:00:00.123Z"
+
+    @given(
+        st.datetimes(
+            min_value=datetime(1000, 1, 1),
+            max_value=datetime(9998, 1, 1),
+            timezones=st.builds(timezone, st.integers(-14 * 60, 14 * 60).map(lambda m: timedelta(minutes=m))),
+        )
+    )
+    def test_pattern_describes_the_format(self, value: datetime) -> None:
+        """TIMESTAMP_PATTERN (what the API description says) matches every formatted timestamp."""
+        assert re.search(TIMESTAMP_PATTERN, format_timestamp(value))
 
     def test_parse_accepts_z_and_offsets(self) -> None:
         """Z and explicit offsets both parse to aware UTC datetimes."""
