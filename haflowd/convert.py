@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -138,16 +138,19 @@ def _make() -> cattrs.Converter:
         )
 
     # The flattened class: its inner value's fields, then its own others.
-    for cls, inner in FLATTENED.items():
-        attrs.resolve_types(cls)
-        rest = make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **{inner: override(omit=True)})
+    for flat_cls, inner in FLATTENED.items():
+        attrs.resolve_types(flat_cls)
+        omit: dict[str, Any] = {inner: override(omit=True)}
+        rest: Callable[[Any], dict[str, Any]] = make_dict_unstructure_fn(
+            flat_cls, conv, _cattrs_omit_if_default=True, **omit
+        )
 
         def flat(value: Any, inner: str = inner, rest: Any = rest) -> dict[str, Any]:
             out: dict[str, Any] = conv.unstructure(getattr(value, inner))
             out.update(rest(value))
             return out
 
-        conv.register_unstructure_hook(cls, flat)
+        conv.register_unstructure_hook(flat_cls, flat)
     return conv
 
 

@@ -41,7 +41,7 @@ class Description:
     response: Any = None
     status: int = 200
     request: type | None = None
-    errors: Mapping[int, str] = attrs.field(factory=dict, converter=dict)
+    errors: Mapping[int, str] = attrs.field(factory=dict)
     tag: str = "missions"
     #: ``False`` only for the OpenAPI document itself.
     enveloped: bool = True
@@ -63,7 +63,7 @@ def described(
         response=response,
         status=status,
         request=request,
-        errors=errors or {},
+        errors=dict(errors or {}),
         tag=tag,
         enveloped=enveloped,
     )

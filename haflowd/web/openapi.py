@@ -322,9 +322,7 @@ def api_routes(app_routes: Iterable[AbstractRoute]) -> list[tuple[str, str, Desc
             continue
         description = description_of(route.handler)
         if description is None:
-            raise ValueError(
-                f"{route.method} {path} has no description: mark its handler with @described(...)"
-            )
+            raise ValueError(f"{route.method} {path} has no description: mark its handler with @described(...)")
         found.append((route.method.lower(), path, description))
     return found
 
