@@ -18,9 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from haflowd import __version__
-from haflowd.web.app import create_app
-from haflowd.config import Config
 from haflowd.catalog import DEFAULT_WORKFLOW
+from haflowd.config import Config
 from haflowd.convert import RENAMES, STRICT_KEYS, TIMESTAMP_PATTERN, dumps, format_timestamp, structure_request
 from haflowd.ids import MISSION_ID, RUN_ID, new_mission_id, new_run_id
 from haflowd.models import (
@@ -38,6 +37,7 @@ from haflowd.models import (
     WorkflowStep,
     WorkspaceMode,
 )
+from haflowd.web.app import create_app
 from haflowd.web.openapi import OPENAPI_PATH, api_routes, document
 from tests.conftest import RAW_INPUT, wait_status
 from tests.fakes import Behaviour, FakeSandbox

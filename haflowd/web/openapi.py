@@ -23,6 +23,7 @@ can read it directly.
 
 from __future__ import annotations
 
+import copy
 import enum
 import json
 import re
@@ -40,7 +41,7 @@ from .. import __version__
 from ..catalog import DEFAULT_WORKFLOW
 from ..convert import FLATTENED, RENAMES, STRICT_KEYS, TIMESTAMP_PATTERN
 from ..ids import FILENAME, MAX_FILENAME_BYTES, MISSION_ID, RUN_ID
-from ..models import RUNNING_STATUSES, MissionStatus
+from ..models import RUNNING_STATUSES, CreateMissionRequest, MissionStatus
 from .described import Description, described, description_of
 from .keys import ENGINE
 
@@ -254,7 +255,7 @@ def _operation(path: str, d: Description, gen: _Generator) -> dict[str, Any]:
     elif isinstance(d.response, str):
         if d.response not in HAND_WRITTEN:
             raise ValueError(f"{path}: no hand-written schema {d.response!r}")
-        gen.schemas.setdefault(d.response, HAND_WRITTEN[d.response])
+        gen.schemas.setdefault(d.response, copy.deepcopy(HAND_WRITTEN[d.response]))
         ok = _success(_ref(d.response), "Success.")
     elif d.response is None:
         ok = _success(dict(NULL), "Done; `data` is null.")
@@ -333,13 +334,11 @@ def _build(operations: Iterable[tuple[str, str, Description]]) -> dict[str, Any]
     for method, path, description in operations:
         paths.setdefault(path, {})[method] = _operation(path, description, gen)
     parameters = _parameters(gen)
-    for name, schema in HAND_WRITTEN.items():
-        if name == "Error":
-            gen.schemas.setdefault(name, schema)
+    gen.schemas.setdefault("Error", copy.deepcopy(HAND_WRITTEN["Error"]))  # of every error answer
     tags = list(dict.fromkeys(op["tags"][0] for ops in paths.values() for op in ops.values()))
     return {
         "openapi": "3.1.0",
-        "info": _INFO,
+        "info": copy.deepcopy(_INFO),
         "servers": [{"url": "/"}],
         "tags": [{"name": t} for t in tags],
         "paths": paths,
@@ -366,8 +365,6 @@ def document(app_routes: Iterable[AbstractRoute], workflow_ids: Iterable[str] = 
 
 def _add_catalog(schemas: dict[str, Any], ids: list[str]) -> None:
     # workflowId names a workflow of the catalog: its default, and the known ones.
-    from ..models import CreateMissionRequest
-
     create = schemas.get(CreateMissionRequest.__name__)
     if create is None:
         return
