@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -20,7 +20,7 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter
 
-from .clock import format_timestamp, parse_timestamp
+from .clock import TIMESTAMP_PATTERN, format_timestamp, parse_timestamp
 from .errors import BadRequest
 from .models import (
     AgentSpec,
@@ -39,8 +39,9 @@ from .models import (
 
 T = TypeVar("T")
 
-#: Contract names that are camelCase on the wire, per class.
-_RENAMES: dict[type, dict[str, str]] = {
+#: Contract names that are camelCase on the wire, per class (the API
+#: description in :mod:`haflowd.web.openapi` reads this table too).
+RENAMES: dict[type, dict[str, str]] = {
     WorkflowStep: {
         "input_artifact": "inputArtifact",
         "output_artifact": "outputArtifact",
@@ -52,7 +53,10 @@ _RENAMES: dict[type, dict[str, str]] = {
     StepRun: {"sandbox_id": "container_id"},
 }
 #: Definitions written by people: a typo in a key must not pass silently.
-_STRICT_KEYS = (Workflow, WorkflowStep, AgentSpec)
+STRICT_KEYS = (Workflow, WorkflowStep, AgentSpec)
+#: Classes whose value is one attribute's object with the other fields added:
+#: ``MissionDetail`` is ``MissionMeta`` plus workflow, artifacts, runs, log tail.
+FLATTENED: dict[type, str] = {MissionDetail: "meta"}
 
 
 def _strict(kind: type) -> Any:
@@ -108,7 +112,7 @@ def _make() -> cattrs.Converter:
     ):
         attrs.resolve_types(cls)
         renames: dict[str, Any] = {
-            name: override(rename=wire) for name, wire in _RENAMES.get(cls, {}).items()
+            name: override(rename=wire) for name, wire in RENAMES.get(cls, {}).items()
         }
         conv.register_unstructure_hook(
             cls,
@@ -119,7 +123,7 @@ def _make() -> cattrs.Converter:
             make_dict_structure_fn(
                 cls,
                 conv,
-                _cattrs_forbid_extra_keys=cls in _STRICT_KEYS,
+                _cattrs_forbid_extra_keys=cls in STRICT_KEYS,
                 **renames,
             ),
         )
@@ -181,5 +185,5 @@ _PY_NAME = re.compile(r"\b[a-z]+(?:_[a-z]+)+\b")
 def _wire_names(message: str, cls: type) -> str:
     # Errors name attributes by their Python name; users only know the wire
     # name.
-    renames = _RENAMES.get(cls, {})
+    renames = RENAMES.get(cls, {})
     return _PY_NAME.sub(lambda m: renames.get(m.group(), m.group()), message)

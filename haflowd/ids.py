@@ -11,11 +11,12 @@ import secrets
 
 from .errors import BadRequest
 
+#: Matched whole (``fullmatch``); the API description anchors their ``.pattern``.
 MISSION_ID = re.compile(r"m-[0-9a-f]{8}")
 RUN_ID = re.compile(r"r-[0-9a-f]{8}")
 # A plain file name: no separators, no leading dot (so no "." / ".." and no
 # hidden files), letters, digits, dot, dash and underscore only.
-_FILENAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]*")
+FILENAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]*")
 MAX_FILENAME_BYTES = 255
 
 
@@ -43,7 +44,7 @@ def filename_problem(name: str) -> str | None:
         return f"must be at most {MAX_FILENAME_BYTES} bytes"
     if ".." in name:
         return "must not contain '..'"
-    if _FILENAME.fullmatch(name) is None:
+    if FILENAME.fullmatch(name) is None:
         return (
             "may only contain letters, digits, '.', '-' and '_' "
             "and must not start with '.'"

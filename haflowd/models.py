@@ -12,7 +12,14 @@ from datetime import datetime
 
 import attrs
 
-from .ids import filename_problem, is_mission_id, is_run_id
+from .ids import FILENAME, MAX_FILENAME_BYTES, MISSION_ID, RUN_ID, filename_problem, is_mission_id, is_run_id
+
+# Facts for the API description (haflowd.web.openapi) that the types do not
+# carry, kept beside the validators that enforce them.
+_NON_BLANK = {"openapi": {"minLength": 1, "pattern": r"\S"}}
+_FILENAME = {"openapi": {"pattern": FILENAME, "maxLength": MAX_FILENAME_BYTES}}
+_MISSION_ID = {"openapi": {"pattern": MISSION_ID}}
+_RUN_ID = {"openapi": {"pattern": RUN_ID}}
 
 
 class MissionType(enum.StrEnum):
@@ -72,13 +79,13 @@ def _run_id(_: object, __: attrs.Attribute[str], value: str) -> None:
 
 @attrs.frozen
 class WorkflowStep:
-    step_id: str = attrs.field(validator=_non_empty)
-    name: str = attrs.field(validator=_non_empty)
+    step_id: str = attrs.field(validator=_non_empty, metadata=_NON_BLANK)
+    name: str = attrs.field(validator=_non_empty, metadata=_NON_BLANK)
     type: StepType
     agent: str | None = None
-    input_artifact: str | None = attrs.field(default=None, validator=_artifact_name)
-    output_artifact: str | None = attrs.field(default=None, validator=_artifact_name)
-    review_artifact: str | None = attrs.field(default=None, validator=_artifact_name)
+    input_artifact: str | None = attrs.field(default=None, validator=_artifact_name, metadata=_FILENAME)
+    output_artifact: str | None = attrs.field(default=None, validator=_artifact_name, metadata=_FILENAME)
+    review_artifact: str | None = attrs.field(default=None, validator=_artifact_name, metadata=_FILENAME)
     workspace_mode: WorkspaceMode | None = None
     quick_commands: tuple[str, ...] | None = None
 
@@ -89,9 +96,9 @@ class WorkflowStep:
 
 @attrs.frozen
 class Workflow:
-    workflow_id: str = attrs.field(validator=_non_empty)
-    name: str = attrs.field(validator=_non_empty)
-    steps: tuple[WorkflowStep, ...] = attrs.field()
+    workflow_id: str = attrs.field(validator=_non_empty, metadata=_NON_BLANK)
+    name: str = attrs.field(validator=_non_empty, metadata=_NON_BLANK)
+    steps: tuple[WorkflowStep, ...] = attrs.field(metadata={"openapi": {"minItems": 1}})
 
     @steps.validator
     def _check_steps(self, _: attrs.Attribute[tuple[WorkflowStep, ...]], steps: tuple[WorkflowStep, ...]) -> None:
@@ -218,11 +225,11 @@ class Delivery:
 
 @attrs.frozen
 class MissionMeta:
-    mission_id: str = attrs.field(validator=_mission_id)
+    mission_id: str = attrs.field(validator=_mission_id, metadata=_MISSION_ID)
     title: str
     type: MissionType
     workflow_id: str
-    current_step: int
+    current_step: int = attrs.field(metadata={"openapi": {"minimum": 0}})
     status: MissionStatus
     created_at: datetime
     updated_at: datetime
@@ -239,7 +246,7 @@ class MissionMeta:
 @attrs.frozen
 class StepRun:
     step_id: str
-    run_id: str = attrs.field(validator=_run_id)
+    run_id: str = attrs.field(validator=_run_id, metadata=_RUN_ID)
     started_at: datetime
     finished_at: datetime | None = None
     exit_code: int | None = None
@@ -253,12 +260,12 @@ class StepRun:
     result: str | None = None
     #: Bytes of the output file written before the sandbox's first byte
     #: (the daemon's own notes); kept on disk for re-attaching, not on the wire.
-    output_offset: int | None = None
+    output_offset: int | None = attrs.field(default=None, metadata={"wire": False})
 
 
 @attrs.frozen
 class MissionListItem:
-    mission_id: str
+    mission_id: str = attrs.field(metadata=_MISSION_ID)
     title: str
     type: MissionType
     status: MissionStatus
@@ -275,14 +282,16 @@ class MissionDetail:
     workflow: Workflow
     artifacts: Mapping[str, str]
     runs: tuple[StepRun, ...]
-    current_log_tail: str | None = None
+    current_log_tail: str | None = attrs.field(
+        default=None, metadata={"openapi": {"description": "The last characters of the log of the run in progress."}}
+    )
 
 
 @attrs.frozen
 class CreateMissionRequest:
-    title: str = attrs.field(validator=_non_empty)
+    title: str = attrs.field(validator=_non_empty, metadata=_NON_BLANK)
     type: MissionType
-    raw_input: str = attrs.field(validator=_non_empty)
+    raw_input: str = attrs.field(validator=_non_empty, metadata=_NON_BLANK)
     workflow_id: str | None = None
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from haflowd.convert import converter, format_timestamp, parse_timestamp
-from haflowd.models import MissionMeta, MissionStatus, MissionType, StepRun
+from haflowd.convert import TIMESTAMP_PATTERN, converter, format_timestamp, parse_timestamp
+from haflowd.models import Changes, Delivery, MissionMeta, MissionStatus, MissionType, StepRun, Usage
 
 timestamps = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
@@ -16,6 +17,18 @@ timestamps = st.datetimes(
 mission_ids = st.from_regex(r"m-[0-9a-f]{8}", fullmatch=True)
 run_ids = st.from_regex(r"r-[0-9a-f]{8}", fullmatch=True)
 text = st.text(min_size=1, max_size=40)
+
+counts = st.integers(0, 10**9)
+usages = st.builds(
+    Usage,
+    input_tokens=counts,
+    output_tokens=counts,
+    cached_input_tokens=st.none() | counts,
+    cost_usd=st.none() | st.floats(0, 1000, allow_nan=False),
+    model=st.none() | text,
+)
+changes = st.builds(Changes, files=counts, insertions=counts, deletions=counts)
+deliveries = st.builds(Delivery, branch=text, commit=st.from_regex(r"[0-9a-f]{40}", fullmatch=True), delivered_at=timestamps)
 
 metas = st.builds(
     MissionMeta,
@@ -29,6 +42,11 @@ metas = st.builds(
     updated_at=timestamps,
     errors=st.lists(text, max_size=3).map(tuple),
     last_error=st.none() | text,
+    project_id=st.none() | st.from_regex(r"p-[0-9a-f]{8}", fullmatch=True),
+    branch=st.none() | text,
+    base_commit=st.none() | st.from_regex(r"[0-9a-f]{40}", fullmatch=True),
+    delivered=st.none() | deliveries,
+    usage=st.none() | usages,
 )
 runs = st.builds(
     StepRun,
@@ -38,6 +56,10 @@ runs = st.builds(
     finished_at=st.none() | timestamps,
     exit_code=st.none() | st.integers(0, 255),
     sandbox_id=st.none() | text,
+    commit=st.none() | st.from_regex(r"[0-9a-f]{40}", fullmatch=True),
+    changes=st.none() | changes,
+    usage=st.none() | usages,
+    result=st.none() | text,
 )
 
 
@@ -61,6 +83,17 @@ class TestTimestamps:
     def test_format_is_javascript_iso(self) -> None:
         """Timestamps are UTC with milliseconds and Z, like toISOString()."""
         assert format_timestamp(datetime(2026, 1, 23, 10, 0, 0, 123456, tzinfo=UTC)) == "2026-01-23T10:00:00.123Z"
+
+    @given(
+        st.datetimes(
+            min_value=datetime(1000, 1, 1),
+            max_value=datetime(9998, 1, 1),
+            timezones=st.builds(timezone, st.integers(-14 * 60, 14 * 60).map(lambda m: timedelta(minutes=m))),
+        )
+    )
+    def test_pattern_describes_the_format(self, value: datetime) -> None:
+        """TIMESTAMP_PATTERN (what the API description says) matches every formatted timestamp."""
+        assert re.search(TIMESTAMP_PATTERN, format_timestamp(value))
 
     def test_parse_accepts_z_and_offsets(self) -> None:
         """Z and explicit offsets both parse to aware UTC datetimes."""

@@ -3,20 +3,48 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from haflowd import __version__
-from haflowd.web.app import create_app
+from haflowd.catalog import DEFAULT_WORKFLOW
 from haflowd.config import Config
-from haflowd.web.openapi import OPENAPI_PATH, document
+from haflowd.convert import RENAMES, STRICT_KEYS, TIMESTAMP_PATTERN, dumps, format_timestamp, structure_request
+from haflowd.ids import MISSION_ID, RUN_ID, new_mission_id, new_run_id
+from haflowd.models import (
+    RUNNING_STATUSES,
+    Changes,
+    Delivery,
+    Usage,
+    CreateMissionRequest,
+    MissionDetail,
+    MissionListItem,
+    MissionMeta,
+    MissionStatus,
+    MissionType,
+    SaveArtifactRequest,
+    StepRun,
+    StepType,
+    Workflow,
+    WorkflowStep,
+    WorkspaceMode,
+)
+from haflowd.web.app import create_app
+from haflowd.web.openapi import OPENAPI_PATH, api_routes, document
 from tests.conftest import RAW_INPUT, wait_status
 from tests.fakes import Behaviour, FakeSandbox
+from tests.test_convert import changes, deliveries, metas, mission_ids, runs, text, timestamps, usages
 
 jsonschema = pytest.importorskip("jsonschema")
 referencing = pytest.importorskip("referencing")
@@ -88,6 +116,12 @@ class Driver:
 
 
 @pytest.fixture
+def app_routes(config: Config, fake: FakeSandbox) -> list[Any]:
+    """The routes of a daemon's router (nothing started)."""
+    return list(create_app(config, sandbox=fake).router.routes())
+
+
+@pytest.fixture
 async def served(client: TestClient) -> dict[str, Any]:
     resp = await client.get(OPENAPI_PATH)
     assert resp.status == 200 and resp.content_type == "application/json"
@@ -95,10 +129,10 @@ async def served(client: TestClient) -> dict[str, Any]:
 
 
 class TestDocument:
-    def test_is_valid_openapi_3_1(self) -> None:
+    def test_is_valid_openapi_3_1(self, app_routes: list[Any]) -> None:
         """The document passes the OpenAPI 3.1 specification validator."""
         validator = pytest.importorskip("openapi_spec_validator")
-        doc = document(["standard-feature", "oneshot"])
+        doc = document(app_routes, ["standard-feature", "oneshot"])
         validator.validate(doc)
         assert doc["openapi"] == "3.1.0" and doc["info"]["version"] == __version__
 
@@ -132,9 +166,9 @@ class TestDocument:
             for op in ops.values():
                 assert op["responses"]["default"] == {"$ref": "#/components/responses/Error"}
 
-    def test_contract_examples_validate_as_requests(self) -> None:
+    def test_contract_examples_validate_as_requests(self, app_routes: list[Any]) -> None:
         """The contract's request bodies validate; blank and missing fields do not."""
-        spec = Spec(document(["standard-feature"]))
+        spec = Spec(document(app_routes, ["standard-feature"]))
         create = spec.request_schema("CreateMissionRequest")
         assert create.is_valid({"title": "Dark mode", "type": "feature", "rawInput": RAW_INPUT})
         assert create.is_valid({"title": "x", "type": "fix", "rawInput": "y", "workflowId": "standard-feature"})
@@ -233,9 +267,9 @@ class TestAnswersValidate:
             assert resp.status == expect
             spec.check(method, path, resp.status, resp.content_type, json.loads(await resp.read()))
 
-    def test_checker_catches_drift(self) -> None:
+    def test_checker_catches_drift(self, app_routes: list[Any]) -> None:
         """An answer with an undocumented field or a null optional fails the check (the test has teeth)."""
-        spec = Spec(document(["standard-feature"]))
+        spec = Spec(document(app_routes, ["standard-feature"]))
         meta = {
             "mission_id": "m-0123abcd", "title": "t", "type": "feature", "workflow_id": "standard-feature",
             "current_step": 0, "status": "ready", "created_at": "2026-01-23T10:00:00.000Z",
@@ -246,3 +280,201 @@ class TestAnswersValidate:
             envelope = {"success": True, "data": bad, "error": None}
             with pytest.raises(AssertionError):
                 spec.check("POST", "/api/missions", 201, "application/json", envelope)
+
+
+# -- the document is generated from the models, the converter and the handlers --
+
+filenames = st.from_regex(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,20}", fullmatch=True).filter(lambda n: ".." not in n)
+non_blank = text.filter(str.strip)
+gates = st.builds(
+    WorkflowStep,
+    step_id=non_blank,
+    name=non_blank,
+    type=st.just(StepType.HUMAN_GATE),
+    review_artifact=st.none() | filenames,
+    workspace_mode=st.none() | st.sampled_from(WorkspaceMode),
+    quick_commands=st.none() | st.lists(text, max_size=2).map(tuple),
+)
+agent_steps = st.builds(
+    WorkflowStep,
+    step_id=non_blank,
+    name=non_blank,
+    type=st.just(StepType.AGENT),
+    agent=non_blank,
+    input_artifact=st.none() | filenames,
+    output_artifact=filenames,
+)
+workflows = st.builds(
+    Workflow,
+    workflow_id=non_blank,
+    name=non_blank,
+    steps=st.lists(gates | agent_steps, min_size=1, max_size=4, unique_by=lambda s: s.step_id).map(tuple),
+)
+#: One strategy per model the document describes; a new model needs one here.
+INSTANCES: dict[type, Any] = {
+    Usage: usages,
+    Changes: changes,
+    Delivery: deliveries,
+    MissionMeta: metas,
+    StepRun: runs,
+    MissionListItem: st.builds(
+        MissionListItem,
+        mission_id=mission_ids,
+        title=text,
+        type=st.sampled_from(MissionType),
+        status=st.sampled_from(MissionStatus),
+        current_step_name=text,
+        updated_at=timestamps,
+        cost_usd=st.none() | st.floats(0, 1000, allow_nan=False),
+    ),
+    MissionDetail: st.builds(
+        MissionDetail,
+        meta=metas,
+        workflow=workflows,
+        artifacts=st.dictionaries(filenames, st.text(max_size=20), max_size=3),
+        runs=st.lists(runs, max_size=3).map(tuple),
+        current_log_tail=st.none() | st.text(max_size=40),
+    ),
+    Workflow: workflows,
+    WorkflowStep: gates | agent_steps,
+    CreateMissionRequest: st.builds(
+        CreateMissionRequest,
+        title=non_blank,
+        type=st.sampled_from(MissionType),
+        raw_input=non_blank,
+        workflow_id=st.none() | st.just("standard-feature"),
+    ),
+    SaveArtifactRequest: st.builds(SaveArtifactRequest, content=st.text(max_size=40)),
+}
+REQUESTS = {CreateMissionRequest, SaveArtifactRequest}
+
+
+@functools.cache
+def generated() -> dict[str, Any]:
+    """The document of a daemon that was built but never started."""
+    app = create_app(Config.from_env({}, home=Path("/nonexistent/haflow-home"), port=0), sandbox=FakeSandbox())
+    return document(app.router.routes(), ["oneshot", "standard-feature"])
+
+
+@functools.cache
+def generated_spec() -> Spec:
+    return Spec(generated())
+
+
+def validate(name: str, data: Any) -> list[str]:
+    """The problems of ``data`` as an instance of the component schema ``name``."""
+    validator = generated_spec().request_schema(name)
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(data)]
+
+
+class TestGenerated:
+    @pytest.mark.parametrize("cls", list(INSTANCES), ids=lambda c: c.__name__)
+    @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+    @given(data=st.data())
+    def test_models_validate_against_their_schema(self, cls: type, data: st.DataObject) -> None:
+        """Whatever the converter writes for a model validates against that model's generated schema."""
+        value = data.draw(INSTANCES[cls])
+        wire = json.loads(dumps(value))
+        assert validate(cls.__name__, wire) == []
+
+    def test_every_model_schema_has_instances(self) -> None:
+        """Each schema generated from an attrs model is exercised by the round trip above."""
+        from haflowd import models
+
+        generated_models = {
+            name for name in generated()["components"]["schemas"] if attrs.has(getattr(models, name, None) or int)
+        }
+        assert generated_models == {cls.__name__ for cls in INSTANCES}
+
+    @pytest.mark.parametrize(
+        ("name", "data"),
+        [
+            ("MissionMeta", {"mission_id": "m-0123abcd"}),
+            ("StepRun", {"step_id": "s", "run_id": "r-0123ABCD", "started_at": "2026-01-23T10:00:00.000Z"}),
+            ("StepRun", {"step_id": "s", "run_id": "r-0123abcd", "started_at": "2026-01-23T10:00:00Z"}),
+            ("StepRun", {"step_id": "s", "run_id": "r-0123abcd", "started_at": "2026-01-23T10:00:00.000Z",
+                         "exit_code": None}),
+            ("Workflow", {"workflow_id": "w", "name": "W", "steps": []}),
+            ("WorkflowStep", {"step_id": "s", "name": "S", "type": "agent", "input_artifact": "a.md"}),
+            ("WorkflowStep", {"step_id": "s", "name": "S", "type": "human-gate", "reviewArtifact": "../x"}),
+            ("CreateMissionRequest", {"title": "t", "type": "fix", "rawInput": " \n"}),
+        ],
+    )
+    def test_schemas_reject_what_models_reject(self, name: str, data: Any) -> None:
+        """Missing fields, bad ids, other timestamp forms, nulls in answers, snake_case renames and blank text fail."""
+        assert validate(name, data) != []
+
+    def test_requests_are_open_only_where_the_converter_is(self) -> None:
+        """Answers are closed; a request is closed exactly when the converter rejects unknown keys."""
+        schemas = generated()["components"]["schemas"]
+        for cls in INSTANCES:
+            closed = schemas[cls.__name__].get("additionalProperties") is False
+            assert closed == (cls not in REQUESTS or cls in STRICT_KEYS), cls
+        # The open request really does accept an unknown key.
+        body = {"title": "t", "type": "fix", "rawInput": "r", "later": 1}
+        assert structure_request(body, CreateMissionRequest).raw_input == "r"
+        assert validate("CreateMissionRequest", body) == []
+
+    def test_null_workflow_id_is_accepted_by_both(self) -> None:
+        """A request's optional field may be null, as the converter reads it; the default is the catalog's."""
+        body = {"title": "t", "type": "fix", "rawInput": "r", "workflowId": None}
+        assert structure_request(body, CreateMissionRequest).workflow_id is None
+        assert validate("CreateMissionRequest", body) == []
+        prop = generated()["components"]["schemas"]["CreateMissionRequest"]["properties"]["workflowId"]
+        assert prop["default"] == DEFAULT_WORKFLOW
+        assert prop["enum"] == ["oneshot", "standard-feature", None]
+
+    def test_every_rename_is_in_the_document(self) -> None:
+        """Each camelCase name of the converter's rename table is a property, its Python name is not."""
+        schemas = generated()["components"]["schemas"]
+        for cls, renames in RENAMES.items():
+            properties = schemas[cls.__name__]["properties"]
+            for python, wire in renames.items():
+                assert wire in properties and python not in properties, (cls, wire)
+
+    def test_a_new_rename_shows_up(self, app_routes: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+        """Changing the converter's rename table changes the document: there is no second copy."""
+        monkeypatch.setitem(RENAMES, MissionMeta, {"updated_at": "updatedAt"})
+        schemas = document(app_routes)["components"]["schemas"]
+        assert "updatedAt" in schemas["MissionMeta"]["properties"]
+        assert "updatedAt" in schemas["MissionMeta"]["required"]
+        assert "updated_at" not in schemas["MissionMeta"]["properties"]
+        assert "updatedAt" in schemas["MissionDetail"]["properties"]  # flattened from MissionMeta
+
+    def test_ids_and_timestamps_come_from_their_modules(self) -> None:
+        """Id schemas anchor the regexes of haflowd.ids; Timestamp is the formatter's pattern."""
+        schemas = generated()["components"]["schemas"]
+        assert schemas["MissionId"]["pattern"] == f"^{MISSION_ID.pattern}$"
+        assert schemas["RunId"]["pattern"] == f"^{RUN_ID.pattern}$"
+        assert schemas["Timestamp"]["pattern"] == TIMESTAMP_PATTERN
+        assert re.fullmatch(TIMESTAMP_PATTERN[1:-1], format_timestamp(datetime(2026, 1, 23, 10, tzinfo=UTC)))
+        assert validate("MissionId", new_mission_id()) == [] and validate("RunId", new_run_id()) == []
+
+    def test_running_statuses_are_marked(self) -> None:
+        """MissionStatus carries x-running, the statuses in which a step is running, for the UI."""
+        status = generated()["components"]["schemas"]["MissionStatus"]
+        assert set(status["x-running"]) == {s.value for s in RUNNING_STATUSES}
+        assert set(status["x-running"]) <= set(status["enum"])
+
+    def test_undescribed_route_is_an_error(self, config: Config, fake: FakeSandbox) -> None:
+        """An /api route whose handler has no @described cannot be documented: the document fails naming it."""
+        app = create_app(config, sandbox=fake)
+
+        async def secret(request: web.Request) -> web.Response:
+            raise AssertionError("never called")
+
+        app.router.add_get("/api/secret", secret)
+        with pytest.raises(ValueError, match="GET /api/secret"):
+            document(app.router.routes())
+
+    def test_operations_come_from_the_handlers(self) -> None:
+        """Summary, status, request body and documented errors are those of the handler's mark."""
+        doc = generated()
+        for method, path, mark in api_routes(
+            create_app(Config.from_env({}, home=Path("/nonexistent/h"), port=0), sandbox=FakeSandbox()).router.routes()
+        ):
+            op = doc["paths"][path][method]
+            assert op["summary"] == mark.summary
+            assert str(mark.status) in op["responses"]
+            assert {str(c) for c in mark.errors} <= set(op["responses"])
+            assert ("requestBody" in op) == (mark.request is not None)

@@ -27,6 +27,7 @@ from ..models import (
     Workflow,
 )
 from ..store import Store
+from .described import described
 from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, STORE
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ class ListCache:
 
 
 @routes.get("/api/missions")
+@described("List missions, newest first", response=list[MissionListItem])
 async def list_missions(request: web.Request) -> web.Response:
     store, definitions = request.app[STORE], request.app[DEFINITIONS]
     cache = request.app[LIST_CACHE]
@@ -166,6 +168,11 @@ def _step_name(catalog: Catalog, meta: MissionMeta) -> str:
 
 
 @routes.get("/api/missions/{mission_id}")
+@described(
+    "A mission with its workflow, artifacts, runs and live log tail",
+    response=MissionDetail,
+    errors={404: "Unknown mission."},
+)
 async def get_mission(request: web.Request) -> web.Response:
     store = request.app[STORE]
     engine = request.app[ENGINE]
@@ -190,6 +197,17 @@ def _detail(store: Store, meta: MissionMeta, workflow: Workflow, tail_chars: int
 
 
 @routes.post("/api/missions")
+@described(
+    "Create a mission (status ready, step 0); writes artifacts/raw-input.md",
+    request=CreateMissionRequest,
+    response=MissionMeta,
+    status=201,
+    errors={
+        400: "Malformed JSON, or a missing or invalid field (named in `error`).",
+        413: "Body over the size cap.",
+        415: "A request body that is not application/json.",
+    },
+)
 async def create_mission(request: web.Request) -> web.Response:
     req = structure_request(await read_json(request), CreateMissionRequest)
     meta = await request.app[ENGINE].create_mission(req)
@@ -197,6 +215,17 @@ async def create_mission(request: web.Request) -> web.Response:
 
 
 @routes.put("/api/missions/{mission_id}/artifacts/{filename}")
+@described(
+    "Save an artifact (the human's edit at a review gate)",
+    request=SaveArtifactRequest,
+    errors={
+        400: "Malformed JSON, a bad body or a bad file name (named in `error`).",
+        404: "Unknown mission.",
+        409: "The mission cannot change its artifacts now.",
+        413: "Body over the size cap, or the mission's artifacts over their total cap.",
+        415: "A request body that is not application/json.",
+    },
+)
 async def save_artifact(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     mission_id = request.match_info["mission_id"]
@@ -208,6 +237,11 @@ async def save_artifact(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/missions/{mission_id}/artifacts/{filename}/html")
+@described(
+    "An artifact rendered as safe HTML (Markdown without raw HTML, escaped JSON/text)",
+    response="RenderedArtifact",
+    errors={400: "A bad file name.", 404: "Unknown mission or artifact."},
+)
 async def render_artifact(request: web.Request) -> web.Response:
     from ..render import render_artifact as render
 
@@ -221,6 +255,7 @@ async def render_artifact(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/missions/{mission_id}/runs/{run_id}/log")
+@described("The log of one run (its last MiB)", response=str, errors={404: "Unknown mission or run."})
 async def run_log(request: web.Request) -> web.Response:
     """The run's log: its tail, or with ``?offset=N`` the bytes from N on (one page)."""
     store = request.app[STORE]
@@ -256,24 +291,37 @@ def _whole_characters(data: bytes) -> bytes:
 
 
 @routes.post("/api/missions/{mission_id}/continue")
+@described(
+    "Approve the human gate, or start (retry) the agent step",
+    errors={404: "Unknown mission.", 409: "An agent step is already running, or the mission is completed."},
+)
 async def continue_mission(request: web.Request) -> web.Response:
     await request.app[ENGINE].continue_mission(request.match_info["mission_id"])
     return envelope(None)
 
 
 @routes.post("/api/missions/{mission_id}/cancel")
+@described(
+    "Stop the running agent step; the mission fails and continue retries it",
+    errors={404: "Unknown mission.", 409: "No agent step is running."},
+)
 async def cancel_mission(request: web.Request) -> web.Response:
     await request.app[ENGINE].cancel(request.match_info["mission_id"])
     return envelope(None)
 
 
 @routes.post("/api/missions/{mission_id}/mark-completed")
+@described(
+    "Force the mission to completed, stopping a running step first",
+    errors={404: "Unknown mission.", 409: "The mission cannot be completed now."},
+)
 async def mark_completed(request: web.Request) -> web.Response:
     await request.app[ENGINE].mark_completed(request.match_info["mission_id"])
     return envelope(None)
 
 
 @routes.get("/api/workflows")
+@described("Every known workflow", response=list[Workflow], tag="workflows")
 async def list_workflows(request: web.Request) -> web.Response:
     catalog = request.app[DEFINITIONS].catalog
     return envelope([converter.unstructure(w) for w in catalog.workflows.values()])

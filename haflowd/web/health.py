@@ -20,6 +20,7 @@ from aiohttp import web
 
 from .. import __version__
 from .api import envelope
+from .described import described
 from .keys import CONFIG, SANDBOX, STORE
 from ..sandbox.protocol import SandboxError
 
@@ -89,6 +90,7 @@ def writable(folder: os.PathLike[str] | str) -> bool:
 
 
 @routes.get("/api/health")
+@described("Daemon health: version, uptime, sandbox engine, missions folder", response="Health", tag="daemon")
 async def health(request: web.Request) -> web.Response:
     state = request.app[HEALTH]
     docker = await state.docker_ok(request.app[SANDBOX])
