@@ -366,10 +366,24 @@ class TestRun:
         sandbox_id = await started(make_spec("sh", "-c", 'echo "$HOME $PATH"', env=env))
         assert await collect(provider, sandbox_id) == [b"/tmp /nonexistent:/bin\n"]
 
-    async def test_env_name_reserved_for_cli(self, provider, make_spec) -> None:
-        """Env names that would redirect the docker CLI itself are refused."""
-        with pytest.raises(SandboxError, match="DOCKER_HOST"):
-            await provider.start(make_spec("true", env={"DOCKER_HOST": "tcp://evil:2375"}))
+    @pytest.mark.parametrize("name", ["DOCKER_HOST", "LD_PRELOAD", "PATH", "BASH_ENV", "PYTHONSTARTUP"])
+    async def test_secret_names_that_steer_the_cli_are_refused(self, provider, make_spec, name: str) -> None:
+        """Secrets travel in the docker CLI's environment, so names that would change that process are refused."""
+        with pytest.raises(SandboxError, match=name):
+            await provider.start(make_spec("true", secrets={name: "x"}))
+
+    async def test_agent_env_never_reaches_the_cli(self, provider, started, make_spec) -> None:
+        """Agent env (LD_PRELOAD, DOCKER_HOST) reaches the agent through a private env file, not the host CLI."""
+        env = {"LD_PRELOAD": "/nonexistent/evil.so", "DOCKER_HOST": "tcp://192.0.2.1:2375"}
+        sandbox_id = await started(make_spec("sh", "-c", 'echo "$LD_PRELOAD $DOCKER_HOST"', env=env))
+        assert await provider.wait(sandbox_id) == 0
+        assert await collect(provider, sandbox_id) == [b"/nonexistent/evil.so tcp://192.0.2.1:2375\n"]
+
+    async def test_secret_passed_by_name(self, provider, started, make_spec) -> None:
+        """A secret's value reaches the agent by name and is not in docker inspect's argv."""
+        sandbox_id = await started(make_spec("sh", "-c", 'echo "${#API_KEY}"', secrets={"API_KEY": "sk-123456"}))
+        assert await provider.wait(sandbox_id) == 0
+        assert await collect(provider, sandbox_id) == [b"9\n"]
 
     async def test_agent_can_write_artifacts(self, provider, started, make_spec, artifacts) -> None:
         """The unprivileged agent may replace artifacts the daemon wrote."""
