@@ -14,16 +14,15 @@ from pathlib import Path
 
 import attrs
 
+from .allowlist import parse_allowlist
+from .config import Config
 from .convert import converter, describe
+from .placeholders import PLACEHOLDERS, placeholders_in
 from .errors import HaflowError, InvalidDefinition
 from .models import AgentSpec, StepType, Workflow
 
 DEFAULT_WORKFLOW = "standard-feature"
 AGENTS = "agents"
-PLACEHOLDERS = frozenset(
-    {"mission_id", "run_id", "step_id", "step_name", "agent_id", "input_artifact", "output_artifact", "feedback_artifact"}
-)
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 def builtin_dir() -> Path:
@@ -31,11 +30,6 @@ def builtin_dir() -> Path:
     here = Path(__file__).parent
     installed = here / "definitions"
     return installed if installed.is_dir() else here.parent / "workflows"
-
-
-def expand(template: str, values: dict[str, str]) -> str:
-    """Fill ``{name}`` placeholders; no format-string features beyond that."""
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
 @attrs.frozen
@@ -89,8 +83,6 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 def _check_agent(path: Path, agent: AgentSpec) -> None:
     """What the converter cannot see: env names, secret names, the egress allowlist."""
-    from .egress.allowlist import parse_allowlist
-
     for name in (*agent.env, *agent.secrets):
         if not _ENV_NAME.match(name):
             raise InvalidDefinition(path, f"not a valid environment variable name: {name!r}")
@@ -104,6 +96,11 @@ def _check_agent(path: Path, agent: AgentSpec) -> None:
             parse_allowlist(agent.egress, agent.local_ports)
         except HaflowError as exc:
             raise InvalidDefinition(path, exc.message) from None
+
+
+def load_definitions(config: Config) -> Catalog:
+    """Built-in workflows and agents, then the user's; raises on a bad file."""
+    return load_catalog([builtin_dir(), config.user_workflows_dir])
 
 
 def load_catalog(folders: Iterable[Path]) -> Catalog:
@@ -122,7 +119,7 @@ def load_catalog(folders: Iterable[Path]) -> Catalog:
             agent = _load(path, AgentSpec)
             assert isinstance(agent, AgentSpec)
             for item in agent.command:
-                unknown = set(_PLACEHOLDER.findall(item)) - PLACEHOLDERS
+                unknown = placeholders_in(item) - PLACEHOLDERS
                 if unknown:
                     raise InvalidDefinition(
                         path, f"unknown placeholder {{{sorted(unknown)[0]}}} in command"

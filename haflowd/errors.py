@@ -52,6 +52,14 @@ class StorageReadOnly(HaflowError):
     """HAFLOW_HOME cannot be written."""
 
 
+class SandboxError(HaflowError):
+    """A sandbox could not be started, watched or stopped."""
+
+
+class SandboxUnavailable(SandboxError):
+    """The engine behind a sandbox provider cannot be reached at all."""
+
+
 class MissionNotFound(NotFound):
     def __init__(self, mission_id: str) -> None:
         super().__init__(f"Mission not found: {mission_id}")

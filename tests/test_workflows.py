@@ -10,7 +10,8 @@ import pytest
 
 from haflowd.errors import InvalidDefinition
 from haflowd.models import StepType
-from haflowd.catalog import builtin_dir, expand, load_catalog
+from haflowd.catalog import builtin_dir, load_catalog
+from haflowd.placeholders import expand
 
 
 def write(path: Path, data: Any) -> Path:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from ..catalog import expand
+from ..placeholders import expand
 from .protocol import Invocation, Outcome, StepContext
 
 

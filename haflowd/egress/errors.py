@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..sandbox.protocol import SandboxUnavailable
+from ..errors import SandboxUnavailable
 
 
 class EgressUnavailable(SandboxUnavailable):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import attrs
 
-from .allowlist import Allowlist, Endpoint, InvalidAllowlist, parse_target
+from ..allowlist import Allowlist, Endpoint, InvalidAllowlist, parse_target
 from .errors import EgressUnavailable
 
 logger = logging.getLogger(__name__)

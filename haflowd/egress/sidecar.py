@@ -33,7 +33,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..proc import run_cli
-from .allowlist import PROXY_PORT, Allowlist
+from ..allowlist import PROXY_PORT, Allowlist
 from .errors import EgressUnavailable
 
 logger = logging.getLogger(__name__)

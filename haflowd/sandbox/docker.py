@@ -138,7 +138,15 @@ class DockerProvider:
     log_max_size: str = "64m"
     log_max_files: int = 4
     _image_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
-    _egress: EgressRuns = attrs.field(factory=lambda: EgressRuns(), init=False)
+    _egress: EgressRuns = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._egress = EgressRuns(docker=self.docker, instance=self.instance, user=self.user)
+
+    @property
+    def egress(self) -> EgressRuns:
+        """The egress proxies of this provider's runs (tests point its resolver at a fake internet)."""
+        return self._egress
 
     # -- plumbing ---------------------------------------------------------
 
@@ -265,7 +273,7 @@ class DockerProvider:
             env["DOCKER_CONFIG"] = os.environ.get("DOCKER_CONFIG") or _DEFAULT_DOCKER_CONFIG
         extra: list[str] = []
         if spec.egress or spec.local_ports:
-            extra += await self._egress.open(self, spec)
+            extra += await self._egress.open(spec)
         env_file = _env_file(spec.env) if spec.env else None
         if env_file is not None:
             extra += ["--env-file", str(env_file)]
@@ -290,7 +298,7 @@ class DockerProvider:
         except BaseException:
             # The CLI was killed, maybe after creating the container.
             await asyncio.shield(self._remove_run(spec.run_id))
-            await asyncio.shield(self._egress.close(self, spec.run_id))
+            await asyncio.shield(self._egress.close(spec.run_id))
             raise
         finally:
             if env_file is not None:
@@ -299,7 +307,7 @@ class DockerProvider:
             if "already in use" not in result.error:
                 # Created but not started (bad command, bad mount): clean up.
                 await self._remove_run(spec.run_id)
-                await self._egress.close(self, spec.run_id)
+                await self._egress.close(spec.run_id)
             raise SandboxError(f"Could not start the agent container: {result.error}")
         sandbox_id = result.stdout.decode().strip()
         logger.info(
@@ -383,7 +391,7 @@ class DockerProvider:
         if result.returncode != 0 and not _gone(result):
             raise SandboxError(f"Could not remove the agent container: {result.error}")
         if run_id is not None:
-            await self._egress.close(self, run_id)
+            await self._egress.close(run_id)
 
     async def _run_label(self, sandbox_id: str) -> str | None:
         result = await self._cli("inspect", "--format", f'{{{{index .Config.Labels "{LABEL_RUN}"}}}}', "--", sandbox_id)
@@ -418,7 +426,7 @@ class DockerProvider:
             if role == ROLE_EGRESS:
                 continue  # a run's forwarder, not the run
             if egress and state == "running":
-                await self._egress.resume(self, run_id, egress)
+                await self._egress.resume(run_id, egress)
             found.append(
                 SandboxInfo(
                     sandbox_id=sandbox_id,

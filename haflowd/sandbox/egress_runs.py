@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ..egress.allowlist import Allowlist, parse_allowlist
+from ..allowlist import Allowlist, parse_allowlist
 from ..egress.proxy import EgressEvent, EgressProxy, Resolver, system_resolver
 from ..egress.sidecar import (
     LABEL_ROLE,
@@ -36,8 +36,6 @@ from .protocol import SandboxSpec
 
 if TYPE_CHECKING:
     from ipaddress import IPv4Network, IPv6Network
-
-    from .docker import DockerProvider
 
 __all__ = ["LABEL_EGRESS", "LABEL_ROLE", "ROLE_EGRESS", "EgressRuns"]
 
@@ -63,47 +61,51 @@ def decode(label: str) -> Allowlist:
 
 @attrs.define
 class EgressRuns:
-    """Proxies of live runs, by run id."""
+    """Proxies of live runs, by run id, for one Docker provider."""
 
+    docker: str = "docker"
+    instance: str | None = None
+    #: The ``uid:gid`` the sidecar runs as (the agent's).
+    user: str | None = None
     resolver: Resolver = system_resolver
     #: Networks a test's fake internet lives on (they pass the public-address check).
     exempt_networks: tuple[IPv4Network | IPv6Network, ...] = ()
     _proxies: dict[str, EgressProxy] = attrs.field(factory=dict, init=False)
 
-    def _socket(self, provider: DockerProvider, run_id: str) -> Path:
+    def _socket(self, run_id: str) -> Path:
         # Unix socket paths are short (107 bytes): a private folder under /tmp.
-        root = Path(tempfile.gettempdir()) / f"haflow-{os.getuid()}-{provider.instance or 'default'}"
+        root = Path(tempfile.gettempdir()) / f"haflow-{os.getuid()}-{self.instance or 'default'}"
         root.mkdir(mode=0o700, exist_ok=True)
         return root / run_id / "proxy.sock"
 
-    async def open(self, provider: DockerProvider, spec: SandboxSpec) -> list[str]:
+    async def open(self, spec: SandboxSpec) -> list[str]:
         """Start the run's proxy and sidecar; return the agent's extra ``docker run`` arguments."""
         allowlist = parse_allowlist(spec.egress, spec.local_ports)
         notes = spec.notes
-        proxy = await self._serve(provider, spec.run_id, allowlist, notes)
+        proxy = await self._serve(spec.run_id, allowlist, notes)
         try:
-            image = await ensure_image(provider.docker)
+            image = await ensure_image(self.docker)
             labels = {"haflow.mission_id": spec.mission_id}
-            if provider.instance is not None:
-                labels["haflow.instance"] = provider.instance
+            if self.instance is not None:
+                labels["haflow.instance"] = self.instance
             sidecar = await start_sidecar(
-                provider.docker,
+                self.docker,
                 run_id=spec.run_id,
                 socket_path=proxy.socket_path,
                 allowlist=allowlist,
                 image=image,
                 labels=labels,
-                user=provider.user,
+                user=self.user,
             )
         except BaseException:
-            await self.close(provider, spec.run_id)
+            await self.close(spec.run_id)
             raise
         if notes is not None:
             notes(f"egress: only {encode(allowlist) or 'nothing'} reachable, through the daemon's proxy")
         return [*agent_arguments(sidecar, allowlist), "--label", f"{LABEL_EGRESS}={encode(allowlist)}"]
 
     async def _serve(
-        self, provider: DockerProvider, run_id: str, allowlist: Allowlist, notes: Callable[[str], None] | None
+        self, run_id: str, allowlist: Allowlist, notes: Callable[[str], None] | None
     ) -> EgressProxy:
         def on_event(event: EgressEvent) -> None:
             verdict = "allowed" if event.allowed else f"refused ({event.reason})"
@@ -116,7 +118,7 @@ class EgressRuns:
         if old is not None:
             await old.close()
         proxy = EgressProxy(
-            self._socket(provider, run_id),
+            self._socket(run_id),
             allowlist,
             resolver=self.resolver,
             on_event=on_event,
@@ -126,19 +128,19 @@ class EgressRuns:
         self._proxies[run_id] = proxy
         return proxy
 
-    async def resume(self, provider: DockerProvider, run_id: str, label: str) -> None:
+    async def resume(self, run_id: str, label: str) -> None:
         """Serve a re-attached run's socket again (the sidecar reconnects per connection)."""
         if run_id in self._proxies:
             return
         try:
-            await self._serve(provider, run_id, decode(label), None)
+            await self._serve(run_id, decode(label), None)
         except Exception:
             log.exception("egress.resume_failed", extra={"run_id": run_id})
 
-    async def close(self, provider: DockerProvider, run_id: str) -> None:
+    async def close(self, run_id: str) -> None:
         """Remove the run's sidecar and stop its proxy; quiet if there is none."""
         with contextlib.suppress(Exception):
-            await remove_sidecar(provider.docker, sidecar_name(run_id))
+            await remove_sidecar(self.docker, sidecar_name(run_id))
         proxy = self._proxies.pop(run_id, None)
         if proxy is not None:
             await proxy.close()

@@ -14,21 +14,26 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from ..errors import HaflowError
+from ..errors import SandboxError, SandboxUnavailable
 from ..models import Limits
+
+__all__ = [
+    "LABEL_MISSION",
+    "LABEL_RUN",
+    "LABEL_STEP",
+    "Limits",
+    "Mount",
+    "SandboxError",
+    "SandboxInfo",
+    "SandboxProvider",
+    "SandboxSpec",
+    "SandboxUnavailable",
+]
 
 #: Label keys every sandbox carries, so a provider can find its own containers.
 LABEL_MISSION = "haflow.mission_id"
 LABEL_RUN = "haflow.run_id"
 LABEL_STEP = "haflow.step_id"
-
-
-class SandboxError(HaflowError):
-    """A sandbox could not be started, watched or stopped."""
-
-
-class SandboxUnavailable(SandboxError):
-    """The engine behind the provider cannot be reached at all."""
 
 
 @attrs.frozen

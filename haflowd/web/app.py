@@ -11,7 +11,8 @@ from aiohttp import web
 
 from .. import __version__
 from . import health, openapi
-from .api import ListCache, envelope_middleware, routes
+from .api import envelope_middleware, routes
+from .list_cache import ListCache
 from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, SANDBOX, STORE
 from .auth import auth_guard, check_exposure
 from ..config import Config
@@ -20,17 +21,12 @@ from ..sandbox.protocol import SandboxProvider
 from .browser_guard import browser_guard
 from ..store import Store
 from ..agents.registry import adapter_for
-from ..catalog import Catalog, Definitions, builtin_dir, load_catalog
+from ..catalog import Catalog, Definitions, load_definitions
 from ..models import WorkspaceMode
 from ..workspaces.artifacts import ArtifactsWorkspace
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-
-
-def load_definitions(config: Config) -> Catalog:
-    """Built-in workflows and agents, then the user's; raises on a bad file."""
-    return load_catalog([builtin_dir(), config.user_workflows_dir])
 
 
 def default_sandbox(config: Config) -> SandboxProvider:

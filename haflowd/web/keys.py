@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from ..engine import Engine
     from ..sandbox.protocol import SandboxProvider
     from ..store import Store
-    from .api import ListCache
+    from .list_cache import ListCache
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
 #: Every change of a mission goes through the engine.

@@ -24,7 +24,7 @@ from aiohttp import web
 from .keys import CONFIG, DEFINITIONS, STORE
 from ..config import Config
 from ..errors import HaflowError
-from ..catalog import Catalog
+from ..catalog import Catalog, load_definitions
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,6 @@ def merge_in_use(new: Catalog, old: Catalog, used: set[str]) -> Catalog:
 
 def reload_definitions(app: web.Application) -> bool:
     """Swap in freshly loaded definitions; keep the old ones if any file is bad."""
-    from .app import load_definitions
-
     definitions = app[DEFINITIONS]
     try:
         fresh = load_definitions(app[CONFIG])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from haflowd.egress.allowlist import (
+from haflowd.allowlist import (
     PROXY_PORT,
     Allowlist,
     Endpoint,

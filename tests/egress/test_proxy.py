@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from haflowd.egress.allowlist import Endpoint, parse_allowlist
+from haflowd.allowlist import Endpoint, parse_allowlist
 from haflowd.egress.errors import EgressUnavailable
 from haflowd.egress.proxy import (
     EgressEvent,

@@ -25,7 +25,7 @@ import attrs
 import pytest
 
 from haflowd.egress import sidecar
-from haflowd.egress.allowlist import PROXY_PORT, Allowlist, parse_allowlist
+from haflowd.allowlist import PROXY_PORT, Allowlist, parse_allowlist
 from haflowd.egress.errors import EgressUnavailable
 from haflowd.egress.proxy import EgressEvent, EgressProxy, IPNetwork
 

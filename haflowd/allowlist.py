@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from ..errors import BadRequest
+from .errors import BadRequest
 
 #: The host name the proxy is asked for when a listed local port is meant.
 LOCAL_HOST = "localhost"

@@ -1,0 +1,27 @@
+"""The encoded mission list, kept between polls."""
+
+from __future__ import annotations
+
+import gzip
+
+import attrs
+
+
+@attrs.define
+class ListCache:
+    """The encoded mission list, rebuilt only after something changed."""
+
+    key: tuple[int, int] = (-1, -1)
+    body: bytes = b""
+    _gzipped: bytes | None = None
+
+    def update(self, key: tuple[int, int], body: bytes) -> None:
+        self.key, self.body, self._gzipped = key, body, None
+
+    @property
+    def gzipped(self) -> bytes:
+        # Thousands of missions make megabytes of JSON polled every 2 s;
+        # compressed once per change it is a few dozen kilobytes.
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
+        return self._gzipped
