@@ -51,6 +51,8 @@ class Config:
     #: Per mission: the most artifact files, and their total size.
     max_artifacts: int = 100
     max_mission_bytes: int = 50 * 1024 * 1024
+    #: Client connections held at once; ``None``: just below the descriptor limit.
+    max_connections: int | None = None
 
     @property
     def missions_dir(self) -> Path:
@@ -86,6 +88,7 @@ class Config:
             ("max_body_bytes", "HAFLOW_MAX_BODY_BYTES"),
             ("max_artifacts", "HAFLOW_MAX_ARTIFACTS"),
             ("max_mission_bytes", "HAFLOW_MAX_MISSION_BYTES"),
+            ("max_connections", "HAFLOW_MAX_CONNECTIONS"),
         ):
             if env.get(name):
                 values[key] = int(env[name])

@@ -93,9 +93,22 @@ def _config(args: argparse.Namespace) -> Config:
     )
 
 
-def serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
+def _home_problem(config: Config) -> str | None:
+    """Why the daemon cannot keep its data in ``config.home``, or ``None``."""
+    import tempfile
 
+    try:
+        config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        config.missions_dir.mkdir(exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=config.missions_dir, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        return f"cannot write to HAFLOW_HOME {config.home}: {exc.strerror or exc}"
+    return None
+
+
+def serve(args: argparse.Namespace) -> int:
+    from ..web import serving
     from ..web.app import create_app
     from ..web.auth import ensure_token, token_path
     from ..web.reload import lifecycle
@@ -106,6 +119,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"haflowd: invalid setting: {exc}", file=sys.stderr)
         return 1
     daemon_log.configure(args.log_level, args.log_format, secrets=[config.token] if config.token else [])
+    if (problem := _home_problem(config)) is not None:
+        print(f"haflowd: {problem}", file=sys.stderr)
+        return 1
     try:
         app = create_app(config)
     except HaflowError as exc:
@@ -118,14 +134,16 @@ def serve(args: argparse.Namespace) -> int:
     if new_token is not None:
         print(f"API token (saved in {token_path(config)}, shown only this once): {new_token}", flush=True)
     try:
-        web.run_app(
-            app,
-            host=config.host,
-            port=config.port,
-            print=None,
-            shutdown_timeout=5,
-            access_log=logging.getLogger("haflowd.access"),
-            access_log_class=daemon_log.RequestLogger,
+        asyncio.run(
+            serving.serve(
+                app,
+                config.host,
+                config.port,
+                max_connections=config.max_connections,
+                shutdown_timeout=5,
+                access_log=logging.getLogger("haflowd.access"),
+                access_log_class=daemon_log.RequestLogger,
+            )
         )
     except OSError as exc:
         # Typically the port is taken (another haflowd?): say so, no traceback.
