@@ -99,7 +99,7 @@ class Idle:
     async def list(self):
         return [SandboxInfo("idle", "%s", "%s", "cleanup", True)]
 
-config = Config.from_env({}, home=sys.argv[1], port=int(sys.argv[2]))
+config = Config.from_env({"HAFLOW_AUTH": "none"}, home=sys.argv[1], port=int(sys.argv[2]))
 web.run_app(create_app(config, sandbox=Idle()), host="127.0.0.1", port=config.port, print=None)
 """.replace("%s", BIG_MISSION, 1).replace("%s", BIG_RUN, 1)
 

@@ -124,7 +124,7 @@ async def haflow_steps(docker: str, image: str, steps: int) -> list[dict[str, fl
     bare_folder.chmod(0o777)
     home = Path(tempfile.mkdtemp(prefix="haflow-bench-"))
     write_definitions(home, steps)
-    config = Config.from_env({}, home=home, port=0, agent_image=image, docker=docker)
+    config = Config.from_env({"HAFLOW_AUTH": "none"}, home=home, port=0, agent_image=image, docker=docker)
     instance = instance_id(home)
     app = create_app(config, sandbox=DockerProvider(docker=docker, default_image=image, instance=instance))
     results = []

@@ -51,6 +51,9 @@ class Config:
     #: Per mission: the most artifact files, and their total size.
     max_artifacts: int = 100
     max_mission_bytes: int = 50 * 1024 * 1024
+    #: ``"token"`` (the default): every /api request needs the token, loopback
+    #: included; ``"none"``: no authentication (single-user machines only).
+    auth: str = attrs.field(default="token", validator=attrs.validators.in_(("token", "none")))
     #: Client connections held at once; ``None``: just below the descriptor limit.
     max_connections: int | None = None
 
@@ -82,6 +85,7 @@ class Config:
             "cors_origins": _csv(env.get("HAFLOW_CORS_ORIGINS")),
             "docker": env.get("HAFLOW_DOCKER") or "docker",
             "token": env.get("HAFLOW_TOKEN") or None,
+            "auth": (env.get("HAFLOW_AUTH") or "token").lower(),
             "allowed_hosts": _csv(env.get("HAFLOW_ALLOWED_HOSTS")),
         }
         for key, name in (

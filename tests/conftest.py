@@ -28,7 +28,8 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def config(home: Path) -> Config:
-    return Config.from_env({}, home=home, port=0)
+    # Authentication has its own tests (test_auth.py); elsewhere it would only add noise.
+    return Config.from_env({"HAFLOW_AUTH": "none"}, home=home, port=0)
 
 
 @pytest.fixture

@@ -43,6 +43,8 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env.pop("HOST", None)
     env.pop("PORT", None)
     env["HAFLOW_DOCKER"] = "haflow-no-such-docker"
+    # Tests of authentication set HAFLOW_AUTH themselves.
+    env["HAFLOW_AUTH"] = "none"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.update(extra or {})
     return env

@@ -57,10 +57,56 @@ class TestTokenMatching:
 
 
 class TestAuthOff:
-    async def test_loopback_without_token_needs_none(self, client: TestClient) -> None:
-        """On loopback with no token configured the API answers without credentials."""
+    async def test_auth_none_needs_no_token(self, client: TestClient) -> None:
+        """With HAFLOW_AUTH=none on loopback the API answers without credentials."""
         status, body = await api(client, "GET", "/api/missions")
         assert (status, body["data"]) == (200, [])
+
+
+class TestAuthByDefault:
+    def test_default_config_requires_a_token(self, home: Path) -> None:
+        """Authentication is on by default, loopback included: no token, no app."""
+        config = Config.from_env({}, home=home, port=0)
+        assert config.auth == "token" and config.is_loopback
+        with pytest.raises(HaflowError, match="HAFLOW_AUTH=none"):
+            create_app(config, sandbox=FakeSandbox())
+
+    def test_loopback_default_generates_a_token(self, home: Path) -> None:
+        """On loopback the default config gets a generated 0600 token file too."""
+        config, made = ensure_token(Config.from_env({}, home=home, port=0))
+        assert made is not None and config.token == made
+        assert token_path(config).stat().st_mode & 0o777 == 0o600
+
+    def test_auth_none_off_loopback_still_needs_a_token(self, home: Path) -> None:
+        """HAFLOW_AUTH=none does not open an exposed daemon."""
+        config = Config.from_env({"HAFLOW_AUTH": "none"}, home=home, host="0.0.0.0")
+        with pytest.raises(HaflowError, match="without a token"):
+            check_exposure(config)
+
+    async def test_login_url_sets_a_strict_http_only_cookie(self, guarded: TestClient) -> None:
+        """/?token=... sets an HttpOnly SameSite=Strict cookie, redirects to a clean address, and the cookie works."""
+        status, _ = await api(guarded, "GET", "/api/missions")
+        assert status == 401
+        resp = await guarded.get(f"/?token={TOKEN}", allow_redirects=False)
+        assert resp.status == 303 and resp.headers["Location"] == "/"
+        cookie = resp.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "haflow_token=" in cookie
+        status, body = await api(guarded, "GET", "/api/missions")
+        assert (status, body["data"]) == (200, [])
+
+    async def test_wrong_login_token_is_refused(self, guarded: TestClient) -> None:
+        """A login address with a wrong token sets no cookie."""
+        resp = await guarded.get("/?token=wrong", allow_redirects=False)
+        assert resp.status == 401 and "Set-Cookie" not in resp.headers
+        status, _ = await api(guarded, "GET", "/api/missions")
+        assert status == 401
+
+    @pytest.mark.parametrize("path", ["/", "/api/health", "/static/js/main.js", "/api/nope"])
+    async def test_no_framing(self, guarded: TestClient, path: str) -> None:
+        """Every answer forbids framing by another site with HTTP headers."""
+        resp = await guarded.get(path, headers=BEARER)
+        assert resp.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
 
 
 class TestAuthOn:

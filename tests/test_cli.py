@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -71,7 +72,7 @@ class TestConfig:
 
 class TestDaemonProcess:
     def test_serves_and_stops_on_sigterm(self, tmp_path: Path) -> None:
-        """A real daemon prints where it listens, answers the API and exits 0 on SIGTERM."""
+        """A real daemon prints where it listens and its login URL, needs its token (loopback too), exits 0 on SIGTERM."""
         port = free_port()
         home = tmp_path / "home"
         proc = subprocess.Popen(
@@ -86,8 +87,17 @@ class TestDaemonProcess:
             first = proc.stdout.readline()
             assert f"listening on http://127.0.0.1:{port}" in first
             assert str(home / "missions") in proc.stdout.readline()
-            body = _get_when_up(f"http://127.0.0.1:{port}/api/missions")
+            token = (home / "token").read_text().strip()
+            assert proc.stdout.readline().strip() == f"open the UI: http://127.0.0.1:{port}/?token={token}"
+            assert (home / "token").stat().st_mode & 0o777 == 0o600
+            url = f"http://127.0.0.1:{port}/api/missions"
+            request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+            body = _get_when_up(request)
             assert body == {"success": True, "data": [], "error": None}
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(url, timeout=5)
+            assert refused.value.code == 401
+            refused.value.close()
             assert (home.stat().st_mode & 0o777) == 0o700
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -127,7 +137,7 @@ class TestDaemonProcess:
         assert "required field missing @ $.name" in done.stderr
 
 
-def _get_when_up(url: str) -> object:
+def _get_when_up(url: str | urllib.request.Request) -> object:
     import time
 
     for _ in range(200):

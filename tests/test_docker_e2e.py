@@ -45,7 +45,7 @@ def write_agent(home: Path, agent_id: str, script: str, **fields: Any) -> None:
 
 @pytest.fixture
 def docker_config(home: Path, docker_image: str) -> Config:
-    return Config.from_env({}, home=home, port=0, agent_image=docker_image)
+    return Config.from_env({"HAFLOW_AUTH": "none"}, home=home, port=0, agent_image=docker_image)
 
 
 @pytest.fixture

@@ -352,7 +352,7 @@ REQUESTS = {CreateMissionRequest, SaveArtifactRequest}
 @functools.cache
 def generated() -> dict[str, Any]:
     """The document of a daemon that was built but never started."""
-    app = create_app(Config.from_env({}, home=Path("/nonexistent/haflow-home"), port=0), sandbox=FakeSandbox())
+    app = create_app(Config.from_env({"HAFLOW_AUTH": "none"}, home=Path("/nonexistent/haflow-home"), port=0), sandbox=FakeSandbox())
     return document(app.router.routes(), ["oneshot", "standard-feature"])
 
 
@@ -471,7 +471,7 @@ class TestGenerated:
         """Summary, status, request body and documented errors are those of the handler's mark."""
         doc = generated()
         for method, path, mark in api_routes(
-            create_app(Config.from_env({}, home=Path("/nonexistent/h"), port=0), sandbox=FakeSandbox()).router.routes()
+            create_app(Config.from_env({"HAFLOW_AUTH": "none"}, home=Path("/nonexistent/h"), port=0), sandbox=FakeSandbox()).router.routes()
         ):
             op = doc["paths"][path][method]
             assert op["summary"] == mark.summary

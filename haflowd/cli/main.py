@@ -9,6 +9,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+import attrs
+
 from .. import __version__, daemon_log
 from . import client, service
 from ..config import DEFAULT_HOME, DEFAULT_HOST, DEFAULT_PORT, Config
@@ -110,11 +112,11 @@ def _home_problem(config: Config) -> str | None:
 def serve(args: argparse.Namespace) -> int:
     from ..web import serving
     from ..web.app import create_app
-    from ..web.auth import ensure_token, token_path
+    from ..web.auth import ensure_token, login_url, token_path
     from ..web.reload import lifecycle
 
     try:
-        config, new_token = ensure_token(_config(args))
+        config, _ = ensure_token(_config(args))
     except (ValueError, OSError) as exc:
         print(f"haflowd: invalid setting: {exc}", file=sys.stderr)
         return 1
@@ -131,8 +133,14 @@ def serve(args: argparse.Namespace) -> int:
     host = f"[{config.host}]" if ":" in config.host else config.host
     print(f"haflowd {__version__} listening on http://{host}:{config.port}", flush=True)
     print(f"missions: {config.missions_dir}", flush=True)
-    if new_token is not None:
-        print(f"API token (saved in {token_path(config)}, shown only this once): {new_token}", flush=True)
+    if config.token is not None and os.environ.get("HAFLOW_TOKEN"):
+        # The user chose this token: never echo it into a terminal or the journal.
+        print(f"open the UI: {login_url(attrs.evolve(config, token='$HAFLOW_TOKEN'))}", flush=True)
+    elif config.token is not None:
+        print(f"open the UI: {login_url(config)}", flush=True)
+        print(f"API token: in {token_path(config)} (the CLI client reads it)", flush=True)
+    else:
+        print("authentication is off (HAFLOW_AUTH=none): any local account can use this daemon", flush=True)
     try:
         asyncio.run(
             serving.serve(

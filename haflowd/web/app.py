@@ -14,7 +14,7 @@ from . import health, openapi
 from .api import envelope_middleware, routes
 from .list_cache import ListCache
 from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, SANDBOX, STORE
-from .auth import auth_guard, check_exposure
+from .auth import auth_guard, check_exposure, login
 from ..config import Config
 from ..engine import Engine
 from ..sandbox.protocol import SandboxProvider
@@ -76,6 +76,7 @@ def create_app(
         app.router.add_get("/", _index)
         app.router.add_static("/static/", STATIC)
         app.on_response_prepare.append(_revalidate_static)
+    app.on_response_prepare.append(_security_headers)
 
     # Which origins may call is decided by browser_guard; aiohttp-cors speaks
     # the CORS protocol (preflights, response headers) for those it lets in.
@@ -114,5 +115,14 @@ async def _revalidate_static(request: web.Request, response: web.StreamResponse)
         response.headers["Cache-Control"] = "no-cache"
 
 
-async def _index(request: web.Request) -> web.FileResponse:
+async def _index(request: web.Request) -> web.StreamResponse:
+    await login(request)
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    # As HTTP headers, not only a meta tag: no other site may frame the UI.
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if "Content-Security-Policy" not in response.headers:
+        response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"

@@ -1,10 +1,15 @@
-"""Who may talk to the daemon: the bearer token and the ``Host`` check.
+"""Who may talk to the daemon: the token, the login cookie and the ``Host`` check.
 
-On loopback without ``HAFLOW_TOKEN`` the daemon needs no token: only local
-processes can reach it, and :mod:`haflowd.security` keeps web pages out.
-Bound to any other address it refuses to start without a token; one is
-generated into ``HAFLOW_HOME/token`` (mode 0600) when none is configured.
-With a token, every ``/api`` request must carry ``Authorization: Bearer``.
+Every ``/api`` request needs the token, loopback included: any local account
+can reach ``127.0.0.1``, and with code missions a request can plant a branch
+in the user's repositories. The token is ``HAFLOW_TOKEN``, else
+``HAFLOW_HOME/token`` (mode 0600, generated at the first start). Scripts send
+``Authorization: Bearer <token>``; the CLI client reads the token file
+itself. The bundled UI is opened once through the login URL the daemon
+prints (``http://127.0.0.1:4000/?token=...``, as Jupyter does), which sets an
+HttpOnly, SameSite=Strict cookie and redirects to a clean address.
+``HAFLOW_AUTH=none`` turns authentication off on loopback, for single-user
+machines and clients that cannot send a token.
 
 The ``Host`` check defeats DNS rebinding: a page on ``evil.example`` whose
 name is re-pointed at 127.0.0.1 can reach a loopback daemon, but its
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TOKEN_FILE = "token"  # noqa: S105 - a file name
+#: The login cookie of the bundled UI.
+COOKIE = "haflow_token"
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})  # noqa: S104 - names, not a bind
 
 
@@ -54,10 +61,11 @@ def read_token_file(path: Path) -> str | None:
 def ensure_token(config: Config) -> tuple[Config, str | None]:
     """Give an exposed daemon a token; return the config and a newly made token.
 
-    The second value is only set when a token was generated just now, so
-    the caller can print it once. Loopback configs come back unchanged.
+    The second value is only set when a token was generated just now.
+    Configs without authentication (``HAFLOW_AUTH=none`` on loopback) come
+    back unchanged.
     """
-    if config.token is not None or config.is_loopback:
+    if config.token is not None or (config.auth == "none" and config.is_loopback):
         return config, None
     path = token_path(config)
     existing = read_token_file(path)
@@ -122,12 +130,46 @@ def host_allowed(host_header: str | None, config: Config) -> bool:
 
 
 def check_exposure(config: Config) -> None:
-    """Refuse a config that would expose the API without a token."""
+    """Refuse a config that would serve the API without a token where one is needed."""
     if not config.is_loopback and not config.token:
         raise HaflowError(
             f"Refusing to listen on {config.host} without a token: set HAFLOW_TOKEN "
             "or let 'haflowd serve' generate one into HAFLOW_HOME/token."
         )
+    if config.auth == "token" and not config.token:
+        raise HaflowError(
+            "Authentication is on (the default) but there is no token: set HAFLOW_TOKEN, let "
+            "'haflowd serve' generate HAFLOW_HOME/token, or set HAFLOW_AUTH=none on a single-user machine."
+        )
+
+
+def login_url(config: Config) -> str:
+    """The address that logs a browser in to the bundled UI."""
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    if host in WILDCARD_HOSTS or host == "[::]":
+        host = "127.0.0.1"
+    base = f"http://{host}:{config.port}/"
+    return f"{base}?token={config.token}" if config.token else base
+
+
+def _authenticated(request: web.Request, token: str) -> bool:
+    if token_matches(request.headers.get("Authorization"), token):
+        return True
+    cookie = request.cookies.get(COOKIE)
+    return cookie is not None and hmac.compare_digest(cookie.encode(), token.encode())
+
+
+async def login(request: web.Request) -> None:
+    """``GET /?token=...``: set the login cookie and redirect to a clean address (raised); else nothing."""
+    given = request.query.get("token")
+    token = request.app[CONFIG].token
+    if given is None or token is None:
+        return
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise web.HTTPUnauthorized(text="Wrong token in the login address: use the one haflowd printed.")
+    response = web.HTTPSeeOther("/")
+    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/", max_age=400 * 24 * 3600)
+    raise response
 
 
 @web.middleware
@@ -145,6 +187,9 @@ async def auth_guard(request: web.Request, handler: Handler) -> web.StreamRespon
         raise web.HTTPForbidden(text=message)
     # CORS preflights carry no credentials by design; browser_guard vets their origin.
     if config.token is not None and is_api and request.method != "OPTIONS":
-        if not token_matches(request.headers.get("Authorization"), config.token):
-            raise Unauthorized("Missing or wrong token: send 'Authorization: Bearer <token>'")
+        if not _authenticated(request, config.token):
+            raise Unauthorized(
+                "Missing or wrong token: send 'Authorization: Bearer <token>' (the token is in "
+                "HAFLOW_HOME/token), or open the login address haflowd printed"
+            )
     return await handler(request)
