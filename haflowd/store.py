@@ -85,6 +85,33 @@ def read_tail(path: Path, chars: int) -> str:
     return text[-chars:]
 
 
+def read_chunk(path: Path, offset: int, limit: int) -> tuple[bytes, int]:
+    """At most ``limit`` bytes of a file from byte ``offset``, and the file's size now.
+
+    The bytes end on a UTF-8 character boundary: a character cut by ``limit``
+    (or still being written) is left for the next read.
+    """
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(min(offset, size))
+            data = f.read(limit)
+    except FileNotFoundError:
+        return b"", 0
+    return data[: _complete_utf8(data)], size
+
+
+def _complete_utf8(data: bytes) -> int:
+    """How many leading bytes of ``data`` end on a character boundary."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:  # a continuation byte: keep looking for its lead
+            continue
+        need = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4 if byte & 0xF8 == 0xF0 else 1
+        return len(data) if back >= need else len(data) - back
+    return len(data)
+
+
 def artifact_entries(folder: Path) -> list[os.DirEntry[str]]:
     """The artifact files of a folder, by name: regular files, not hidden ones.
 

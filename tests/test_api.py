@@ -252,6 +252,62 @@ class TestDetail:
         assert full in body["data"]
 
 
+class TestLogByOffset:
+    async def finished_run(self, client: TestClient, fake: FakeSandbox, lines: tuple[bytes, ...]) -> tuple[str, str]:
+        fake.behaviours["cleanup"] = Behaviour(extra_lines=lines)
+        meta = await create_mission(client)
+        mid = meta["mission_id"]
+        await api(client, "POST", f"/api/missions/{mid}/continue")
+        data = await wait_status(client, mid, "waiting_human")
+        return mid, data["runs"][0]["run_id"]
+
+    async def test_chunks_join_to_the_whole_log(self, client: TestClient, fake: FakeSandbox, home: Path) -> None:
+        """Following next_offset from 0 reads the whole log in chunks of at most 256 KiB, cut between characters."""
+        lines = tuple(f"line {i:05d} é€😀\n".encode() for i in range(30_000))
+        mid, run_id = await self.finished_run(client, fake, lines)
+        whole = (home / "missions" / mid / "logs" / f"{run_id}.log").read_bytes()
+        assert len(whole) > 2 * 256 * 1024
+        offset, texts = 0, []
+        while True:
+            status, body = await api(client, "GET", f"/api/missions/{mid}/runs/{run_id}/log?offset={offset}")
+            assert status == 200
+            chunk = body["data"]
+            assert chunk.keys() == {"text", "offset", "next_offset", "size"}
+            assert chunk["offset"] == offset and chunk["size"] == len(whole)
+            moved = len(chunk["text"].encode())
+            assert moved <= 256 * 1024 and chunk["next_offset"] == offset + moved
+            if not moved:
+                break
+            texts.append(chunk["text"])
+            offset = chunk["next_offset"]
+        assert len(texts) >= 3
+        assert "".join(texts) == whole.decode()
+        assert "\ufffd" not in "".join(texts)
+
+    async def test_without_offset_answers_the_tail_string(self, client: TestClient, fake: FakeSandbox) -> None:
+        """Without offset the answer is still the plain log text."""
+        mid, run_id = await self.finished_run(client, fake, (b"hello\n",))
+        status, body = await api(client, "GET", f"/api/missions/{mid}/runs/{run_id}/log")
+        assert status == 200 and isinstance(body["data"], str) and "hello\n" in body["data"]
+
+    async def test_offset_at_or_past_the_end_is_empty(self, client: TestClient, fake: FakeSandbox) -> None:
+        """An offset at or past the end answers no text and the current size."""
+        mid, run_id = await self.finished_run(client, fake, ())
+        _, body = await api(client, "GET", f"/api/missions/{mid}/runs/{run_id}/log?offset=0")
+        size = body["data"]["size"]
+        for offset in (size, size + 10):
+            status, body = await api(client, "GET", f"/api/missions/{mid}/runs/{run_id}/log?offset={offset}")
+            assert status == 200
+            assert body["data"] == {"text": "", "offset": offset, "next_offset": offset, "size": size}
+
+    @pytest.mark.parametrize("offset", ["-1", "abc", "1.5", "", "٣"])
+    async def test_bad_offset_is_400(self, client: TestClient, fake: FakeSandbox, offset: str) -> None:
+        """An offset that is not a whole number of bytes answers 400 naming it."""
+        mid, run_id = await self.finished_run(client, fake, ())
+        status, body = await api(client, "GET", f"/api/missions/{mid}/runs/{run_id}/log", params={"offset": offset})
+        assert status == 400 and "offset" in body["error"]
+
+
 class TestArtifacts:
     async def test_put_writes_and_touches(self, client: TestClient, home: Path) -> None:
         """PUT saves the artifact, answers data null and moves updated_at forward."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import logging
@@ -25,6 +26,7 @@ from ..models import (
     SaveArtifactRequest,
 )
 from ..quota import check_artifact_write
+from ..store import read_chunk
 from ..catalog import DEFAULT_WORKFLOW
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ routes = web.RouteTableDef()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: The most of a run's log that ``/log`` returns (at most 1 MiB read).
 LOG_LIMIT_CHARS = 256 * 1024
+#: The most bytes one ``/log?offset=N`` answer carries.
+LOG_CHUNK_BYTES = 256 * 1024
 GZIP_MIN_BYTES = 64 * 1024
 
 
@@ -226,7 +230,22 @@ async def run_log(request: web.Request) -> web.Response:
     mission_id = request.match_info["mission_id"]
     store.get(mission_id)
     run = store.get_run(mission_id, request.match_info["run_id"])
-    return envelope(store.log_tail(mission_id, run.run_id, LOG_LIMIT_CHARS))
+    raw_offset = request.query.get("offset")
+    if raw_offset is None:
+        return envelope(store.log_tail(mission_id, run.run_id, LOG_LIMIT_CHARS))
+    if not raw_offset.isascii() or not raw_offset.isdigit():
+        raise BadRequest("Invalid request: offset must be a whole number of bytes @ offset")
+    offset = int(raw_offset)
+    path = store.log_path(mission_id, run.run_id)
+    data, size = await asyncio.to_thread(read_chunk, path, offset, LOG_CHUNK_BYTES)
+    return envelope(
+        {
+            "text": data.decode("utf-8", errors="replace"),
+            "offset": offset,
+            "next_offset": offset + len(data),
+            "size": size,
+        }
+    )
 
 
 @routes.post("/api/missions/{mission_id}/continue")

@@ -23,7 +23,8 @@ from aiohttp import web
 
 from .. import __version__
 from .keys import ENGINE
-from ..models import MissionStatus, MissionType, StepType, WorkspaceMode
+from ..catalog import DEFAULT_WORKFLOW
+from ..models import RUNNING_STATUSES, MissionStatus, MissionType, StepType, WorkspaceMode
 
 routes = web.RouteTableDef()
 
@@ -76,7 +77,11 @@ def _schemas() -> dict[str, Any]:
         "RunId": {"type": "string", "pattern": r"^r-[0-9a-f]{8}$", "examples": ["r-0123abcd"]},
         "Timestamp": TIMESTAMP,
         "MissionType": _enum(MissionType),
-        "MissionStatus": _enum(MissionStatus),
+        "MissionStatus": {
+            **_enum(MissionStatus),
+            # The web UI reads which statuses mean "an agent is running" here.
+            "x-running": [s.value for s in MissionStatus if s in RUNNING_STATUSES],
+        },
         "StepType": _enum(StepType),
         "WorkflowStep": _object(
             {"step_id": {"type": "string"}, "name": {"type": "string"}, "type": _ref("StepType")},
@@ -132,11 +137,25 @@ def _schemas() -> dict[str, Any]:
         ),
         "CreateMissionRequest": _object(
             {"title": NON_BLANK, "type": _ref("MissionType"), "rawInput": NON_BLANK},
-            {"workflowId": {"type": ["string", "null"], "description": "Omitted or null: standard-feature."}},
+            {
+                "workflowId": {
+                    "type": ["string", "null"],
+                    "default": DEFAULT_WORKFLOW,
+                    "description": f"Omitted or null: {DEFAULT_WORKFLOW}.",
+                }
+            },
             closed=False,
         ),
         "SaveArtifactRequest": _object({"content": {"type": "string"}}, closed=False),
         "RenderedArtifact": _object({"html": {"type": "string"}}),
+        "LogChunk": _object(
+            {
+                "text": {"type": "string", "description": "The log from byte `offset`, whole characters only."},
+                "offset": {"type": "integer", "minimum": 0},
+                "next_offset": {"type": "integer", "minimum": 0, "description": "`offset` + bytes returned."},
+                "size": {"type": "integer", "minimum": 0, "description": "The log's size in bytes now."},
+            }
+        ),
         "Health": _object(
             {
                 "status": {"type": "string", "enum": ["ok", "degraded"]},
@@ -201,6 +220,20 @@ def _operation(
     return op
 
 
+OFFSET = {
+    "name": "offset",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0},
+    "description": "Answer a LogChunk: the log's bytes from this byte offset (a previous `next_offset`).",
+}
+
+
+def _with_query(op: dict[str, Any], *params: dict[str, Any]) -> dict[str, Any]:
+    op["parameters"] = [*op.get("parameters", []), *params]
+    return op
+
+
 def _paths() -> dict[str, Any]:
     m = ("mission_id",)
     null_ok = _success(NULL, "Done; `data` is null.")
@@ -244,10 +277,17 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/api/missions/{mission_id}/runs/{run_id}/log": {
-            "get": _operation(
-                "The log of one run (its last MiB)",
-                _success({"type": "string"}, "The log text."),
-                params=(*m, "run_id"),
+            "get": _with_query(
+                _operation(
+                    "The log of one run: its last 256 Ki characters, or with `offset` at most 256 KiB from there",
+                    _success(
+                        {"oneOf": [{"type": "string"}, _ref("LogChunk")]},
+                        "Without `offset` the log text; with it a LogChunk.",
+                    ),
+                    params=(*m, "run_id"),
+                    errors=("400", "404"),
+                ),
+                OFFSET,
             ),
         },
         "/api/missions/{mission_id}/continue": {
