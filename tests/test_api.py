@@ -541,8 +541,28 @@ class TestUi:
 
     async def test_static_files_are_revalidated(self, client: TestClient) -> None:
         """The UI's script is served with no-cache, so an upgrade reaches browsers."""
-        resp = await client.get("/static/app.js")
+        resp = await client.get("/static/js/main.js")
         assert resp.status == 200
         assert resp.headers["Cache-Control"] == "no-cache"
-        again = await client.get("/static/app.js", headers={"If-Modified-Since": resp.headers["Last-Modified"]})
+        again = await client.get("/static/js/main.js", headers={"If-Modified-Since": resp.headers["Last-Modified"]})
         assert again.status == 304
+
+    async def test_modules_are_served_as_javascript(self, client: TestClient) -> None:
+        """index.html loads one entry module; every module it reaches is served with a JavaScript type."""
+        html = await (await client.get("/")).text()
+        entries = re.findall(r'<script type="module" src="/static/(js/[a-z]+\.js)"></script>', html)
+        assert entries == ["js/main.js"]
+        assert "<script>" not in html and "<script " not in html.replace('<script type="module" src', "")
+        seen: set[str] = set()
+        todo = list(entries)
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            resp = await client.get(f"/static/{name}")
+            assert resp.status == 200, name
+            assert resp.content_type in {"text/javascript", "application/javascript"}, name
+            source = await resp.text()
+            todo += [f"js/{m}" for m in re.findall(r'^import [^;]*? from "\./([a-z]+\.js)";', source, re.M | re.S)]
+        assert seen == {f"js/{p.name}" for p in (Path(__file__).parents[1] / "haflowd/web/static/js").glob("*.js")}
