@@ -4,6 +4,19 @@
 /** The most characters of a log kept (in the store and in the page). */
 export const LOG_KEEP_CHARS = 1024 * 1024;
 
+let generation = 0;
+
+/**
+ * A log as shown: `text` holds at most LOG_KEEP_CHARS; `total` counts every
+ * character ever appended and `gen` changes whenever the text is replaced,
+ * so the page can append only what is new. `offset` is the next byte to ask
+ * for (null: not loaded yet).
+ */
+function newLog(runId, follow = true) {
+  generation += 1;
+  return { runId, text: "", total: 0, gen: generation, offset: null, follow, error: null, done: false };
+}
+
 export const state = {
   facts: { statuses: [], running: new Set(), waiting: new Set(), types: [], defaultWorkflow: null },
   missions: null,
@@ -22,19 +35,6 @@ export const state = {
   actionBusy: false,
   actionError: null,
 };
-
-let generation = 0;
-
-/**
- * A log as shown: `text` holds at most LOG_KEEP_CHARS; `total` counts every
- * character ever appended and `gen` changes whenever the text is replaced,
- * so the page can append only what is new. `offset` is the next byte to ask
- * for (null: not loaded yet).
- */
-function newLog(runId, follow = true) {
-  generation += 1;
-  return { runId, text: "", total: 0, gen: generation, offset: null, follow, error: null, done: false };
-}
 
 function appendCapped(log, more) {
   let text = log.text + more;
@@ -180,7 +180,7 @@ export function closeRunLog(runId) {
 export function updateLog(target, runId, read) {
   const log = target === "live" ? state.liveLog : state.openLogs.get(runId);
   if (!log || log.runId !== runId) return;
-  let next = read.replace ? { ...newLog(runId, log.follow), text: "", total: 0 } : log;
+  let next = read.replace ? newLog(runId, log.follow) : log;
   if (read.text) next = appendCapped(next, read.text);
   next = { ...next, offset: read.offset ?? next.offset, error: null, done: Boolean(read.done) || log.done };
   if (target === "live") state.liveLog = next;
