@@ -547,6 +547,21 @@ class TestUi:
         again = await client.get("/static/js/main.js", headers={"If-Modified-Since": resp.headers["Last-Modified"]})
         assert again.status == 304
 
+    def test_every_static_file_is_packaged(self) -> None:
+        """setup.cfg's package data globs reach every file of the UI, the modules in js/ too."""
+        import configparser
+        import glob
+
+        root = Path(__file__).parents[1]
+        static = root / "haflowd/web/static"
+        cfg = configparser.ConfigParser()
+        cfg.read(root / "setup.cfg")
+        patterns = [p.strip() for p in cfg["options.package_data"]["haflowd.web.static"].split(",")]
+        shipped = {f for p in patterns for f in glob.glob(p, root_dir=static) if (static / f).is_file()}
+        present = {str(f.relative_to(static)) for f in static.rglob("*") if f.is_file()}
+        assert "js/main.js" in present
+        assert shipped == present
+
     async def test_modules_are_served_as_javascript(self, client: TestClient) -> None:
         """index.html loads one entry module; every module it reaches is served with a JavaScript type."""
         html = await (await client.get("/")).text()
