@@ -12,6 +12,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from haflowd import __version__
+from haflowd.catalog import DEFAULT_WORKFLOW
+from haflowd.models import RUNNING_STATUSES, MissionStatus, MissionType
 from haflowd.web.app import create_app
 from haflowd.config import Config
 from haflowd.web.openapi import OPENAPI_PATH, document
@@ -106,6 +108,14 @@ class TestDocument:
         """The served document's workflowId enum is the daemon's catalog."""
         create = served["components"]["schemas"]["CreateMissionRequest"]
         assert create["properties"]["workflowId"]["enum"] == ["oneshot", "standard-feature", None]
+
+    async def test_facts_the_web_ui_reads(self, served: dict[str, Any]) -> None:
+        """The UI's facts are there: statuses, the running ones, mission types and the default workflow."""
+        schemas = served["components"]["schemas"]
+        assert schemas["MissionStatus"]["enum"] == [s.value for s in MissionStatus]
+        assert sorted(schemas["MissionStatus"]["x-running"]) == sorted(s.value for s in RUNNING_STATUSES)
+        assert schemas["MissionType"]["enum"] == [t.value for t in MissionType]
+        assert schemas["CreateMissionRequest"]["properties"]["workflowId"]["default"] == DEFAULT_WORKFLOW
 
     async def test_every_route_is_described(self, client: TestClient, served: dict[str, Any]) -> None:
         """Each /api route of the app's router has an operation in the document, and nothing more."""
