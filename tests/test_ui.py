@@ -12,6 +12,7 @@ screenshots in that folder.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from urllib.parse import parse_qs, urlsplit
 from collections.abc import AsyncIterator
@@ -404,7 +405,7 @@ class TestLiveLogByOffset:
             assert whole[data["offset"]:data["next_offset"]].decode() == data["text"]
         # After the first load, no byte is asked for twice: each poll moves only new bytes.
         ranges = sorted((c["data"]["offset"], c["data"]["next_offset"]) for c in chunks[1:])
-        for (_, end), (start, _) in zip(ranges, ranges[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(ranges):
             assert end <= start
         release.set()
         await wait_for_gate(page, "Review Structured")
