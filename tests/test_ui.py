@@ -412,6 +412,36 @@ class TestLiveLogByOffset:
         assert ui.errors == []
 
 
+    async def test_far_behind_jumps_to_the_tail(self, ui: Session, fake: FakeSandbox, config: Config) -> None:
+        """Output far ahead of the page is not replayed: the live log jumps to the end, starting on a whole line."""
+        page = ui.page
+        release = asyncio.Event()
+        fake.behaviours["cleanup"] = Behaviour(gate=release)
+        await ui.goto()
+        mission_id = await create_mission(ui, "Very chatty agent")
+        await ui.goto(f"#/m/{mission_id}")
+        live = page.locator("#live-log")
+        await expect(live).to_contain_text("starting step cleanup")
+        step = page.locator(".step").filter(has_text="Cleanup")
+        await step.get_by_role("button", name="Show log").click()
+        await expect(step.locator(".run-log")).to_contain_text("starting step cleanup")
+
+        (run,) = fake.live()
+        for i in range(2000):
+            run.emit(f"[agent] burst line {i:04d} {'x' * 1000}\n".encode())
+        run.emit(b"[agent] the end\n")
+        await expect(live).to_contain_text("the end")
+        await expect(step.locator(".run-log")).to_contain_text("the end")
+        whole = (config.missions_dir / mission_id / "logs" / f"{run.spec.run_id}.log").read_text()
+        shown = await live.evaluate("el => el.textContent")
+        assert len(whole) > 1536 * 1024
+        assert whole.endswith(shown) and shown.startswith("[agent] burst line ")
+        assert len(shown) <= 256 * 1024
+        release.set()
+        await wait_for_gate(page, "Review Structured")
+        assert ui.errors == []
+
+
 class TestFacts:
     @pytest.fixture
     def agent_image(self) -> None:
