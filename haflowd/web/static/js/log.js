@@ -56,7 +56,7 @@ export async function readNew(missionId, runId, offset) {
     next = chunk.next_offset;
     if (!chunk.text || next >= chunk.size) break;
   }
-  return { replace: false, text, offset: next };
+  return { replace: false, from: offset, text, offset: next };
 }
 
 /** Bring the live log of the running step up to date. */

@@ -180,6 +180,8 @@ export function closeRunLog(runId) {
 export function updateLog(target, runId, read) {
   const log = target === "live" ? state.liveLog : state.openLogs.get(runId);
   if (!log || log.runId !== runId) return;
+  // Two reads from the same offset (a poll and an action) must not both append.
+  if (!read.replace && read.from !== log.offset) return;
   let next = read.replace ? newLog(runId, log.follow) : log;
   if (read.text) next = appendCapped(next, read.text);
   next = { ...next, offset: read.offset ?? next.offset, error: null, done: Boolean(read.done) || log.done };
