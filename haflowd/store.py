@@ -111,6 +111,31 @@ def read_tail(path: Path, chars: int) -> str:
     return text[-chars:]
 
 
+def read_chunk(path: Path, offset: int, limit: int) -> tuple[bytes, int]:
+    """Up to ``limit`` bytes of a log from byte ``offset``, ending on a whole UTF-8 character, and its size.
+
+    The next read starts where this one stopped, so pages join to the file.
+    A log that does not exist yet reads as empty.
+    """
+    try:
+        read = agentfiles.read_range(path, offset, limit)
+    except FileNotFoundError:
+        return b"", 0
+    data = read.data
+    # Drop a character cut at the end: its first byte is a lead byte (11xxxxxx)
+    # whose sequence is longer than what is left.
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            break
+        if byte >= 0xC0:
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            if back < need:
+                data = data[:-back]
+            break
+    return data, read.size
+
+
 @attrs.define
 class Store:
     """Reads and writes missions under ``root``; owns the in-memory index."""

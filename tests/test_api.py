@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import until, RAW_INPUT, api, create_mission, detail, wait_status
+from haflowd.web.api import LOG_PAGE_BYTES
+from tests.conftest import RAW_INPUT, api, create_mission, detail, until, wait_status
 from tests.fakes import Behaviour, FakeSandbox
 
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
@@ -259,6 +260,62 @@ class TestDetail:
         assert full in body["data"]
 
 
+class TestLogByOffset:
+    async def finished_run(self, client: TestClient, fake: FakeSandbox, lines: tuple[bytes, ...]) -> tuple[str, str]:
+        fake.behaviours["cleanup"] = Behaviour(extra_lines=lines)
+        meta = await create_mission(client)
+        mid = meta["mission_id"]
+        await api(client, "POST", f"/api/missions/{mid}/continue")
+        data = await wait_status(client, mid, "waiting_human")
+        return mid, data["runs"][0]["run_id"]
+
+    async def test_chunks_join_to_the_whole_log(self, client: TestClient, fake: FakeSandbox, home: Path) -> None:
+        """Following next_offset from 0 reads the whole log in chunks of at most 256 KiB, cut between characters."""
+        lines = tuple(f"line {i:06d} é€😀\n".encode() for i in range(120_000))
+        mid, run_id = await self.finished_run(client, fake, lines)
+        whole = (home / "missions" / mid / "logs" / f"{run_id}.log").read_bytes()
+        assert len(whole) > 2 * 256 * 1024
+        offset, texts = 0, []
+        while True:
+            status, body = await api(client, "GET", f"/api/missions/{mid}/runs/{run_id}/log?offset={offset}")
+            assert status == 200
+            chunk = body["data"]
+            assert chunk.keys() == {"text", "offset", "next_offset", "size"}
+            assert chunk["offset"] == offset and chunk["size"] == len(whole)
+            moved = len(chunk["text"].encode())
+            assert moved <= LOG_PAGE_BYTES and chunk["next_offset"] == offset + moved
+            if not moved:
+                break
+            texts.append(chunk["text"])
+            offset = chunk["next_offset"]
+        assert len(texts) >= 3
+        assert "".join(texts) == whole.decode()
+        assert "\ufffd" not in "".join(texts)
+
+    async def test_without_offset_answers_the_tail_string(self, client: TestClient, fake: FakeSandbox) -> None:
+        """Without offset the answer is still the plain log text."""
+        mid, run_id = await self.finished_run(client, fake, (b"hello\n",))
+        status, body = await api(client, "GET", f"/api/missions/{mid}/runs/{run_id}/log")
+        assert status == 200 and isinstance(body["data"], str) and "hello\n" in body["data"]
+
+    async def test_offset_at_or_past_the_end_is_empty(self, client: TestClient, fake: FakeSandbox) -> None:
+        """An offset at or past the end answers no text and the current size."""
+        mid, run_id = await self.finished_run(client, fake, ())
+        _, body = await api(client, "GET", f"/api/missions/{mid}/runs/{run_id}/log?offset=0")
+        size = body["data"]["size"]
+        for offset in (size, size + 10):
+            status, body = await api(client, "GET", f"/api/missions/{mid}/runs/{run_id}/log?offset={offset}")
+            assert status == 200
+            assert body["data"] == {"text": "", "offset": offset, "next_offset": offset, "size": size}
+
+    @pytest.mark.parametrize("offset", ["-1", "abc", "1.5", "", "٣"])
+    async def test_bad_offset_is_400(self, client: TestClient, fake: FakeSandbox, offset: str) -> None:
+        """An offset that is not a whole number of bytes answers 400 naming it."""
+        mid, run_id = await self.finished_run(client, fake, ())
+        status, body = await api(client, "GET", f"/api/missions/{mid}/runs/{run_id}/log", params={"offset": offset})
+        assert status == 400 and "offset" in body["error"]
+
+
 class TestArtifacts:
     async def test_put_writes_and_touches(self, client: TestClient, home: Path) -> None:
         """PUT saves the artifact, answers data null and moves updated_at forward."""
@@ -492,8 +549,43 @@ class TestUi:
 
     async def test_static_files_are_revalidated(self, client: TestClient) -> None:
         """The UI's script is served with no-cache, so an upgrade reaches browsers."""
-        resp = await client.get("/static/app.js")
+        resp = await client.get("/static/js/main.js")
         assert resp.status == 200
         assert resp.headers["Cache-Control"] == "no-cache"
-        again = await client.get("/static/app.js", headers={"If-Modified-Since": resp.headers["Last-Modified"]})
+        again = await client.get("/static/js/main.js", headers={"If-Modified-Since": resp.headers["Last-Modified"]})
         assert again.status == 304
+
+    def test_every_static_file_is_packaged(self) -> None:
+        """setup.cfg's package data globs reach every file of the UI, the modules in js/ too."""
+        import configparser
+        import glob
+
+        root = Path(__file__).parents[1]
+        static = root / "haflowd/web/static"
+        cfg = configparser.ConfigParser()
+        cfg.read(root / "setup.cfg")
+        patterns = [p.strip() for p in cfg["options.package_data"]["haflowd.web.static"].split(",")]
+        shipped = {f for p in patterns for f in glob.glob(p, root_dir=static) if (static / f).is_file()}
+        present = {str(f.relative_to(static)) for f in static.rglob("*") if f.is_file()}
+        assert "js/main.js" in present
+        assert shipped == present
+
+    async def test_modules_are_served_as_javascript(self, client: TestClient) -> None:
+        """index.html loads one entry module; every module it reaches is served with a JavaScript type."""
+        html = await (await client.get("/")).text()
+        entries = re.findall(r'<script type="module" src="/static/(js/[a-z]+\.js)"></script>', html)
+        assert entries == ["js/main.js"]
+        assert "<script>" not in html and "<script " not in html.replace('<script type="module" src', "")
+        seen: set[str] = set()
+        todo = list(entries)
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            resp = await client.get(f"/static/{name}")
+            assert resp.status == 200, name
+            assert resp.content_type in {"text/javascript", "application/javascript"}, name
+            source = await resp.text()
+            todo += [f"js/{m}" for m in re.findall(r'^import [^;]*? from "\./([a-z]+\.js)";', source, re.M | re.S)]
+        assert seen == {f"js/{p.name}" for p in (Path(__file__).parents[1] / "haflowd/web/static/js").glob("*.js")}

@@ -17,6 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from haflowd import __version__
+from haflowd.models import RUNNING_STATUSES, MissionStatus
 from haflowd.cli import client as client_module
 from haflowd.cli.main import main
 from haflowd.cli.client import Client, ClientError, resolve_token
@@ -331,3 +332,11 @@ class TestClientObject:
         with pytest.raises(ClientError) as info:
             Client(url=daemon.url).call("GET", "/")
         assert info.value.exit_code == client_module.EXIT_REFUSED and "without a JSON answer" in info.value.message
+
+
+class TestRunningStatuses:
+    @pytest.mark.parametrize("status", [s.value for s in MissionStatus])
+    def test_json_statuses_are_looked_up_in_the_models_set(self, status: str) -> None:
+        """`logs -f` asks models.RUNNING_STATUSES, which finds a plain status string from JSON like its enum member."""
+        assert (status in RUNNING_STATUSES) == (MissionStatus(status) in RUNNING_STATUSES)
+        assert not hasattr(client_module, "RUNNING")

@@ -141,6 +141,14 @@ class TestDocument:
         create = served["components"]["schemas"]["CreateMissionRequest"]
         assert create["properties"]["workflowId"]["enum"] == ["oneshot", "standard-feature", None]
 
+    async def test_facts_the_web_ui_reads(self, served: dict[str, Any]) -> None:
+        """The UI's facts are there: statuses, the running ones, mission types and the default workflow."""
+        schemas = served["components"]["schemas"]
+        assert schemas["MissionStatus"]["enum"] == [s.value for s in MissionStatus]
+        assert sorted(schemas["MissionStatus"]["x-running"]) == sorted(s.value for s in RUNNING_STATUSES)
+        assert schemas["MissionType"]["enum"] == [t.value for t in MissionType]
+        assert schemas["CreateMissionRequest"]["properties"]["workflowId"]["default"] == DEFAULT_WORKFLOW
+
     async def test_every_route_is_described(self, client: TestClient, served: dict[str, Any]) -> None:
         """Each /api route of the app's router has an operation in the document, and nothing more."""
         routes = set()
@@ -157,7 +165,7 @@ class TestDocument:
         for path, ops in served["paths"].items():
             names = set(re.findall(r"\{(\w+)\}", path))
             for op in ops.values():
-                declared = {p["$ref"].rsplit("/", 1)[1] for p in op.get("parameters", [])}
+                declared = {p["$ref"].rsplit("/", 1)[1] for p in op.get("parameters", []) if "$ref" in p}
                 assert declared == names, path
 
     async def test_every_operation_has_envelope_errors(self, served: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import pytest
 from haflowd import store as store_module
 from haflowd.convert import dumps
 from haflowd.models import MissionMeta, MissionStatus, MissionType, StepRun
-from haflowd.store import Store, atomic_write, read_tail
+from haflowd.store import Store, atomic_write, read_chunk, read_tail
 
 NOW = datetime(2026, 1, 23, 10, 0, tzinfo=UTC)
 
@@ -168,3 +168,23 @@ class TestLogs:
         """A run without a log file has an empty tail."""
         store.create(meta(), "x")
         assert store.log_tail("m-0000000a", "r-00000001", 100) == ""
+
+
+class TestReadChunk:
+    @pytest.mark.parametrize("limit", range(1, 12))
+    @pytest.mark.parametrize("offset", [0, 1, 3])
+    def test_ends_on_a_character_boundary(self, tmp_path: Path, limit: int, offset: int) -> None:
+        """A chunk never ends inside a multi-byte character; the next read starts where it stopped."""
+        data = "aé€😀b".encode()
+        path = tmp_path / "r.log"
+        path.write_bytes(data)
+        chunk, size = read_chunk(path, offset, limit)
+        assert size == len(data)
+        assert data[offset:].startswith(chunk)
+        assert len(chunk) <= limit
+        rest = data[offset + len(chunk):]
+        assert not rest or (rest[0] & 0xC0) != 0x80
+
+    def test_missing_file_is_empty(self, tmp_path: Path) -> None:
+        """A run whose log does not exist yet reads as empty, size 0."""
+        assert read_chunk(tmp_path / "none.log", 0, 10) == (b"", 0)

@@ -12,14 +12,16 @@ screenshots in that folder.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+from urllib.parse import parse_qs, urlsplit
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Page, Response, Route, async_playwright, expect
 
 from haflowd.web.app import create_app, default_sandbox
 from haflowd.config import Config
@@ -349,6 +351,130 @@ class TestRunningMission:
         await page.get_by_role("button", name="Mark completed").click()
         await dialog.get_by_role("button", name="Mark completed").click()
         await expect(page.get_by_role("heading", name="Mission completed")).to_be_visible()
+
+
+class TestLiveLogByOffset:
+    @pytest.fixture
+    def agent_image(self) -> None:
+        return None
+
+    async def test_live_log_grows_by_offset(self, ui: Session, fake: FakeSandbox, config: Config) -> None:
+        """The live log reads each byte once by offset, keeps the latest ~1 MiB, and matches the log file's end."""
+        page = ui.page
+        chunks: list[dict[str, Any]] = []
+
+        async def on_response(response: Response) -> None:
+            if "/runs/" in response.url and "/log" in response.url:
+                query = parse_qs(urlsplit(response.url).query)
+                chunks.append({"query": query, **(await response.json())})
+
+        page.on("response", on_response)
+        release = asyncio.Event()
+        fake.behaviours["cleanup"] = Behaviour(gate=release)
+        await ui.goto()
+        mission_id = await create_mission(ui, "Chatty agent")
+        await ui.goto(f"#/m/{mission_id}")
+        live = page.locator("#live-log")
+        await expect(live).to_contain_text("starting step cleanup")
+
+        (run,) = fake.live()
+        for i in range(20):
+            run.emit(f"[agent] small line {i} é€😀\n".encode())
+        await expect(live).to_contain_text("small line 19 é€😀")
+        log_file = config.missions_dir / mission_id / "logs" / f"{run.spec.run_id}.log"
+        assert await live.evaluate("el => el.textContent") == log_file.read_text()
+
+        filler = "é€😀 reading the codebase " * 40
+        for batch in range(5):  # ~320 KB a batch, each read within a poll or two
+            for i in range(batch * 260, (batch + 1) * 260):
+                run.emit(f"[agent] big line {i:04d} {filler}\n".encode())
+            await expect(live).to_contain_text(f"big line {(batch + 1) * 260 - 1:04d}")
+        run.emit(b"[agent] the end\n")
+        await expect(live).to_contain_text("the end")
+        whole = log_file.read_bytes()
+        assert len(whole) > 1024 * 1024
+        shown = await live.evaluate("el => el.textContent")
+        assert whole.decode().endswith(shown)
+        assert 900 * 1024 < len(shown) <= 1024 * 1024
+
+        # Every answer is a chunk by offset: the file's bytes from there, whole characters.
+        assert chunks and all(c["success"] and "offset" in c["query"] for c in chunks)
+        for c in chunks:
+            data = c["data"]
+            assert data["offset"] == int(c["query"]["offset"][0])
+            assert whole[data["offset"]:data["next_offset"]].decode() == data["text"]
+        # After the first load, no byte is asked for twice: each poll moves only new bytes.
+        ranges = sorted((c["data"]["offset"], c["data"]["next_offset"]) for c in chunks[1:])
+        for (_, end), (start, _) in itertools.pairwise(ranges):
+            assert end <= start
+        release.set()
+        await wait_for_gate(page, "Review Structured")
+        assert ui.errors == []
+
+
+    async def test_far_behind_jumps_to_the_tail(self, ui: Session, fake: FakeSandbox, config: Config) -> None:
+        """Output far ahead of the page is not replayed: the live log jumps to the end, starting on a whole line."""
+        page = ui.page
+        release = asyncio.Event()
+        fake.behaviours["cleanup"] = Behaviour(gate=release)
+        await ui.goto()
+        mission_id = await create_mission(ui, "Very chatty agent")
+        await ui.goto(f"#/m/{mission_id}")
+        live = page.locator("#live-log")
+        await expect(live).to_contain_text("starting step cleanup")
+        step = page.locator(".step").filter(has_text="Cleanup")
+        await step.get_by_role("button", name="Show log").click()
+        await expect(step.locator(".run-log")).to_contain_text("starting step cleanup")
+
+        (run,) = fake.live()
+        for i in range(2000):
+            run.emit(f"[agent] burst line {i:04d} {'x' * 1000}\n".encode())
+        run.emit(b"[agent] the end\n")
+        await expect(live).to_contain_text("the end")
+        await expect(step.locator(".run-log")).to_contain_text("the end")
+        whole = (config.missions_dir / mission_id / "logs" / f"{run.spec.run_id}.log").read_text()
+        shown = await live.evaluate("el => el.textContent")
+        assert len(whole) > 1536 * 1024
+        assert whole.endswith(shown) and shown.startswith("[agent] burst line ")
+        assert len(shown) <= 256 * 1024
+        release.set()
+        await wait_for_gate(page, "Review Structured")
+        assert ui.errors == []
+
+
+class TestFacts:
+    @pytest.fixture
+    def agent_image(self) -> None:
+        return None
+
+    async def test_types_default_workflow_and_running_come_from_openapi(self, ui: Session, fake: FakeSandbox) -> None:
+        """Mission types, the default workflow and the running statuses are read once from GET /api/openapi.json."""
+        page = ui.page
+
+        async def change_facts(route: Route) -> None:
+            response = await route.fetch()
+            doc = await response.json()
+            schemas = doc["components"]["schemas"]
+            schemas["MissionType"]["enum"] = ["fix", "feature"]
+            schemas["CreateMissionRequest"]["properties"]["workflowId"]["default"] = "oneshot"
+            schemas["MissionStatus"]["x-running"] = []
+            await route.fulfill(response=response, json=doc)
+
+        await page.route("**/api/openapi.json", change_facts)
+        await ui.goto("#/new")
+        await expect(page.get_by_label("Workflow")).to_be_enabled()
+        await expect(page.get_by_label("Workflow")).to_have_value("oneshot")
+        assert await page.get_by_label("Type").evaluate("s => [...s.options].map(o => o.value)") == ["fix", "feature"]
+
+        release = asyncio.Event()
+        fake.behaviours["cleanup"] = Behaviour(gate=release)
+        await create_mission(ui, "Running, but not by these facts")
+        await ui.goto("#/")
+        await expect(page.get_by_text("1 mission, 0 running.")).to_be_visible()
+        await expect(page.locator(".mission-item .badge-running_code_agent")).to_have_count(1)
+        await expect(page.locator(".mission-item .badge .pulse")).to_have_count(0)
+        assert [u for _, u in ui.requests if u.endswith("/api/openapi.json")] == [f"{ui.base}/api/openapi.json"]
+        release.set()
 
 
 class TestUnsavedEdits:

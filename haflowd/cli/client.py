@@ -26,14 +26,13 @@ import attrs
 
 from ..web.auth import TOKEN_FILE, read_token_file
 from ..config import LOOPBACK_HOSTS, home_from_env
-from ..models import MissionType
+from ..models import RUNNING_STATUSES, MissionType
 
 DEFAULT_URL = "http://127.0.0.1:4000"
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 3
 #: Seconds between polls of ``missions logs -f``.
 FOLLOW_INTERVAL = 1.0
-RUNNING = frozenset({"running_code_agent", "running_root_llm"})
 
 
 class ClientError(Exception):
@@ -299,7 +298,7 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
         mission = client.call("GET", _mission_path(args.mission_id))
         runs = _runs(mission, args.run)
         # One more pass after the mission stops running picks up the rest.
-        last_pass = mission["status"] not in RUNNING
+        last_pass = mission["status"] not in RUNNING_STATUSES
 
 
 # -- wiring ---------------------------------------------------------------------

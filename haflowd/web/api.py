@@ -12,7 +12,6 @@ import attrs
 from aiohttp import web
 
 from .. import errors
-from ..agentfiles import read_range
 from ..catalog import Catalog
 from ..convert import converter, structure_request
 from ..errors import BadRequest, HaflowError, NotFound
@@ -25,7 +24,7 @@ from ..models import (
     SaveArtifactRequest,
     Workflow,
 )
-from ..store import Store
+from ..store import Store, read_chunk
 from .described import described
 from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, STORE
 
@@ -234,7 +233,17 @@ async def render_artifact(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/missions/{mission_id}/runs/{run_id}/log")
-@described("The log of one run (its last MiB)", response=str, errors={404: "Unknown mission or run."})
+@described(
+    "The log of one run: its tail, or one page from a byte offset",
+    response="RunLog",
+    errors={400: "offset is not a whole number.", 404: "Unknown mission or run."},
+    query={
+        "offset": (
+            {"type": "string", "pattern": "^[0-9]{1,19}$"},
+            "Byte offset to read from; the answer says the next one (at most 1 MiB per page, whole characters).",
+        )
+    },
+)
 async def run_log(request: web.Request) -> web.Response:
     """The run's log: its tail, or with ``?offset=N`` the bytes from N on (one page)."""
     store = request.app[STORE]
@@ -244,29 +253,12 @@ async def run_log(request: web.Request) -> web.Response:
     if "offset" not in request.query:
         return envelope(await asyncio.to_thread(store.log_tail, mission_id, run.run_id, LOG_LIMIT_CHARS))
     raw = request.query["offset"]
-    if not raw.isdigit() or len(raw) > 19:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
         raise BadRequest("offset must be a byte offset: a whole number >= 0")
     offset = int(raw)
     path = store.log_path(mission_id, run.run_id)
-    try:
-        page = await asyncio.to_thread(read_range, path, offset, LOG_PAGE_BYTES)
-    except FileNotFoundError:
-        page = None
-    data, size = (page.data, page.size) if page is not None else (b"", 0)
-    data = _whole_characters(data)
+    data, size = await asyncio.to_thread(read_chunk, path, offset, LOG_PAGE_BYTES)
     return envelope({"text": data.decode("utf-8", errors="replace"), "offset": offset, "next_offset": offset + len(data), "size": size})
-
-
-def _whole_characters(data: bytes) -> bytes:
-    """``data`` without a UTF-8 character cut at its end (the next page starts with it)."""
-    for back in range(1, min(4, len(data)) + 1):
-        byte = data[-back]
-        if byte < 0x80:
-            return data  # ASCII: nothing cut
-        if byte >= 0xC0:  # a lead byte: is its sequence complete?
-            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
-            return data if back >= need else data[:-back]
-    return data
 
 
 @routes.post("/api/missions/{mission_id}/continue")

@@ -109,7 +109,7 @@ async def _supervisor(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
-    # index.html names app.js and app.css at fixed addresses: after an upgrade
+    # index.html names js/main.js and app.css at fixed addresses (and the modules each other): after an upgrade
     # the browser must ask again (a cheap 304 while nothing changed).
     if request.path.startswith("/static/"):
         response.headers["Cache-Control"] = "no-cache"

@@ -45,6 +45,8 @@ class Description:
     tag: str = "missions"
     #: ``False`` only for the OpenAPI document itself.
     enveloped: bool = True
+    #: Optional query parameters: name -> (JSON schema, description).
+    query: Mapping[str, tuple[dict[str, Any], str]] = attrs.field(factory=dict)
 
 
 def described(
@@ -56,6 +58,7 @@ def described(
     errors: Mapping[int, str] | None = None,
     tag: str = "missions",
     enveloped: bool = True,
+    query: Mapping[str, tuple[dict[str, Any], str]] | None = None,
 ) -> Callable[[F], F]:
     """Attach a :class:`Description` to a handler; the handler is returned unchanged."""
     description = Description(
@@ -66,6 +69,7 @@ def described(
         errors=dict(errors or {}),
         tag=tag,
         enveloped=enveloped,
+        query=dict(query or {}),
     )
 
     def mark(handler: F) -> F:

@@ -223,6 +223,19 @@ HAND_WRITTEN: dict[str, Any] = {
             },
         }
     ),
+    "RunLog": {
+        "oneOf": [
+            {"type": "string", "description": "Without `offset`: the log's last 256 Ki characters."},
+            _object(
+                {
+                    "text": {"type": "string"},
+                    "offset": {"type": "integer", "minimum": 0},
+                    "next_offset": {"type": "integer", "minimum": 0},
+                    "size": {"type": "integer", "minimum": 0},
+                }
+            ),
+        ]
+    },
     "Error": _object(
         {
             "success": {"const": False},
@@ -272,8 +285,11 @@ def _operation(path: str, d: Description, gen: _Generator) -> dict[str, Any]:
     responses["default"] = {"$ref": "#/components/responses/Error"}
     op: dict[str, Any] = {"summary": d.summary, "tags": [d.tag], "responses": responses}
     names = re.findall(r"\{(\w+)\}", path)
-    if names:
-        op["parameters"] = [{"$ref": f"#/components/parameters/{n}"} for n in names]
+    parameters: list[dict[str, Any]] = [{"$ref": f"#/components/parameters/{n}"} for n in names]
+    for name, (schema, text) in d.query.items():
+        parameters.append({"name": name, "in": "query", "required": False, "schema": schema, "description": text})
+    if parameters:
+        op["parameters"] = parameters
     if d.request is not None:
         op["requestBody"] = {"required": True, "content": {JSON: {"schema": gen.type_schema(d.request, request=True)}}}
     return op
