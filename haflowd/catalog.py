@@ -17,9 +17,9 @@ import attrs
 from .allowlist import parse_allowlist
 from .config import Config
 from .convert import converter, describe
-from .placeholders import PLACEHOLDERS, placeholders_in
 from .errors import HaflowError, InvalidDefinition
 from .models import AgentSpec, StepType, Workflow
+from .placeholders import PLACEHOLDERS, placeholders_in
 
 DEFAULT_WORKFLOW = "standard-feature"
 AGENTS = "agents"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 import attrs
@@ -20,7 +20,7 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter
 
-from .clock import TIMESTAMP_PATTERN, format_timestamp, parse_timestamp
+from .clock import format_timestamp, parse_timestamp
 from .errors import BadRequest
 from .models import (
     AgentSpec,

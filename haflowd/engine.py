@@ -31,8 +31,9 @@ from typing import Any
 
 import attrs
 
+from . import secrets
 from .agents.protocol import AgentAdapter, StepContext
-from .catalog import DEFAULT_WORKFLOW, Definitions
+from .catalog import DEFAULT_WORKFLOW, Catalog, Definitions
 from .clock import utcnow
 from .config import Config
 from .errors import BadRequest, Conflict, HaflowError
@@ -50,7 +51,6 @@ from .models import (
     WorkspaceMode,
 )
 from .quota import check_artifact_write
-from . import secrets
 from .sandbox.protocol import Mount, SandboxError, SandboxInfo, SandboxProvider, SandboxSpec
 from .store import Store
 from .supervisor import NOTE_PREFIX, Failure, FailureKind, Launch, RunEnd, Stop, Supervisor
@@ -79,7 +79,7 @@ class Engine:
         self.supervisor = Supervisor(store=self.store, sandbox=self.sandbox, on_end=self._run_ended)
 
     @property
-    def catalog(self) -> Any:
+    def catalog(self) -> Catalog:
         return self.definitions.catalog
 
     # -- life cycle -------------------------------------------------------
@@ -241,7 +241,9 @@ class Engine:
             meta = self._save(meta, status=MissionStatus.READY, current_step=index, last_error=None)
             self._start_run(meta, step)
         else:
-            status = MissionStatus.WAITING_CODE_REVIEW if step.type is StepType.CODE_REVIEW else MissionStatus.WAITING_HUMAN
+            status = (
+                MissionStatus.WAITING_CODE_REVIEW if step.type is StepType.CODE_REVIEW else MissionStatus.WAITING_HUMAN
+            )
             self._save(meta, status=status, current_step=index, last_error=None)
             log.info(f"mission.{status.value}", extra={"mission_id": meta.mission_id, "step_id": step.step_id})
 
@@ -368,7 +370,10 @@ class Engine:
             with contextlib.suppress(Exception):
                 self.store.save_run(mission_id, attrs.evolve(run, finished_at=run.finished_at or utcnow()))
             with contextlib.suppress(Exception):
-                await self._fail(mission_id, "Internal error while recording the step's result (see the daemon log); continue to retry.")
+                await self._fail(
+                    mission_id,
+                    "Internal error while recording the step's result (see the daemon log); continue to retry.",
+                )
 
     async def _conclude(self, mission_id: str, run: StepRun, end: RunEnd) -> None:
         meta = self.store.get(mission_id)
@@ -416,9 +421,13 @@ class Engine:
             elif end.exit_code != 0:
                 reason = outcome.error if outcome is not None and outcome.error else None
                 detail = f": {reason}" if reason else ""
-                self._fail_locked(meta, f"Step '{current.name}' failed: the agent exited with code {end.exit_code}{detail}.")
+                self._fail_locked(
+                    meta, f"Step '{current.name}' failed: the agent exited with code {end.exit_code}{detail}."
+                )
             elif outcome is not None and not outcome.success:
-                self._fail_locked(meta, f"Step '{current.name}' failed: {outcome.error or 'the agent reported a failure'}.")
+                self._fail_locked(
+                    meta, f"Step '{current.name}' failed: {outcome.error or 'the agent reported a failure'}."
+                )
             elif problem is not None:
                 self._fail_locked(meta, problem)
             else:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .agentfiles import regular_files
 from .config import Config
 from .errors import Conflict, PayloadTooLarge
-from .agentfiles import regular_files
 
 
 def usage(folder: Path) -> dict[str, int]:

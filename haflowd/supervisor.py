@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 import attrs
 
-from .agents.protocol import OutputParser, Outcome
+from .agents.protocol import Outcome, OutputParser
 from .clock import utcnow
 from .errors import HaflowError
 from .models import StepRun
@@ -199,7 +199,11 @@ class Supervisor:
         try:
             output = RunLog.open(self.store, mission_id, run.run_id, structured=launch.structured)
         except OSError as exc:
-            await self._report(mission_id, run, RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, f"cannot open its log ({exc.strerror})")))
+            await self._report(
+                mission_id,
+                run,
+                RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, f"cannot open its log ({exc.strerror})")),
+            )
             return
         try:
             try:
@@ -211,12 +215,16 @@ class Supervisor:
                 sandbox_id = await self.sandbox.start(spec)
             except HaflowError as exc:
                 output.note(f"could not start: {exc.message}")
-                log.warning("run.start_failed", extra={"mission_id": mission_id, "run_id": run.run_id, "error": exc.message})
+                log.warning(
+                    "run.start_failed", extra={"mission_id": mission_id, "run_id": run.run_id, "error": exc.message}
+                )
                 await self._report(mission_id, run, RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, exc.message)))
                 return
             except OSError as exc:
                 output.note(f"could not start: {exc.strerror}")
-                await self._report(mission_id, run, RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, str(exc.strerror))))
+                await self._report(
+                    mission_id, run, RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, str(exc.strerror)))
+                )
                 return
             self._sandbox_of[run.run_id] = sandbox_id
             run = attrs.evolve(run, sandbox_id=sandbox_id, output_offset=offset or None)
@@ -238,7 +246,11 @@ class Supervisor:
         try:
             output = RunLog.open(self.store, mission_id, run.run_id, structured=launch.structured)
         except OSError as exc:
-            await self._report(mission_id, run, RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, f"cannot open its log ({exc.strerror})")))
+            await self._report(
+                mission_id,
+                run,
+                RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, f"cannot open its log ({exc.strerror})")),
+            )
             return
         try:
             self._sandbox_of[run.run_id] = sandbox_id
@@ -278,7 +290,9 @@ class Supervisor:
                 log.error("run.log_failed", exc_info=error, extra={"mission_id": mission_id, "run_id": run.run_id})
             why = self._stops.get(run.run_id)
             if timed_out and why is None:
-                why = Stop(f"Step '{run.step_id}' exceeded its time limit of {launch.timeout_seconds:g} s and was stopped.")
+                why = Stop(
+                    f"Step '{run.step_id}' exceeded its time limit of {launch.timeout_seconds:g} s and was stopped."
+                )
             end = RunEnd(exit_code, outcome=_finish(launch.parser, exit_code), stop=why)
         except asyncio.CancelledError:
             raise

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from haflowd.convert import TIMESTAMP_PATTERN, converter, format_timestamp, parse_timestamp
+from haflowd.clock import TIMESTAMP_PATTERN, format_timestamp, parse_timestamp
+from haflowd.convert import converter
 from haflowd.models import Changes, Delivery, MissionMeta, MissionStatus, MissionType, StepRun, Usage
 
 timestamps = st.datetimes(

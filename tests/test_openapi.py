@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from haflowd import __version__
 from haflowd.catalog import DEFAULT_WORKFLOW
 from haflowd.config import Config
-from haflowd.convert import RENAMES, STRICT_KEYS, TIMESTAMP_PATTERN, dumps, format_timestamp, structure_request
+from haflowd.clock import TIMESTAMP_PATTERN, format_timestamp
+from haflowd.convert import RENAMES, STRICT_KEYS, dumps, structure_request
 from haflowd.ids import MISSION_ID, RUN_ID, new_mission_id, new_run_id
 from haflowd.models import (
     RUNNING_STATUSES,

@@ -6,7 +6,7 @@ from ..models import AdapterId, AgentSpec
 from .command import CommandAdapter
 from .protocol import AgentAdapter
 
-_ADAPTERS: dict[AdapterId, AgentAdapter] = {AdapterId.COMMAND: CommandAdapter()}
+_ADAPTERS: dict[AdapterId, AgentAdapter] = {AdapterId.COMMAND: CommandAdapter()}  # type: ignore[dict-item]
 
 
 def adapter_for(spec: AgentSpec) -> AgentAdapter:

@@ -24,9 +24,9 @@ from typing import Any, TextIO
 
 import attrs
 
-from ..web.auth import TOKEN_FILE, read_token_file
 from ..config import LOOPBACK_HOSTS, home_from_env
 from ..models import RUNNING_STATUSES, MissionType
+from ..web.auth import TOKEN_FILE, read_token_file
 
 DEFAULT_URL = "http://127.0.0.1:4000"
 EXIT_REFUSED = 1

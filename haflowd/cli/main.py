@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import attrs
 
 from .. import __version__, daemon_log
-from . import client, service
 from ..config import DEFAULT_HOME, DEFAULT_HOST, DEFAULT_PORT, Config
 from ..errors import HaflowError
+from . import client, service
 
 log = logging.getLogger("haflowd")
 
@@ -135,7 +135,8 @@ def serve(args: argparse.Namespace) -> int:
     print(f"missions: {config.missions_dir}", flush=True)
     if config.token is not None and os.environ.get("HAFLOW_TOKEN"):
         # The user chose this token: never echo it into a terminal or the journal.
-        print(f"open the UI: {login_url(attrs.evolve(config, token='$HAFLOW_TOKEN'))}", flush=True)
+        placeholder = attrs.evolve(config, token="$HAFLOW_TOKEN")  # noqa: S106 - shown, not used
+        print(f"open the UI: {login_url(placeholder)}", flush=True)
     elif config.token is not None:
         print(f"open the UI: {login_url(config)}", flush=True)
         print(f"API token: in {token_path(config)} (the CLI client reads it)", flush=True)

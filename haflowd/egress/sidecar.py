@@ -32,8 +32,8 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
-from ..proc import run_cli
 from ..allowlist import PROXY_PORT, Allowlist
+from ..proc import run_cli
 from .errors import EgressUnavailable
 
 logger = logging.getLogger(__name__)

@@ -55,10 +55,8 @@ CMD ["haflow-agent", "--help"]
 
 def default_image() -> str:
     """``haflow-agent:<version>``: each release builds the agent it ships."""
-    try:
-        from . import __version__
-    except ImportError:
-        return f"{AGENT_REPOSITORY}:latest"
+    from .. import __version__
+
     return f"{AGENT_REPOSITORY}:{__version__}"
 
 

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from ..errors import SandboxError, SandboxUnavailable
-from ..models import Limits
+from ..models import DEFAULT_LIMITS, Limits
 
 __all__ = [
     "LABEL_MISSION",
@@ -70,7 +70,7 @@ class SandboxSpec:
     egress: tuple[str, ...] = ()
     #: Ports of the daemon's host (a local model server) the agent may reach.
     local_ports: tuple[int, ...] = ()
-    limits: Limits = Limits()
+    limits: Limits = DEFAULT_LIMITS
     #: Where the provider reports what the run's log should show (egress decisions).
     notes: Callable[[str], None] | None = attrs.field(default=None, eq=False, repr=False)
 

@@ -8,7 +8,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import attrs
 from aiohttp import web
 
 from .. import errors
@@ -57,9 +56,7 @@ def status_of(exc: HaflowError) -> int:
 
 
 def envelope(data: Any = None, *, status: int = 200) -> web.Response:
-    body = json.dumps(
-        {"success": True, "data": data, "error": None}, ensure_ascii=False, separators=(",", ":")
-    )
+    body = json.dumps({"success": True, "data": data, "error": None}, ensure_ascii=False, separators=(",", ":"))
     return web.Response(body=body.encode(), status=status, content_type="application/json")
 
 
@@ -258,7 +255,14 @@ async def run_log(request: web.Request) -> web.Response:
     offset = int(raw)
     path = store.log_path(mission_id, run.run_id)
     data, size = await asyncio.to_thread(read_chunk, path, offset, LOG_PAGE_BYTES)
-    return envelope({"text": data.decode("utf-8", errors="replace"), "offset": offset, "next_offset": offset + len(data), "size": size})
+    return envelope(
+        {
+            "text": data.decode("utf-8", errors="replace"),
+            "offset": offset,
+            "next_offset": offset + len(data),
+            "size": size,
+        }
+    )
 
 
 @routes.post("/api/missions/{mission_id}/continue")

@@ -10,20 +10,20 @@ import aiohttp_cors
 from aiohttp import web
 
 from .. import __version__
-from . import health, openapi
-from .api import envelope_middleware, routes
-from .list_cache import ListCache
-from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, SANDBOX, STORE
-from .auth import auth_guard, check_exposure, login
-from ..config import Config
-from ..engine import Engine
-from ..sandbox.protocol import SandboxProvider
-from .browser_guard import browser_guard
-from ..store import Store
 from ..agents.registry import adapter_for
 from ..catalog import Catalog, Definitions, load_definitions
+from ..config import Config
+from ..engine import Engine
 from ..models import WorkspaceMode
+from ..sandbox.protocol import SandboxProvider
+from ..store import Store
 from ..workspaces.artifacts import ArtifactsWorkspace
+from . import health, openapi
+from .api import envelope_middleware, routes
+from .auth import auth_guard, check_exposure, login
+from .browser_guard import browser_guard
+from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, SANDBOX, STORE
+from .list_cache import ListCache
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"

@@ -32,9 +32,9 @@ from pathlib import Path
 import attrs
 from aiohttp import web
 
-from .keys import CONFIG
 from ..config import LOOPBACK_HOSTS, Config
 from ..errors import Forbidden, HaflowError, Unauthorized
+from .keys import CONFIG
 
 log = logging.getLogger(__name__)
 

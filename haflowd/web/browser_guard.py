@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .keys import CONFIG
 from ..config import LOOPBACK_HOSTS, Config
 from ..errors import Forbidden, UnsupportedMediaType
+from .keys import CONFIG
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

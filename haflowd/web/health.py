@@ -19,10 +19,10 @@ import attrs
 from aiohttp import web
 
 from .. import __version__
+from ..sandbox.protocol import SandboxError
 from .api import envelope
 from .described import described
 from .keys import CONFIG, SANDBOX, STORE
-from ..sandbox.protocol import SandboxError
 
 CHECK_TTL = 10.0
 CHECK_WAIT = 5.0

@@ -39,7 +39,8 @@ from aiohttp.web_urldispatcher import AbstractRoute
 
 from .. import __version__
 from ..catalog import DEFAULT_WORKFLOW
-from ..convert import FLATTENED, RENAMES, STRICT_KEYS, TIMESTAMP_PATTERN
+from ..clock import TIMESTAMP_PATTERN
+from ..convert import FLATTENED, RENAMES, STRICT_KEYS
 from ..ids import FILENAME, MAX_FILENAME_BYTES, MISSION_ID, RUN_ID
 from ..models import RUNNING_STATUSES, CreateMissionRequest, MissionStatus
 from .described import Description, described, description_of

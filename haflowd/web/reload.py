@@ -21,10 +21,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .keys import CONFIG, DEFINITIONS, STORE
+from ..catalog import Catalog, load_definitions
 from ..config import Config
 from ..errors import HaflowError
-from ..catalog import Catalog, load_definitions
+from .keys import CONFIG, DEFINITIONS, STORE
 
 log = logging.getLogger(__name__)
 

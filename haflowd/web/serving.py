@@ -71,7 +71,9 @@ class CappedFactory:
         return self.server()
 
 
-async def serve(app: web.Application, host: str, port: int, *, max_connections: int | None = None, **runner_args: Any) -> None:
+async def serve(
+    app: web.Application, host: str, port: int, *, max_connections: int | None = None, **runner_args: Any
+) -> None:
     """Run ``app`` on ``host:port`` until SIGINT or SIGTERM; raises OSError if it cannot listen."""
     limit = max_connections or connection_cap(raise_fd_limit())
     runner = web.AppRunner(app, handle_signals=False, **runner_args)
