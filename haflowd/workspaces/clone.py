@@ -76,6 +76,7 @@ class MissionClone:
         max_output: int = MAX_OUTPUT,
         time_limit: float = TIMEOUT,
         check: bool = True,
+        literal_pathspecs: bool = True,
     ) -> GitResult:
         """Run hardened git on this clone (``--git-dir`` and ``--work-tree`` given explicitly)."""
         return await run_git(
@@ -88,6 +89,7 @@ class MissionClone:
             max_output=max_output,
             time_limit=time_limit,
             check=check,
+            literal_pathspecs=literal_pathspecs,
         )
 
 
@@ -143,13 +145,20 @@ async def create_clone(user_repo: Path, base_commit: str, git_dir: Path, work_tr
     check_sha(base_commit)
     await check_branch_name(branch)
     git_dir, work_tree = _prepare_places(git_dir, work_tree)
-    # The user's repository is only read here (git's upload-pack runs in it).
-    # When the daemon is root and the repository belongs to its user, allow
-    # exactly that one folder: the hardening overrides reach upload-pack too.
-    safe = user_repo if owner_for(user_repo) is not None else None
+    # The user's repository is only read here, by the upload-pack git runs
+    # in it. When the daemon is root and the repository belongs to its user,
+    # trust exactly that repository (safe.directory). Git does not hand -c
+    # overrides to that upload-pack; it reads the user's own config, where
+    # the settings that would run a program (uploadpack.packObjectsHook) are
+    # ignored by git outside protected config.
+    owner = owner_for(user_repo)
+    safe: list[Path] = []
+    if owner is not None:
+        found = await run_git(["rev-parse", "--absolute-git-dir"], cwd=user_repo, owner=owner)
+        safe = [user_repo, Path(found.text.strip())]
     await run_git(
         ["clone", "--bare", "--quiet", "--template=", "--no-tags", "--", str(user_repo), str(git_dir)],
-        safe_directory=safe,
+        safe_directories=safe,
         time_limit=3600,
     )
     for args in (
@@ -212,7 +221,12 @@ async def untracked_paths(clone: MissionClone, env: Mapping[str, str] | None = N
             plain.append(path)
     if nested:
         check = await clone.git(
-            ["check-ignore", "-z", "--stdin", "--no-index"], input=nul_join(nested), env=env, check=False
+            ["check-ignore", "-z", "--stdin", "--no-index"],
+            input=nul_join(nested),
+            env=env,
+            check=False,
+            # check-ignore refuses the literal magic; its input is paths, not patterns.
+            literal_pathspecs=False,
         )
         if check.returncode not in (0, 1):
             raise GitError("git check-ignore failed", detail=check.stderr)

@@ -26,7 +26,8 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -151,11 +152,14 @@ def git_argv(
     git_dir: Path | None = None,
     work_tree: Path | None = None,
     cwd: Path | None = None,
-    safe_directory: Path | None = None,
+    safe_directories: Sequence[Path] = (),
     config: Sequence[tuple[str, str]] = (),
+    literal_pathspecs: bool = True,
 ) -> list[str]:
     """The full argument list for ``git <args>`` with every hardening flag."""
-    argv = ["git", "--no-pager", "--literal-pathspecs", "--no-replace-objects"]
+    argv = ["git", "--no-pager", "--no-replace-objects"]
+    if literal_pathspecs:
+        argv.append("--literal-pathspecs")
     if cwd is not None:
         argv += ["-C", str(cwd)]
     if git_dir is not None:
@@ -164,8 +168,8 @@ def git_argv(
         argv += ["--work-tree", str(work_tree)]
     for key, value in (*HARDENING, *config):
         argv += ["-c", f"{key}={value}"]
-    if safe_directory is not None:
-        argv += ["-c", f"safe.directory={safe_directory}"]
+    for path in safe_directories:
+        argv += ["-c", f"safe.directory={path}"]
     argv += list(args)
     return argv
 
@@ -208,8 +212,9 @@ async def run_git(
     input: bytes | None = None,
     env: Mapping[str, str] | None = None,
     config: Sequence[tuple[str, str]] = (),
-    safe_directory: Path | None = None,
+    safe_directories: Sequence[Path] = (),
     owner: Owner | None = None,
+    literal_pathspecs: bool = True,
     max_output: int = MAX_OUTPUT,
     time_limit: float = TIMEOUT,
     check: bool = True,
@@ -222,8 +227,54 @@ async def run_git(
     the process is killed and the result is ``truncated`` (never an error);
     after ``time_limit`` seconds it is killed and :class:`GitError` raised.
     """
-    argv = git_argv(args, git_dir=git_dir, work_tree=work_tree, cwd=cwd, safe_directory=safe_directory, config=config)
-    name = args[0] if args else "git"
+    with contextlib.ExitStack() as stack:
+        extra = dict(env or {})
+        if safe_directories:
+            extra["GIT_CONFIG_GLOBAL"] = str(stack.enter_context(_safe_directory_config(safe_directories)))
+        argv = git_argv(
+            args,
+            git_dir=git_dir,
+            work_tree=work_tree,
+            cwd=cwd,
+            safe_directories=safe_directories,
+            config=config,
+            literal_pathspecs=literal_pathspecs,
+        )
+        return await _run(argv, args[0] if args else "git", input, extra, owner, max_output, time_limit, check)
+
+
+@contextlib.contextmanager
+def _safe_directory_config(paths: Sequence[Path]) -> Iterator[Path]:
+    """A throwaway global config trusting exactly ``paths``.
+
+    Git does not pass ``-c`` settings to the ``upload-pack`` it runs in a
+    local source repository, and ``safe.directory`` is read only from
+    protected (system, global, command-line) config, so a repository of
+    another user can only be allowed through the global file.
+    """
+    lines = ["[safe]"]
+    for path in paths:
+        text = str(path)
+        if any(ch in text for ch in "\n\r\0"):
+            raise GitError("git cannot trust a path with line breaks")
+        quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'\tdirectory = "{quoted}"')
+    with tempfile.TemporaryDirectory(prefix="haflow-gitconfig-") as tmp:
+        config = Path(tmp) / "config"
+        config.write_text("\n".join(lines) + "\n")
+        yield config
+
+
+async def _run(
+    argv: list[str],
+    name: str,
+    input: bytes | None,
+    env: Mapping[str, str],
+    owner: Owner | None,
+    max_output: int,
+    time_limit: float,
+    check: bool,
+) -> GitResult:
     kwargs: dict[str, object] = {}
     if owner is not None:
         kwargs.update(user=owner.uid, group=owner.gid, extra_groups=[])
