@@ -45,6 +45,12 @@ def _give(path: Path, owner: Owner | None) -> None:
         os.chown(path, owner.uid, owner.gid)
 
 
+async def _is_ancestor(clone: MissionClone, sha: str, target: str) -> bool:
+    """Whether ``sha`` is in ``target``'s history; asked of the clone, which has all of that history."""
+    result = await clone.git(["merge-base", "--is-ancestor", "--end-of-options", sha, target], check=False)
+    return result.returncode == 0
+
+
 async def deliver(clone: MissionClone, user_repo: Path, branch: str, commit: str | None = None) -> Delivered:
     """Create (or fast-forward) ``refs/heads/<branch>`` in ``user_repo`` at ``commit`` (default: the mission's tip).
 
@@ -61,6 +67,12 @@ async def deliver(clone: MissionClone, user_repo: Path, branch: str, commit: str
         raise Conflict("Nothing to deliver: the mission has no commits")
     owner = owner_for(user_repo)
     env = {"GIT_CEILING_DIRECTORIES": str(user_repo.parent)}
+    existing = await run_git(
+        ["rev-parse", "--verify", "-q", f"refs/heads/{branch}"], cwd=user_repo, env=env, owner=owner, check=False
+    )
+    current = existing.text.strip()
+    if existing.returncode == 0 and current != target and not await _is_ancestor(clone, current, target):
+        raise Conflict(f"Branch {branch} exists in the repository and is not an ancestor of the mission's commit")
     await clone.git(["update-ref", "--no-deref", DELIVERY_REF, target])
     try:
         with _bundle_dir(owner) as tmp:
@@ -76,7 +88,6 @@ async def deliver(clone: MissionClone, user_repo: Path, branch: str, commit: str
                     "--no-write-fetch-head",
                     "--no-auto-gc",
                     "--no-auto-maintenance",
-                    "--no-show-forced-updates",
                     str(bundle),
                     f"{DELIVERY_REF}:refs/heads/{branch}",
                 ],
