@@ -131,6 +131,17 @@ def _prepare_places(git_dir: Path, work_tree: Path) -> tuple[Path, Path]:
     return git_dir, work_tree
 
 
+#: ``info/attributes`` beats every ``.gitattributes`` of the tree: no path
+#: can name a filter driver, whatever config might define one.
+INFO_ATTRIBUTES = "* !filter\n"
+
+
+def _write_info_attributes(git_dir: Path) -> None:
+    info = git_dir / "info"
+    info.mkdir(exist_ok=True)
+    (info / "attributes").write_text(INFO_ATTRIBUTES)
+
+
 def _make_dir(path: Path) -> None:
     path.mkdir(mode=0o755, parents=True, exist_ok=True)
 
@@ -168,6 +179,7 @@ async def create_clone(user_repo: Path, base_commit: str, git_dir: Path, work_tr
         ["config", "--remove-section", "remote.origin"],
     ):
         await run_git(args, git_dir=git_dir)
+    _write_info_attributes(git_dir)
     _make_dir(work_tree)
     await run_git(
         ["checkout", "--quiet", "--no-guess", "-b", branch, base_commit, "--"],
