@@ -102,3 +102,24 @@ class TestOwnerFor:
         """As root, a repository another uid owns is handled as that uid."""
         os.chown(user_repo, OTHER_UID, OTHER_UID)
         assert owner_for(user_repo) == Owner(OTHER_UID, OTHER_UID)
+
+
+class TestMachineConfigIgnored:
+    """The daemon's git sees only command-line and repository config, whatever its environment says."""
+
+    async def test_no_global_or_system_scope(
+        self, tmp_path: Path, user_repo: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A ~/.gitconfig, GIT_CONFIG_GLOBAL and GIT_CONFIG_COUNT are invisible to git config --list."""
+        home = tmp_path / "home"
+        home.mkdir()
+        (home / ".gitconfig").write_text("[user]\n\tname = Hostile\n")
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
+        monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+        monkeypatch.setenv("GIT_CONFIG_KEY_0", "user.email")
+        monkeypatch.setenv("GIT_CONFIG_VALUE_0", "evil@example.com")
+        listed = (await run_git(["config", "--list", "--show-scope"], cwd=user_repo)).text
+        scopes = {line.split("\t", 1)[0] for line in listed.splitlines()}
+        assert scopes == {"local", "command"}
+        assert "Hostile" not in listed and "evil@example.com" not in listed
