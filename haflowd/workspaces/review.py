@@ -8,6 +8,7 @@ links (their target is the content shown), never the file they point to.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import shutil
@@ -85,15 +86,20 @@ def check_tree_path(path: str) -> str:
 async def review_index(clone: MissionClone) -> AsyncIterator[dict[str, str]]:
     """An environment whose ``GIT_INDEX_FILE`` is a copy of the clone's index with untracked files added.
 
+    (An empty environment, the clone's own index, when nothing is untracked.)
+
     Plain untracked files are marked intent-to-add (no content is read);
     files inside nested repositories are added for real, as
     :func:`.clone.commit_all` would record them.
     """
+    plain, nested = await untracked_paths(clone)
+    if not plain and not nested:
+        yield {}
+        return
     with tempfile.TemporaryDirectory(prefix="haflow-index-") as tmp:
         index = Path(tmp) / "index"
         _copy_index(clone.git_dir / "index", index)
         env = {"GIT_INDEX_FILE": str(index)}
-        plain, nested = await untracked_paths(clone, env)
         if plain:
             await clone.git(
                 ["add", "--intent-to-add", "--pathspec-from-file=-", "--pathspec-file-nul"],
@@ -145,12 +151,22 @@ def _parse_name_status(raw: bytes) -> tuple[FileStatus, ...]:
 
 
 async def status(clone: MissionClone) -> Status:
-    """Every path that differs between the base commit and the work tree (untracked ones as ``A``)."""
-    async with review_index(clone) as env:
-        result = await clone.git(
-            ["diff", "--name-status", "-z", "-M", "--no-ext-diff", "--no-textconv", clone.base_commit, "--"], env=env
-        )
-    files = _parse_name_status(result.stdout)
+    """Every path that differs between the base commit and the work tree (untracked ones as ``A``).
+
+    Tracked changes (``diff --name-status -M`` against the base, so
+    committed renames show as ``R``) and the untracked scan run side by
+    side; an uncommitted rename shows as ``D`` plus ``A``.
+    """
+    tracked, (plain, nested) = await asyncio.gather(
+        clone.git(
+            ["diff", "--name-status", "-z", "-M", "--no-ext-diff", "--no-textconv", clone.base_commit, "--"],
+        ),
+        untracked_paths(clone),
+    )
+    changed = _parse_name_status(tracked.stdout)
+    known = {f.path for f in changed}
+    added = [FileStatus(p, "A") for p in (*plain, *nested) if p not in known]
+    files = tuple(sorted((*changed, *added), key=lambda f: f.path))
     return Status(bool(files), files, _summary(files))
 
 
