@@ -51,12 +51,15 @@ def git(*args: str, cwd: Path | None = None, input: bytes | None = None) -> None
 
 
 def file_blobs(files: int, total_bytes: int) -> Iterator[tuple[str, bytes]]:
-    """(path, content) of ``files`` text files, ~``total_bytes`` in all, 100 per folder."""
+    """(path, content) of ``files`` text files, ~``total_bytes`` in all, 100 per folder.
+
+    Every file has its own random text, so the pack is not one long chain
+    of deltas (which would make every blob read slow, unlike a real repository).
+    """
     size = max(16, total_bytes // max(1, files))
-    seed = os.urandom(size // 2 + 64).hex().encode()
     for i in range(files):
         header = f"file {i}\n".encode()
-        body = seed[i % 64 : i % 64 + size - len(header)]
+        body = os.urandom(max(0, size - len(header)) // 2 + 1).hex().encode()[: size - len(header)]
         lines = b"\n".join(body[j : j + 79] for j in range(0, len(body), 79))
         yield f"src/d{i // 100:04d}/f{i:06d}.txt", header + lines + b"\n"
 
