@@ -7,6 +7,10 @@ There is no ``core.worktree`` in the config: the host passes
 ``--work-tree`` on every call, and inside a container the git directory
 bind-mounted (read-only) at ``/workspace/.git`` finds ``/workspace``.
 
+The clone's ``info/attributes`` unsets the ``filter`` attribute for every
+path, and it beats any ``.gitattributes`` in the tree: even if a filter
+driver were ever defined in config, no path could select it.
+
 Objects are shared with the user's repository by hard links (``git clone``
 of a local path), not alternates: a later ``git gc`` in the user's
 repository cannot remove an object a hard-linked clone still has, and git
@@ -149,7 +153,8 @@ def _make_dir(path: Path) -> None:
 async def create_clone(user_repo: Path, base_commit: str, git_dir: Path, work_tree: Path, branch: str) -> MissionClone:
     """Clone ``user_repo`` into ``git_dir`` and check out ``branch`` at ``base_commit`` into ``work_tree``.
 
-    Writes nothing to ``user_repo``. ``git_dir`` must not exist;
+    The clone keeps only the mission branch (the user's other refs are
+    dropped; their objects stay). Writes nothing to ``user_repo``. ``git_dir`` must not exist;
     ``work_tree`` must not exist or be empty, and must not contain
     ``git_dir``.
     """
@@ -172,6 +177,12 @@ async def create_clone(user_repo: Path, base_commit: str, git_dir: Path, work_tr
         safe_directories=safe,
         time_limit=3600,
     )
+    # The user's branches and tags are not the mission's business (and a
+    # user branch named like the mission branch must not block it): drop
+    # every ref; the objects stay.
+    refs = await run_git(["for-each-ref", "--format=delete %(refname)"], git_dir=git_dir)
+    if refs.stdout:
+        await run_git(["update-ref", "--no-deref", "--stdin"], git_dir=git_dir, input=refs.stdout)
     for args in (
         ["config", "core.bare", "false"],
         ["config", "core.symlinks", "true"],

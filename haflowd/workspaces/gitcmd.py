@@ -44,7 +44,10 @@ TIMEOUT = 120.0
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 #: ``-c`` overrides passed to every git call. Command-line config wins over
-#: repository config and is inherited by git's own child processes.
+#: repository config and is inherited by git's own child processes (except
+#: the ``upload-pack`` of a local clone, see :func:`.clone.create_clone`).
+#: ``diff.external=`` (empty) fails closed: a diff run without
+#: ``--no-ext-diff`` stops with "cannot run", it never runs a program.
 HARDENING: tuple[tuple[str, str], ...] = (
     ("core.hooksPath", "/dev/null"),
     ("core.fsmonitor", "false"),

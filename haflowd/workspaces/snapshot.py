@@ -10,11 +10,14 @@ is not part of the copy.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import tempfile
 from pathlib import Path
 
-from .gitcmd import GitError
+from ..errors import HaflowError
+
+logger = logging.getLogger(__name__)
 
 #: The copy of the work tree inside the folder :func:`snapshot_worktree` returns.
 TREE = "workspace"
@@ -64,6 +67,7 @@ async def snapshot_worktree(work_tree: Path, parent: Path | None = None, *, time
         raise
     if proc.returncode != 0:
         shutil.rmtree(folder, ignore_errors=True)
-        raise GitError("copying the work tree failed", detail=err.decode("utf-8", "replace")[:4096])
+        logger.warning("workspace.snapshot_failed", extra={"stderr": err.decode("utf-8", "replace")[:4096]})
+        raise HaflowError("Copying the work tree failed")
     _drop_git_entry(target)
     return target

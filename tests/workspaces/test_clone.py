@@ -60,6 +60,15 @@ class TestCreateClone:
         assert git("status", "--porcelain", cwd=container) == ""
         assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=container).strip() == BRANCH
 
+    async def test_only_the_mission_branch(self, tmp_path: Path, user_repo: Path, base: str) -> None:
+        """The user's branches and tags are not in the clone, and one named like the mission branch is no obstacle."""
+        git("branch", "private-work", cwd=user_repo)
+        git("branch", BRANCH, cwd=user_repo)
+        git("tag", "v1", cwd=user_repo)
+        made = await create_clone(user_repo, base, tmp_path / "m" / "repo.git", tmp_path / "m" / "workspace", BRANCH)
+        refs = git(f"--git-dir={made.git_dir}", "for-each-ref", "--format=%(refname)").split()
+        assert refs == [f"refs/heads/{BRANCH}"]
+
     async def test_user_repository_is_byte_identical(self, tmp_path: Path, user_repo: Path, base: str) -> None:
         """Cloning writes nothing to the user's .git (refs, config, index, HEAD, logs, hooks) or files."""
         (user_repo / "dirty.txt").write_text("uncommitted\n")
