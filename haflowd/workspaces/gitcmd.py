@@ -29,6 +29,7 @@ import signal
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -201,6 +202,26 @@ async def _drain_stderr(stream: asyncio.StreamReader) -> bytes:
     return bytes(kept)
 
 
+async def _drain(stream: asyncio.StreamReader | None) -> None:
+    """Read a killed process's pipe to its end, so its transport closes (bounded: the writers are dead)."""
+    if stream is None:
+        return
+    with contextlib.suppress(TimeoutError, OSError):
+        async with asyncio.timeout(5):
+            while await stream.read(65536):
+                pass
+
+
+async def _reap(proc: asyncio.subprocess.Process, *tasks: asyncio.Future[Any]) -> None:
+    """Kill the process group, stop our readers, empty its pipes and wait: nothing is left running or open."""
+    _kill(proc)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(_drain(proc.stdout), _drain(proc.stderr))
+    await proc.wait()
+
+
 def _kill(proc: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -304,27 +325,22 @@ async def _run(
             await proc.stdin.drain()
         proc.stdin.close()
 
-    async def communicate() -> tuple[bytes, bool, bytes]:
-        assert proc.stdout is not None and proc.stderr is not None
-        err_task = asyncio.ensure_future(_drain_stderr(proc.stderr))
-        feed_task = asyncio.ensure_future(feed())
-        out, truncated = await _read_bounded(proc.stdout, max_output)
-        if truncated:
-            _kill(proc)
-        err = await err_task
-        await feed_task
-        await proc.wait()
-        return out, truncated, err
-
+    err_task = asyncio.ensure_future(_drain_stderr(proc.stderr))
+    feed_task = asyncio.ensure_future(feed())
     try:
-        out, truncated, err = await asyncio.wait_for(communicate(), time_limit)
+        async with asyncio.timeout(time_limit):
+            out, truncated = await _read_bounded(proc.stdout, max_output)
+            if truncated:
+                _kill(proc)
+                await _drain(proc.stdout)
+            err = await err_task
+            await feed_task
+            await proc.wait()
     except TimeoutError:
-        _kill(proc)
-        await proc.wait()
+        await _reap(proc, err_task, feed_task)
         raise GitError(f"git {name} timed out after {time_limit:g} s") from None
     except BaseException:
-        _kill(proc)
-        await proc.wait()
+        await _reap(proc, err_task, feed_task)
         raise
     assert proc.returncode is not None
     result = GitResult(proc.returncode, out, err.decode("utf-8", "replace"), truncated)
