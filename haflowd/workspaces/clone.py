@@ -42,6 +42,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 #: The identity of the committer (the author is the agent).
 COMMITTER = ("haflowd", "haflowd@localhost")
 TRAILER = "Haflow-Run"
+STEP_TRAILER = "Haflow-Step"
+#: What a step id may look like to be written as a trailer.
+_STEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @attrs.frozen
@@ -269,12 +272,15 @@ def _check_identity(value: str, what: str) -> str:
     return value
 
 
-def commit_message(message: str, run_id: str) -> str:
-    """``message`` without control characters, ending with the ``Haflow-Run`` trailer."""
+def commit_message(message: str, run_id: str, step_id: str | None = None) -> str:
+    """``message`` without control characters, ending with the ``Haflow-Run`` (and ``Haflow-Step``) trailers."""
     if not is_run_id(run_id):
         raise ValueError(f"not a run id: {run_id!r}")
+    if step_id is not None and _STEP_ID.fullmatch(step_id) is None:
+        raise ValueError(f"not a step id: {step_id!r}")
     text = _CONTROL.sub("", message).strip() or f"haflow run {run_id}"
-    return f"{text}\n\n{TRAILER}: {run_id}\n"
+    trailers = f"{TRAILER}: {run_id}\n" + (f"{STEP_TRAILER}: {step_id}\n" if step_id else "")
+    return f"{text}\n\n{trailers}"
 
 
 async def commit_all(
@@ -284,6 +290,7 @@ async def commit_all(
     author_email: str,
     message: str,
     run_id: str,
+    step_id: str | None = None,
     now: datetime | None = None,
 ) -> CommitResult | None:
     """Commit every change in the work tree (honouring ``.gitignore``) on the mission branch.
@@ -294,7 +301,7 @@ async def commit_all(
     """
     name = _check_identity(author_name, "author name")
     email = _check_identity(author_email, "author email")
-    text = commit_message(message, run_id)
+    text = commit_message(message, run_id, step_id)
     await clone.git(["add", "--update", "--", "."])
     plain, nested = await untracked_paths(clone)
     if plain or nested:

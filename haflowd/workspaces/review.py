@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 import attrs
 
 from ..errors import BadRequest, PayloadTooLarge
-from .clone import TRAILER, Changes, MissionClone, nul_join, parse_shortstat, untracked_paths
+from .clone import STEP_TRAILER, TRAILER, Changes, MissionClone, nul_join, parse_shortstat, untracked_paths
 from .gitcmd import MAX_OUTPUT
 
 #: Default bound of a diff answer, in bytes.
@@ -29,6 +29,7 @@ MAX_DIFF_BYTES = 2 * 1024 * 1024
 #: A patch larger than this is refused rather than cut.
 MAX_PATCH_BYTES = 64 * 1024 * 1024
 _RUN_TRAILER = re.compile(rf"^{TRAILER}: (r-[0-9a-f]{{8}})$", re.MULTILINE)
+_STEP_TRAILER_RE = re.compile(rf"^{STEP_TRAILER}: ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}})$", re.MULTILINE)
 _REV = re.compile(r"[0-9a-f]{4,64}")
 _WORDS = {"A": "added", "M": "modified", "D": "deleted", "R": "renamed", "T": "type changed", "C": "copied"}
 
@@ -67,6 +68,7 @@ class CommitInfo:
     insertions: int
     deletions: int
     run_id: str | None = None
+    step_id: str | None = None
 
 
 def check_tree_path(path: str) -> str:
@@ -238,6 +240,7 @@ async def commits(clone: MissionClone) -> list[CommitInfo]:
         sha, author, stamp, body, stats = record.split("\x1f", 4)
         changes: Changes = parse_shortstat(stats)
         trailer = _RUN_TRAILER.findall(body)
+        step = _STEP_TRAILER_RE.findall(body)
         infos.append(
             CommitInfo(
                 sha=sha,
@@ -248,6 +251,7 @@ async def commits(clone: MissionClone) -> list[CommitInfo]:
                 insertions=changes.insertions,
                 deletions=changes.deletions,
                 run_id=trailer[-1] if trailer else None,
+                step_id=step[-1] if step else None,
             )
         )
     return infos

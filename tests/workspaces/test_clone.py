@@ -226,5 +226,8 @@ class TestCommitAll:
         """Control characters go, an empty message gets a default, the trailer is appended."""
         assert commit_message("a\x1b[31m\x1eb", "r-00000001") == "a[31mb\n\nHaflow-Run: r-00000001\n"
         assert commit_message("  ", "r-00000001") == "haflow run r-00000001\n\nHaflow-Run: r-00000001\n"
+        assert commit_message("m", "r-00000001", "implement") == "m\n\nHaflow-Run: r-00000001\nHaflow-Step: implement\n"
         with pytest.raises(ValueError, match="run id"):
             commit_message("m", "run-1")
+        with pytest.raises(ValueError, match="step id"):
+            commit_message("m", "r-00000001", "x\nHaflow-Run: r-99999999")

@@ -23,9 +23,9 @@ from haflowd.workspaces.review import (
 from tests.workspaces.conftest import git
 
 
-async def commit(clone: MissionClone, run_id: str, message: str = "step") -> str:
+async def commit(clone: MissionClone, run_id: str, message: str = "step", step_id: str | None = None) -> str:
     result = await commit_all(
-        clone, author_name="Agent", author_email="agent@haflow.local", message=message, run_id=run_id
+        clone, author_name="Agent", author_email="agent@haflow.local", message=message, run_id=run_id, step_id=step_id
     )
     assert result is not None
     return result.sha
@@ -188,7 +188,7 @@ class TestCommits:
         first = await commit(clone, "r-00000001", "First step")
         (clone.work_tree / "a.txt").write_text("1\n")
         (clone.work_tree / "README.md").unlink()
-        second = await commit(clone, "r-00000002", "Second step\n\nWith a body.")
+        second = await commit(clone, "r-00000002", "Second step\n\nWith a body.", step_id="implementation")
         listed = await commits(clone)
         assert [c.sha for c in listed] == [first, second]
         one, two = listed
@@ -197,6 +197,7 @@ class TestCommits:
         assert one.message == "First step\n\nHaflow-Run: r-00000001"
         assert (one.run_id, one.files, one.insertions, one.deletions) == ("r-00000001", 1, 2, 0)
         assert (two.run_id, two.files, two.insertions, two.deletions) == ("r-00000002", 2, 0, 2)
+        assert (one.step_id, two.step_id) == (None, "implementation")
         assert one.created_at.tzinfo is not None
 
     async def test_commit_without_trailer(self, clone: MissionClone) -> None:
