@@ -22,6 +22,7 @@ git dies instead of falling back.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import stat
@@ -157,9 +158,9 @@ async def create_clone(user_repo: Path, base_commit: str, git_dir: Path, work_tr
     """Clone ``user_repo`` into ``git_dir`` and check out ``branch`` at ``base_commit`` into ``work_tree``.
 
     The clone keeps only the mission branch (the user's other refs are
-    dropped; their objects stay). Writes nothing to ``user_repo``. ``git_dir`` must not exist;
-    ``work_tree`` must not exist or be empty, and must not contain
-    ``git_dir``.
+    dropped; their objects stay). Writes nothing to ``user_repo``.
+    ``git_dir`` must not exist; ``work_tree`` must not exist or be empty,
+    and must not contain ``git_dir``.
     """
     check_sha(base_commit)
     await check_branch_name(branch)
@@ -231,24 +232,14 @@ async def untracked_paths(clone: MissionClone, env: Mapping[str, str] | None = N
     are returned (no fifos or devices).
     """
     listing = await clone.git(["ls-files", "-z", "--others", "--exclude-standard"], env=env)
-    plain: list[str] = []
-    nested: list[str] = []
-    for path in listing.stdout.decode("utf-8", "surrogateescape").split("\0"):
-        if not path:
-            continue
-        if path.endswith("/"):
-            nested.extend(_walk_files(clone.work_tree, path))
-            continue
-        try:
-            mode = os.lstat(clone.work_tree / path).st_mode
-        except OSError:
-            continue
-        if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
-            plain.append(path)
+    # Walking nested repositories and lstat-ing thousands of paths would
+    # block the event loop: do it in a thread.
+    plain, nested = await asyncio.to_thread(_classify, clone.work_tree, listing.stdout)
     if nested:
         check = await clone.git(
             ["check-ignore", "-z", "--stdin", "--no-index"],
-            input=nul_join(nested),
+            # "./" keeps a name starting with ":" from being read as pathspec magic.
+            input=nul_join([f"./{p}" for p in nested]),
             env=env,
             check=False,
             # check-ignore refuses the literal magic; its input is paths, not patterns.
@@ -256,8 +247,27 @@ async def untracked_paths(clone: MissionClone, env: Mapping[str, str] | None = N
         )
         if check.returncode not in (0, 1):
             raise GitError("git check-ignore failed", detail=check.stderr)
-        ignored = set(check.stdout.decode("utf-8", "surrogateescape").split("\0"))
+        ignored = {p.removeprefix("./") for p in check.stdout.decode("utf-8", "surrogateescape").split("\0")}
         nested = [p for p in nested if p not in ignored]
+    return plain, nested
+
+
+def _classify(work_tree: Path, listing: bytes) -> tuple[list[str], list[str]]:
+    """Split ``ls-files -z --others`` output into plain files/symlinks and files inside nested repositories."""
+    plain: list[str] = []
+    nested: list[str] = []
+    for path in listing.decode("utf-8", "surrogateescape").split("\0"):
+        if not path:
+            continue
+        if path.endswith("/"):
+            nested.extend(_walk_files(work_tree, path))
+            continue
+        try:
+            mode = os.lstat(work_tree / path).st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+            plain.append(path)
     return plain, nested
 
 

@@ -181,6 +181,16 @@ class TestCommitAll:
         assert "vendor/lib/junk.log" not in entries
         assert not any(".git/" in path or path.endswith(".git") for path in entries)
 
+    async def test_odd_names_in_a_nested_repository(self, clone: MissionClone) -> None:
+        """Names that look like pathspec magic or globs, or hold newlines, are committed as they are."""
+        nested = clone.work_tree / ":(x)"
+        make_repo(nested, {"*.py": "glob\n", "a\nb.txt": "newline\n", "skip.log": "ignored\n"})
+        (clone.work_tree / ":(top)plain").write_text("plain\n")
+        await commit(clone)
+        entries = tracked(clone)
+        assert {":(x)/*.py", ":(x)/a\nb.txt", ":(top)plain"} <= set(entries)
+        assert ":(x)/skip.log" not in entries
+
     async def test_symlink_is_recorded_as_a_link(self, clone: MissionClone) -> None:
         """A symlink is committed with mode 120000 and its target as content."""
         os.symlink("/etc/passwd", clone.work_tree / "pw")
