@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -78,6 +79,17 @@ class TestRunGit:
         """A git call that runs too long is killed and raises GitError."""
         with pytest.raises(GitError, match="timed out"):
             await run_git(["slow"], cwd=tmp_path, config=[("alias.slow", "!sleep 30")], time_limit=0.5)
+
+    async def test_cancel_kills_the_process_group(self, tmp_path: Path) -> None:
+        """Cancelling the caller kills git and what git started; nothing finishes later."""
+        late = tmp_path / "still-running"
+        task = asyncio.create_task(run_git(["slow"], cwd=tmp_path, config=[("alias.slow", f"!sleep 2; touch {late}")]))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(2.5)
+        assert not late.exists()
 
     async def test_input(self, tmp_path: Path) -> None:
         """Bytes given as input reach git's standard input."""
