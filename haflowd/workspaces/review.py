@@ -1,0 +1,278 @@
+"""What a reviewer sees of a mission's clone: status, diff, commits and the patch.
+
+Every query is read-only for the mission: uncommitted, untracked files are
+shown by marking them intent-to-add in a throwaway copy of the index
+(``GIT_INDEX_FILE``), never in the clone's own index. Git reads symlinks as
+links (their target is the content shown), never the file they point to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+import attrs
+
+from ..errors import BadRequest, PayloadTooLarge
+from .clone import STEP_TRAILER, TRAILER, Changes, MissionClone, nul_join, parse_shortstat, untracked_paths
+from .gitcmd import MAX_OUTPUT
+
+#: Default bound of a diff answer, in bytes.
+MAX_DIFF_BYTES = 2 * 1024 * 1024
+#: A patch larger than this is refused rather than cut.
+MAX_PATCH_BYTES = 64 * 1024 * 1024
+_RUN_TRAILER = re.compile(rf"^{TRAILER}: (r-[0-9a-f]{{8}})$", re.MULTILINE)
+_STEP_TRAILER_RE = re.compile(rf"^{STEP_TRAILER}: ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}})$", re.MULTILINE)
+_REV = re.compile(r"[0-9a-f]{4,64}")
+_WORDS = {"A": "added", "M": "modified", "D": "deleted", "R": "renamed", "T": "type changed", "C": "copied"}
+
+
+@attrs.frozen
+class FileStatus:
+    path: str
+    #: git's letter: A, M, D, R or T.
+    status: str
+
+
+@attrs.frozen
+class Status:
+    """The mission branch plus uncommitted work, against the base commit."""
+
+    has_changes: bool
+    files: tuple[FileStatus, ...]
+    summary: str
+
+
+@attrs.frozen
+class Diff:
+    diff: str
+    #: The diff went past the bound and was cut at a line end.
+    truncated: bool = False
+
+
+@attrs.frozen
+class CommitInfo:
+    sha: str
+    message: str
+    #: ``Name <email>``.
+    author: str
+    created_at: datetime
+    files: int
+    insertions: int
+    deletions: int
+    run_id: str | None = None
+    step_id: str | None = None
+
+
+def check_tree_path(path: str) -> str:
+    """``path`` if it names something inside the work tree, else :class:`BadRequest` (400)."""
+    if not path or "\0" in path or "\\" in path:
+        raise BadRequest("Path is outside the work tree")
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or any(part in ("..", ".git") for part in pure.parts):
+        raise BadRequest("Path is outside the work tree")
+    normal = str(pure)
+    if normal == ".":
+        raise BadRequest("Path is outside the work tree")
+    return normal
+
+
+@contextlib.asynccontextmanager
+async def review_index(clone: MissionClone) -> AsyncIterator[dict[str, str]]:
+    """An environment whose ``GIT_INDEX_FILE`` is a copy of the clone's index with untracked files added.
+
+    (An empty environment, the clone's own index, when nothing is untracked.)
+
+    Plain untracked files are marked intent-to-add (no content is read);
+    files inside nested repositories are added for real, as
+    :func:`.clone.commit_all` would record them.
+    """
+    plain, nested = await untracked_paths(clone)
+    if not plain and not nested:
+        yield {}
+        return
+    with tempfile.TemporaryDirectory(prefix="haflow-index-") as tmp:
+        index = Path(tmp) / "index"
+        _copy_index(clone.git_dir / "index", index)
+        env = {"GIT_INDEX_FILE": str(index)}
+        if plain:
+            await clone.git(
+                ["add", "--intent-to-add", "--pathspec-from-file=-", "--pathspec-file-nul"],
+                input=nul_join(plain),
+                env=env,
+            )
+        if nested:
+            await clone.git(["update-index", "--add", "-z", "--stdin"], input=nul_join(nested), env=env)
+        yield env
+
+
+def _copy_index(source: Path, target: Path) -> None:
+    if source.exists():
+        shutil.copyfile(source, target)
+
+
+async def _check_rev(clone: MissionClone, rev: str) -> str:
+    """The full sha of commit ``rev`` (a hex sha or prefix) in the clone, else 400."""
+    if _REV.fullmatch(rev) is None:
+        raise BadRequest(f"Not a commit: {rev[:80]}")
+    result = await clone.git(["rev-parse", "--verify", "-q", "--end-of-options", f"{rev}^{{commit}}"], check=False)
+    if result.returncode != 0:
+        raise BadRequest(f"Not a commit: {rev}")
+    return result.text.strip()
+
+
+def _summary(files: tuple[FileStatus, ...]) -> str:
+    if not files:
+        return "No changes"
+    counts = Counter(f.status for f in files)
+    parts = ", ".join(f"{counts[k]} {_WORDS[k]}" for k in _WORDS if counts[k])
+    noun = "file" if len(files) == 1 else "files"
+    return f"{len(files)} {noun} changed ({parts})"
+
+
+def _parse_name_status(raw: bytes) -> tuple[FileStatus, ...]:
+    fields = raw.decode("utf-8", "replace").split("\0")
+    files: list[FileStatus] = []
+    i = 0
+    while i < len(fields) and fields[i]:
+        letter = fields[i][0]
+        if letter in "RC":
+            files.append(FileStatus(fields[i + 2], letter))
+            i += 3
+        else:
+            files.append(FileStatus(fields[i + 1], letter))
+            i += 2
+    return tuple(files)
+
+
+async def status(clone: MissionClone) -> Status:
+    """Every path that differs between the base commit and the work tree (untracked ones as ``A``).
+
+    Tracked changes (``diff --name-status -M`` against the base, so
+    committed renames show as ``R``) and the untracked scan run side by
+    side; an uncommitted rename shows as ``D`` plus ``A``.
+    """
+    tracked, (plain, nested) = await asyncio.gather(
+        clone.git(
+            ["diff", "--name-status", "-z", "-M", "--no-ext-diff", "--no-textconv", clone.base_commit, "--"],
+        ),
+        untracked_paths(clone),
+    )
+    changed = _parse_name_status(tracked.stdout)
+    known = {f.path for f in changed}
+    added = [FileStatus(p, "A") for p in (*plain, *nested) if p not in known]
+    files = tuple(sorted((*changed, *added), key=lambda f: f.path))
+    return Status(bool(files), files, _summary(files))
+
+
+def _cut(raw: bytes, truncated: bool) -> Diff:
+    if truncated:
+        end = raw.rfind(b"\n")
+        raw = raw[: end + 1] if end >= 0 else b""
+    return Diff(raw.decode("utf-8", "replace"), truncated)
+
+
+async def diff(
+    clone: MissionClone,
+    *,
+    from_: str | None = None,
+    to: str | None = None,
+    path: str | None = None,
+    max_bytes: int = MAX_DIFF_BYTES,
+) -> Diff:
+    """A unified diff from ``from_`` (default: the base commit) to ``to`` (default: the work tree).
+
+    With ``to`` unset, uncommitted and untracked files are included. Binary
+    files show as ``Binary files ... differ``, symlinks as their target.
+    Past ``max_bytes`` git is stopped and the diff is cut (``truncated``).
+    ``path`` limits the diff to one file (400 when it leaves the tree).
+    """
+    start = clone.base_commit if from_ is None else await _check_rev(clone, from_)
+    end = None if to is None else await _check_rev(clone, to)
+    pathspec = [check_tree_path(path)] if path is not None else []
+    args = [
+        "diff",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-textconv",
+        "-M",
+        "--src-prefix=a/",
+        "--dst-prefix=b/",
+        start,
+        *([end] if end else []),
+        "--",
+        *pathspec,
+    ]
+    if end is not None:
+        result = await clone.git(args, max_output=max_bytes)
+    else:
+        async with review_index(clone) as env:
+            result = await clone.git(args, env=env, max_output=max_bytes)
+    return _cut(result.stdout, result.truncated)
+
+
+async def commits(clone: MissionClone) -> list[CommitInfo]:
+    """The mission branch's commits after the base commit, oldest first."""
+    result = await clone.git(
+        [
+            "log",
+            "--reverse",
+            "--no-color",
+            "--no-decorate",
+            "--no-notes",
+            "--no-mailmap",
+            "--shortstat",
+            "--format=%x1e%H%x1f%an <%ae>%x1f%ct%x1f%B%x1f",
+            f"{clone.base_commit}..HEAD",
+            "--",
+        ],
+        max_output=MAX_OUTPUT,
+    )
+    infos: list[CommitInfo] = []
+    for record in result.text.split("\x1e")[1:]:
+        sha, author, stamp, body, stats = record.split("\x1f", 4)
+        changes: Changes = parse_shortstat(stats)
+        trailer = _RUN_TRAILER.findall(body)
+        step = _STEP_TRAILER_RE.findall(body)
+        infos.append(
+            CommitInfo(
+                sha=sha,
+                message=body.strip(),
+                author=author,
+                created_at=datetime.fromtimestamp(int(stamp), UTC),
+                files=changes.files,
+                insertions=changes.insertions,
+                deletions=changes.deletions,
+                run_id=trailer[-1] if trailer else None,
+                step_id=step[-1] if step else None,
+            )
+        )
+    return infos
+
+
+async def patch(clone: MissionClone) -> str:
+    """The mission's commits as ``git format-patch --stdout base..HEAD``."""
+    result = await clone.git(
+        [
+            "format-patch",
+            "--stdout",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--binary",
+            "--no-signature",
+            f"{clone.base_commit}..HEAD",
+            "--",
+        ],
+        max_output=MAX_PATCH_BYTES,
+    )
+    if result.truncated:
+        raise PayloadTooLarge("The mission's patch is too large; deliver the branch instead")
+    return result.text
