@@ -22,6 +22,8 @@ from .models import AgentSpec, StepType, Workflow
 from .placeholders import PLACEHOLDERS, placeholders_in
 
 DEFAULT_WORKFLOW = "standard-feature"
+#: The default workflow of a mission on a project, when it is defined.
+CODE_WORKFLOW = "code-feature"
 AGENTS = "agents"
 
 

@@ -62,6 +62,10 @@ class Config:
         return self.home / "missions"
 
     @property
+    def projects_dir(self) -> Path:
+        return self.home / "projects"
+
+    @property
     def user_workflows_dir(self) -> Path:
         return self.home / "workflows"
 

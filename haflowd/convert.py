@@ -25,11 +25,23 @@ from .errors import BadRequest
 from .models import (
     AgentSpec,
     Changes,
+    Commit,
     CreateMissionRequest,
+    Delivered,
     Delivery,
+    DeliverRequest,
+    Execution,
+    ExecutionStarted,
+    GitDiff,
+    GitFile,
+    GitStatus,
+    LinkProjectRequest,
     MissionDetail,
     MissionListItem,
     MissionMeta,
+    Project,
+    RequestChangesRequest,
+    RunCommandRequest,
     SaveArtifactRequest,
     StepRun,
     Usage,
@@ -49,7 +61,16 @@ RENAMES: dict[type, dict[str, str]] = {
         "workspace_mode": "workspaceMode",
         "quick_commands": "quickCommands",
     },
-    CreateMissionRequest: {"raw_input": "rawInput", "workflow_id": "workflowId"},
+    CreateMissionRequest: {
+        "raw_input": "rawInput",
+        "workflow_id": "workflowId",
+        "project_id": "projectId",
+        "base_ref": "baseRef",
+    },
+    LinkProjectRequest: {"test_command": "testCommand"},
+    GitStatus: {"has_changes": "hasChanges"},
+    ExecutionStarted: {"execution_id": "executionId"},
+    Execution: {"exit_code": "exitCode", "started_at": "startedAt", "finished_at": "finishedAt"},
     StepRun: {"sandbox_id": "container_id"},
 }
 #: Definitions written by people: a typo in a key must not pass silently.
@@ -98,6 +119,18 @@ def _make() -> cattrs.Converter:
     conv.register_structure_hook_func(lambda t: t == Mapping[str, str], _str_mapping)
 
     for cls in (
+        GitFile,
+        GitStatus,
+        GitDiff,
+        Commit,
+        ExecutionStarted,
+        Delivered,
+        Project,
+        Execution,
+        LinkProjectRequest,
+        RunCommandRequest,
+        RequestChangesRequest,
+        DeliverRequest,
         Usage,
         Changes,
         Delivery,
@@ -145,8 +178,19 @@ converter = _make()
 
 
 def _wire_run(data: dict[str, Any]) -> dict[str, Any]:
-    # Bookkeeping for re-attaching after a restart: on disk, not on the wire.
+    # Bookkeeping for re-attaching and re-running: on disk, not on the wire.
     data.pop("output_offset", None)
+    data.pop("feedback_artifact", None)
+    return data
+
+
+def wire(value: Any) -> Any:
+    """``value`` as the API sends it: the disk form without the fields kept only on disk."""
+    data = converter.unstructure(value)
+    if attrs.has(type(value)):
+        for field in attrs.fields(type(value)):
+            if field.metadata.get("wire") is False:
+                data.pop(RENAMES.get(type(value), {}).get(field.name, field.name), None)
     return data
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,16 +34,22 @@ import attrs
 
 from . import secrets
 from .agents.protocol import AgentAdapter, StepContext
-from .catalog import DEFAULT_WORKFLOW, Catalog, Definitions
+from .agentfiles import regular_files
+from .catalog import CODE_WORKFLOW, DEFAULT_WORKFLOW, Catalog, Definitions
 from .clock import utcnow
 from .config import Config
-from .errors import BadRequest, Conflict, HaflowError
-from .ids import check_filename, new_mission_id, new_run_id
+from .errors import BadRequest, Conflict, HaflowError, NotFound
+from .executions import Executions
+from .ids import check_filename, new_mission_id, new_project_id, new_run_id
 from .models import (
     RUNNING_STATUSES,
     AgentSpec,
     CreateMissionRequest,
+    Delivery,
+    Execution,
+    LinkProjectRequest,
     MissionMeta,
+    Project,
     MissionStatus,
     StepRun,
     StepType,
@@ -52,9 +59,10 @@ from .models import (
 )
 from .quota import check_artifact_write
 from .sandbox.protocol import Mount, SandboxError, SandboxInfo, SandboxProvider, SandboxSpec
+from .projects import ProjectStore
 from .store import Store
 from .supervisor import NOTE_PREFIX, Failure, FailureKind, Launch, RunEnd, Stop, Supervisor
-from .workspaces.protocol import ARTIFACTS_TARGET, LogLine, Workspace
+from .workspaces.protocol import ARTIFACTS_TARGET, LogLine, Repositories, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +78,18 @@ class Engine:
     definitions: Definitions
     sandbox: SandboxProvider
     config: Config
+    #: The workspace of plain missions, and the one of code missions (every step of a mission on a project).
     workspaces: Mapping[WorkspaceMode, Workspace]
     adapter_for: Callable[[AgentSpec], AgentAdapter]
+    projects: ProjectStore
+    repositories: Repositories
     _locks: defaultdict[str, asyncio.Lock] = attrs.field(factory=lambda: defaultdict(asyncio.Lock), init=False)
     supervisor: Supervisor = attrs.field(init=False)
+    executions: Executions = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.supervisor = Supervisor(store=self.store, sandbox=self.sandbox, on_end=self._run_ended)
+        self.executions = Executions(store=self.store, sandbox=self.sandbox)
 
     @property
     def catalog(self) -> Catalog:
@@ -87,7 +100,7 @@ class Engine:
     async def start(self) -> None:
         """Re-attach to runs in progress and remove sandboxes nobody owns."""
         found = await self.supervisor.sandboxes()
-        owned: set[str] = set()
+        owned = await self.executions.recover(found)
         for meta in self.store.metas():
             if meta.status in RUNNING_STATUSES:
                 owned.update(await self._recover(meta, found))
@@ -96,6 +109,7 @@ class Engine:
     async def close(self) -> None:
         """Stop watching; sandboxes keep running and are re-attached next start."""
         await self.supervisor.close()
+        await self.executions.close()
 
     async def _recover(self, meta: MissionMeta, found: dict[str, SandboxInfo]) -> set[str]:
         mission_id = meta.mission_id
@@ -148,13 +162,30 @@ class Engine:
 
     async def create_mission(self, req: CreateMissionRequest) -> MissionMeta:
         """A new mission at its first step, ``raw-input.md`` written."""
-        workflow_id = req.workflow_id or DEFAULT_WORKFLOW
+        code_default = CODE_WORKFLOW if req.project_id and self.catalog.workflow(CODE_WORKFLOW) else None
+        workflow_id = req.workflow_id or code_default or DEFAULT_WORKFLOW
         if self.catalog.workflow(workflow_id) is None:
             known = ", ".join(sorted(self.catalog.workflows))
             raise BadRequest(f"Invalid request: unknown workflow @ $.workflowId (known: {known})")
+        mission_id = new_mission_id()
+        code: dict[str, Any] = {}
+        if req.project_id is not None:
+            try:
+                project = self.projects.get(req.project_id)
+            except NotFound:
+                raise BadRequest(f"Invalid request: unknown project {req.project_id!r} @ $.projectId") from None
+            code = {
+                "project_id": project.project_id,
+                # Resolved now, so the mission starts from what the user saw;
+                # the clone itself is made by the first step that needs it.
+                "base_commit": await self.repositories.resolve(project, req.base_ref),
+                "branch": self.repositories.branch_name(req.type.value, req.title, mission_id),
+            }
+        elif req.base_ref is not None:
+            raise BadRequest("Invalid request: baseRef needs a projectId @ $.baseRef")
         now = utcnow()
         meta = MissionMeta(
-            mission_id=new_mission_id(),
+            mission_id=mission_id,
             title=req.title.strip(),
             type=req.type,
             workflow_id=workflow_id,
@@ -163,6 +194,7 @@ class Engine:
             created_at=now,
             updated_at=now,
             errors=(),
+            **code,
         )
         await asyncio.to_thread(self.store.create, meta, req.raw_input)
         log.info("mission.created", extra={"mission_id": meta.mission_id, "workflow_id": workflow_id})
@@ -221,6 +253,102 @@ class Engine:
         if run is not None:
             await self.supervisor.stop(run, Stop("Mission marked completed", detached=True))
 
+    async def request_changes(self, mission_id: str, feedback: str) -> None:
+        """At a gate: save the feedback as ``feedback-<n>.md`` and run the agent step before the gate again."""
+        async with self.mission_lock(mission_id):
+            meta = self.store.get(mission_id)
+            if meta.status not in (MissionStatus.WAITING_HUMAN, MissionStatus.WAITING_CODE_REVIEW):
+                raise Conflict("Changes can only be requested at a gate (waiting for a human or a code review)")
+            workflow = self.workflow_of(meta)
+            index = next(
+                (i for i in range(meta.current_step - 1, -1, -1) if workflow.steps[i].type is StepType.AGENT), None
+            )
+            if index is None:
+                raise Conflict("There is no agent step before this gate to run again")
+            existing = {e.name for e in await asyncio.to_thread(regular_files, self.store.artifacts_dir(mission_id))}
+            number = next(n for n in range(1, 10_000) if f"feedback-{n}.md" not in existing)
+            name = f"feedback-{number}.md"
+            data = feedback.encode()
+            folder = self.store.artifacts_dir(mission_id)
+            await asyncio.to_thread(check_artifact_write, folder, name, len(data), self.config)
+            await asyncio.to_thread(self.store.write_artifact, mission_id, name, feedback)
+            step = workflow.steps[index]
+            log.info("gate.changes_requested", extra={"mission_id": mission_id, "step_id": step.step_id})
+            meta = self._save(meta, status=MissionStatus.READY, current_step=index, last_error=None)
+            self._start_run(meta, step, feedback=name)
+
+    async def link_project(self, req: LinkProjectRequest) -> Project:
+        """Record a user's repository (nothing is written into it)."""
+        path, default_branch = await self.repositories.validate(req.path)
+        name = (req.name or "").strip() or Path(path).name
+        project = Project(
+            project_id=new_project_id(),
+            name=name,
+            path=path,
+            created_at=utcnow(),
+            default_branch=default_branch,
+            test_command=(req.test_command or "").strip() or None,
+            image=(req.image or "").strip() or None,
+        )
+        await asyncio.to_thread(self.projects.add, project)
+        log.info("project.linked", extra={"project_id": project.project_id})
+        return project
+
+    async def unlink_project(self, project_id: str) -> None:
+        """Forget a project; missions keep their clones and the repository is untouched."""
+        await asyncio.to_thread(self.projects.remove, project_id)
+        log.info("project.unlinked", extra={"project_id": project_id})
+
+    def project_of(self, meta: MissionMeta) -> Project:
+        if meta.project_id is None:
+            raise Conflict("This mission has no project (it is not a code mission)")
+        try:
+            return self.projects.get(meta.project_id)
+        except NotFound:
+            raise Conflict(f"The mission's project {meta.project_id} is no longer linked") from None
+
+    async def deliver(self, mission_id: str, branch: str | None) -> Delivery:
+        """Create the mission's branch in the user's repository (at a code review, or once completed)."""
+        async with self.mission_lock(mission_id):
+            meta = self.store.get(mission_id)
+            project = self.project_of(meta)
+            if meta.status not in (MissionStatus.WAITING_CODE_REVIEW, MissionStatus.COMPLETED):
+                raise Conflict("A mission is delivered at its code review or once completed")
+            target = branch or meta.branch
+            assert target is not None
+            delivery = await self.repositories.deliver(meta, project, target)
+            self._save(meta, delivered=delivery)
+        log.info("mission.delivered", extra={"mission_id": mission_id, "branch": delivery.branch})
+        return delivery
+
+    async def run_command(self, mission_id: str, command: str, timeout_ms: int | None) -> Execution:
+        """Run ``command`` in a sandbox on a copy of the mission's work tree."""
+        async with self.mission_lock(mission_id):
+            meta = self.store.get(mission_id)
+            project = self.project_of(meta)
+            return await self.executions.start(
+                meta,
+                command,
+                timeout_ms=timeout_ms,
+                image=project.image or self.config.agent_image,
+                snapshot=self.repositories.snapshot,
+            )
+
+    async def delete_mission(self, mission_id: str) -> None:
+        """Stop what runs, then remove the mission's folder and clone."""
+        async with self.mission_lock(mission_id):
+            meta = self.store.get(mission_id)
+            run = self._running_run(mission_id) if meta.status in RUNNING_STATUSES else None
+            # Completed first: the run's end then records nothing more.
+            self._save(meta, status=MissionStatus.COMPLETED)
+        if run is not None:
+            await self.supervisor.stop(run, Stop("Mission deleted", detached=True))
+        await self.executions.stop(mission_id)
+        async with self.mission_lock(mission_id):
+            await asyncio.to_thread(self.store.delete, mission_id)
+        self._locks.pop(mission_id, None)
+        log.info("mission.deleted", extra={"mission_id": mission_id})
+
     def _running_run(self, mission_id: str) -> StepRun | None:
         open_runs = [r for r in self.store.runs(mission_id) if r.finished_at is None]
         return open_runs[-1] if open_runs else None
@@ -247,10 +375,10 @@ class Engine:
             self._save(meta, status=status, current_step=index, last_error=None)
             log.info(f"mission.{status.value}", extra={"mission_id": meta.mission_id, "step_id": step.step_id})
 
-    def _start_run(self, meta: MissionMeta, step: WorkflowStep) -> None:
+    def _start_run(self, meta: MissionMeta, step: WorkflowStep, *, feedback: str | None = None) -> None:
         """Record a new run of ``step`` and hand it to the supervisor."""
         mission_id = meta.mission_id
-        run = StepRun(step_id=step.step_id, run_id=new_run_id(), started_at=utcnow())
+        run = StepRun(step_id=step.step_id, run_id=new_run_id(), started_at=utcnow(), feedback_artifact=feedback)
         # Meta first: a crash before the run file exists is then seen at
         # start-up as "running without a run" and failed cleanly.
         meta = self._save(meta, status=MissionStatus.RUNNING_CODE_AGENT, last_error=None)
@@ -279,7 +407,7 @@ class Engine:
         adapter = self.adapter_for(agent)
 
         async def prepare(note: LogLine) -> SandboxSpec:
-            return await self._prepare(meta, step, agent, adapter, run.run_id, note)
+            return await self._prepare(meta, step, agent, adapter, run.run_id, run.feedback_artifact, note)
 
         return Launch(
             mission_id=meta.mission_id,
@@ -290,14 +418,21 @@ class Engine:
             timeout_seconds=agent.timeout_seconds,
         )
 
-    def _workspace(self, step: WorkflowStep) -> Workspace:
-        return self.workspaces[step.workspace_mode or WorkspaceMode.DOCUMENT]
+    def _workspace(self, meta: MissionMeta) -> Workspace:
+        return self.workspaces[WorkspaceMode.CODEGEN if meta.project_id else WorkspaceMode.DOCUMENT]
 
     async def _prepare(
-        self, meta: MissionMeta, step: WorkflowStep, agent: AgentSpec, adapter: AgentAdapter, run_id: str, note: LogLine
+        self,
+        meta: MissionMeta,
+        step: WorkflowStep,
+        agent: AgentSpec,
+        adapter: AgentAdapter,
+        run_id: str,
+        feedback: str | None,
+        note: LogLine,
     ) -> SandboxSpec:
-        mounts = await self._workspace(step).prepare(meta, step, run_id, note)
-        invocation = adapter.invocation(await self._context(meta, step, agent, run_id))
+        mounts = await self._workspace(meta).prepare(meta, step, run_id, note)
+        invocation = adapter.invocation(await self._context(meta, step, agent, run_id, feedback))
         command = invocation.command
         if invocation.stdin is not None:
             prompt = await asyncio.to_thread(self.store.write_prompt, meta.mission_id, run_id, invocation.stdin)
@@ -327,12 +462,20 @@ class Engine:
             notes=note if adapter.structured else None,
         )
 
-    async def _context(self, meta: MissionMeta, step: WorkflowStep, agent: AgentSpec, run_id: str) -> StepContext:
+    async def _context(
+        self, meta: MissionMeta, step: WorkflowStep, agent: AgentSpec, run_id: str, feedback: str | None
+    ) -> StepContext:
         input_text = ""
         if step.input_artifact:
             with contextlib.suppress(HaflowError):
                 input_text = await asyncio.to_thread(
                     self.store.read_artifact, meta.mission_id, step.input_artifact, PROMPT_INPUT_BYTES
+                )
+        feedback_text = None
+        if feedback:
+            with contextlib.suppress(HaflowError):
+                feedback_text = await asyncio.to_thread(
+                    self.store.read_artifact, meta.mission_id, feedback, PROMPT_INPUT_BYTES
                 )
         return StepContext(
             mission_id=meta.mission_id,
@@ -346,6 +489,8 @@ class Engine:
             input_artifact=step.input_artifact,
             output_artifact=step.output_artifact,
             input_text=input_text,
+            feedback_artifact=feedback,
+            feedback_text=feedback_text,
             codegen=step.workspace_mode is WorkspaceMode.CODEGEN,
             artifacts_dir=ARTIFACTS_TARGET,
         )
@@ -385,7 +530,7 @@ class Engine:
         if outcome is not None:
             changes.update(usage=outcome.usage, result=outcome.result)
         if step is not None and end.exit_code == 0 and end.stop is None and (outcome is None or outcome.success):
-            workspace = self._workspace(step)
+            workspace = self._workspace(meta)
 
             def note(text: str) -> None:
                 # Progress only: a log that cannot be written must not stop the run's result.

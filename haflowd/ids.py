@@ -14,6 +14,8 @@ from .errors import BadRequest
 #: Matched whole (``fullmatch``); the API description anchors their ``.pattern``.
 MISSION_ID = re.compile(r"m-[0-9a-f]{8}")
 RUN_ID = re.compile(r"r-[0-9a-f]{8}")
+PROJECT_ID = re.compile(r"p-[0-9a-f]{8}")
+EXECUTION_ID = re.compile(r"exec-[0-9a-f]{8}")
 # A plain file name: no separators, no leading dot (so no "." / ".." and no
 # hidden files), letters, digits, dot, dash and underscore only.
 FILENAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]*")
@@ -26,6 +28,22 @@ def new_mission_id() -> str:
 
 def new_run_id() -> str:
     return f"r-{secrets.token_hex(4)}"
+
+
+def new_project_id() -> str:
+    return f"p-{secrets.token_hex(4)}"
+
+
+def new_execution_id() -> str:
+    return f"exec-{secrets.token_hex(4)}"
+
+
+def is_project_id(value: str) -> bool:
+    return PROJECT_ID.fullmatch(value) is not None
+
+
+def is_execution_id(value: str) -> bool:
+    return EXECUTION_ID.fullmatch(value) is not None
 
 
 def is_mission_id(value: str) -> bool:

@@ -12,7 +12,17 @@ from datetime import datetime
 
 import attrs
 
-from .ids import FILENAME, MAX_FILENAME_BYTES, MISSION_ID, RUN_ID, filename_problem, is_mission_id, is_run_id
+from .ids import (
+    EXECUTION_ID,
+    FILENAME,
+    MAX_FILENAME_BYTES,
+    MISSION_ID,
+    PROJECT_ID,
+    RUN_ID,
+    filename_problem,
+    is_mission_id,
+    is_run_id,
+)
 
 # Facts for the API description (haflowd.web.openapi) that the types do not
 # carry, kept beside the validators that enforce them.
@@ -258,6 +268,8 @@ class StepRun:
     usage: Usage | None = None
     #: The agent's final message (at most 4 Ki characters).
     result: str | None = None
+    #: The reviewer's feedback artifact this run answers (a request for changes).
+    feedback_artifact: str | None = attrs.field(default=None, metadata={"wire": False})
     #: Bytes of the output file written before the sandbox's first byte
     #: (the daemon's own notes); kept on disk for re-attaching, not on the wire.
     output_offset: int | None = attrs.field(default=None, metadata={"wire": False})
@@ -293,8 +305,119 @@ class CreateMissionRequest:
     type: MissionType
     raw_input: str = attrs.field(validator=_non_empty, metadata=_NON_BLANK)
     workflow_id: str | None = None
+    #: A linked project makes this a code mission on that repository.
+    project_id: str | None = None
+    #: What the mission branch starts from (default: the repository's HEAD).
+    base_ref: str | None = None
 
 
 @attrs.frozen
 class SaveArtifactRequest:
     content: str
+
+
+@attrs.frozen
+class Project:
+    """A user's git repository, linked so missions can work on it (never written by linking)."""
+
+    project_id: str = attrs.field(metadata={"openapi": {"pattern": PROJECT_ID}})
+    name: str
+    #: Absolute path of the user's repository.
+    path: str
+    created_at: datetime
+    default_branch: str | None = None
+    test_command: str | None = None
+    image: str | None = None
+
+
+class ExecutionStatus(enum.StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@attrs.frozen
+class Execution:
+    """A command run in a sandbox on a copy of a mission's work tree (camelCase on the wire)."""
+
+    id: str = attrs.field(metadata={"openapi": {"pattern": EXECUTION_ID}})
+    command: str
+    status: ExecutionStatus
+    output: str
+    started_at: datetime
+    exit_code: int | None = None
+    finished_at: datetime | None = None
+    #: The sandbox it runs in; on disk, for re-attaching after a restart.
+    sandbox_id: str | None = attrs.field(default=None, metadata={"wire": False})
+
+
+@attrs.frozen
+class LinkProjectRequest:
+    path: str = attrs.field(validator=_non_empty, metadata=_NON_BLANK)
+    name: str | None = None
+    test_command: str | None = None
+    image: str | None = None
+
+
+@attrs.frozen
+class RunCommandRequest:
+    command: str = attrs.field(validator=_non_empty, metadata=_NON_BLANK)
+    #: Milliseconds.
+    timeout: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.gt(0)))
+
+
+@attrs.frozen
+class RequestChangesRequest:
+    feedback: str = attrs.field(validator=_non_empty, metadata=_NON_BLANK)
+
+
+@attrs.frozen
+class DeliverRequest:
+    branch: str | None = None
+
+
+@attrs.frozen
+class GitFile:
+    path: str
+    #: git's letter: A, M, D, R or T.
+    status: str
+
+
+@attrs.frozen
+class GitStatus:
+    """The mission branch plus uncommitted work, against the base commit (``hasChanges`` on the wire)."""
+
+    has_changes: bool
+    files: tuple[GitFile, ...]
+    summary: str
+
+
+@attrs.frozen
+class GitDiff:
+    diff: str
+    #: The diff went past its bound and was cut at a line end.
+    truncated: bool = False
+
+
+@attrs.frozen
+class Commit:
+    sha: str
+    message: str
+    author: str
+    created_at: datetime
+    files: int
+    insertions: int
+    deletions: int
+    run_id: str | None = None
+    step_id: str | None = None
+
+
+@attrs.frozen
+class ExecutionStarted:
+    execution_id: str
+
+
+@attrs.frozen
+class Delivered:
+    branch: str
+    commit: str

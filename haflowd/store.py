@@ -233,6 +233,18 @@ class Store:
         self._remember(meta)
         return meta
 
+    def delete(self, mission_id: str) -> None:
+        """Remove a mission's folder (clone included), first out of sight, then from disk."""
+        self.get(mission_id)
+        folder = self.mission_dir(mission_id)
+        # Renamed first: a crash half-way leaves a hidden folder, never a
+        # half-deleted mission that still loads.
+        trash = self.root / f".deleted-{mission_id}-{secrets.token_hex(4)}"
+        os.rename(folder, trash)
+        del self._index[mission_id]
+        self.version += 1
+        shutil.rmtree(trash, ignore_errors=True)
+
     def _remember(self, meta: MissionMeta) -> None:
         self._index[meta.mission_id] = meta
         self.version += 1

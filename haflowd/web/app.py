@@ -17,12 +17,14 @@ from ..engine import Engine
 from ..models import WorkspaceMode
 from ..sandbox.protocol import SandboxProvider
 from ..store import Store
+from ..projects import ProjectStore
 from ..workspaces.artifacts import ArtifactsWorkspace
-from . import health, openapi
+from ..workspaces.code import CodeWorkspace
+from . import code_api, health, openapi
 from .api import envelope_middleware, routes
 from .auth import auth_guard, check_exposure, login
 from .browser_guard import browser_guard
-from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, SANDBOX, STORE
+from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, PROJECTS, SANDBOX, STORE
 from .list_cache import ListCache
 
 log = logging.getLogger(__name__)
@@ -50,19 +52,24 @@ def create_app(
         client_max_size=config.max_body_bytes,
     )
     store = Store(config.missions_dir)
+    projects = ProjectStore(config.projects_dir)
     definitions = Definitions(catalog or load_definitions(config))
     sandbox = sandbox or default_sandbox(config)
+    code = CodeWorkspace(store, projects.get, config.home)
     engine = Engine(
         store=store,
         definitions=definitions,
         sandbox=sandbox,
         config=config,
-        workspaces={WorkspaceMode.DOCUMENT: ArtifactsWorkspace(store)},
+        workspaces={WorkspaceMode.DOCUMENT: ArtifactsWorkspace(store), WorkspaceMode.CODEGEN: code},
         adapter_for=adapter_for,
+        projects=projects,
+        repositories=code,
     )
     app[CONFIG] = config
     app[ENGINE] = engine
     app[STORE] = store
+    app[PROJECTS] = projects
     app[DEFINITIONS] = definitions
     app[SANDBOX] = sandbox
     app[LIST_CACHE] = ListCache()
@@ -71,6 +78,7 @@ def create_app(
     # Before ``routes``: its catch-all answers every other /api path with 404.
     health.setup(app)
     app.router.add_routes(openapi.routes)
+    app.router.add_routes(code_api.routes)
     app.router.add_routes(routes)
     if STATIC.is_dir():
         app.router.add_get("/", _index)
@@ -86,7 +94,7 @@ def create_app(
             "*": aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
                 allow_credentials=False,
                 allow_headers=("Content-Type", "Authorization"),
-                allow_methods=("GET", "POST", "PUT", "OPTIONS"),
+                allow_methods=("GET", "POST", "PUT", "DELETE", "OPTIONS"),
                 max_age=600,
             )
         },
@@ -102,6 +110,7 @@ async def _supervisor(app: web.Application) -> AsyncIterator[None]:
     engine = app[ENGINE]
     config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     count = app[STORE].load()
+    app[PROJECTS].load()
     log.info("daemon.started", extra={"version": __version__, "missions": count, "home": str(config.home)})
     await engine.start()
     yield

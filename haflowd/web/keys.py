@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from ..catalog import Definitions
     from ..config import Config
     from ..engine import Engine
+    from ..projects import ProjectStore
     from ..sandbox.protocol import SandboxProvider
     from ..store import Store
     from .list_cache import ListCache
@@ -19,6 +20,7 @@ CONFIG: web.AppKey[Config] = web.AppKey("config")
 ENGINE: web.AppKey[Engine] = web.AppKey("engine")
 #: Reads of missions go straight to the store.
 STORE: web.AppKey[Store] = web.AppKey("store")
+PROJECTS: web.AppKey[ProjectStore] = web.AppKey("projects")
 DEFINITIONS: web.AppKey[Definitions] = web.AppKey("definitions")
 SANDBOX: web.AppKey[SandboxProvider] = web.AppKey("sandbox")
 LIST_CACHE: web.AppKey[ListCache] = web.AppKey("list_cache")

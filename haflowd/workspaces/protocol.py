@@ -10,11 +10,12 @@ become a commit). The engine picks one per step by its ``workspaceMode``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import attrs
 
-from ..models import Changes, MissionMeta, WorkflowStep
+from ..models import Changes, Delivery, MissionMeta, Project, WorkflowStep
 from ..sandbox.protocol import Mount
 
 #: Writes one line of progress into the run's log.
@@ -50,3 +51,27 @@ class Workspace(Protocol):
         self, mission: MissionMeta, step: WorkflowStep, run_id: str, exit_code: int, log: LogLine
     ) -> Collected:
         """Look at what the run left (called once the sandbox exited)."""
+
+
+@runtime_checkable
+class Repositories(Protocol):
+    """What the engine asks of the users' repositories for code missions.
+
+    Implementations read the user's repository and never write to it, but
+    for :meth:`deliver`, which only adds (or fast-forwards) one branch.
+    """
+
+    async def validate(self, path: str) -> tuple[str, str | None]:
+        """Check a path to link; return the resolved path and its default branch (400 with the problem)."""
+
+    async def resolve(self, project: Project, ref: str | None) -> str:
+        """The full sha of ``ref`` (default: HEAD) in the project's repository (400 if none)."""
+
+    def branch_name(self, mission_type: str, title: str, mission_id: str) -> str:
+        """The mission branch: ``<type>/<slug>-<8 hex>``."""
+
+    async def deliver(self, mission: MissionMeta, project: Project, branch: str) -> Delivery:
+        """Create ``branch`` in the user's repository at the mission's last commit."""
+
+    async def snapshot(self, mission: MissionMeta, parent: Path) -> Path | None:
+        """A throwaway copy of the mission's work tree under ``parent`` (``None`` before there is one)."""
