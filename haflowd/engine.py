@@ -25,16 +25,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
 
 from . import secrets
-from .agents.protocol import AgentAdapter, StepContext
 from .agentfiles import regular_files
+from .agents.protocol import AgentAdapter, StepContext
 from .catalog import CODE_WORKFLOW, DEFAULT_WORKFLOW, Catalog, Definitions
 from .clock import utcnow
 from .config import Config
@@ -49,17 +49,17 @@ from .models import (
     Execution,
     LinkProjectRequest,
     MissionMeta,
-    Project,
     MissionStatus,
+    Project,
     StepRun,
     StepType,
     Workflow,
     WorkflowStep,
     WorkspaceMode,
 )
+from .projects import ProjectStore
 from .quota import check_artifact_write
 from .sandbox.protocol import Mount, SandboxError, SandboxInfo, SandboxProvider, SandboxSpec
-from .projects import ProjectStore
 from .store import Store
 from .supervisor import NOTE_PREFIX, Failure, FailureKind, Launch, RunEnd, Stop, Supervisor
 from .workspaces.protocol import ARTIFACTS_TARGET, LogLine, Repositories, Workspace

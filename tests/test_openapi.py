@@ -25,6 +25,19 @@ from haflowd.convert import RENAMES, STRICT_KEYS, dumps, structure_request
 from haflowd.ids import MISSION_ID, RUN_ID, new_mission_id, new_run_id
 from haflowd.models import (
     RUNNING_STATUSES,
+    Commit,
+    Delivered,
+    DeliverRequest,
+    Execution,
+    ExecutionStarted,
+    ExecutionStatus,
+    GitDiff,
+    GitFile,
+    GitStatus,
+    LinkProjectRequest,
+    Project,
+    RequestChangesRequest,
+    RunCommandRequest,
     Changes,
     Delivery,
     Usage,
@@ -140,7 +153,7 @@ class TestDocument:
     async def test_served_document_lists_known_workflows(self, served: dict[str, Any]) -> None:
         """The served document's workflowId enum is the daemon's catalog."""
         create = served["components"]["schemas"]["CreateMissionRequest"]
-        assert create["properties"]["workflowId"]["enum"] == ["oneshot", "standard-feature", None]
+        assert create["properties"]["workflowId"]["enum"] == ["code-feature", "oneshot", "standard-feature", None]
 
     async def test_facts_the_web_ui_reads(self, served: dict[str, Any]) -> None:
         """The UI's facts are there: statuses, the running ones, mission types and the default workflow."""
@@ -320,7 +333,52 @@ workflows = st.builds(
     steps=st.lists(gates | agent_steps, min_size=1, max_size=4, unique_by=lambda s: s.step_id).map(tuple),
 )
 #: One strategy per model the document describes; a new model needs one here.
+shas = st.from_regex(r"[0-9a-f]{40}", fullmatch=True)
+git_files = st.builds(GitFile, path=text, status=st.sampled_from(["A", "M", "D", "R", "T"]))
 INSTANCES: dict[type, Any] = {
+    Project: st.builds(
+        Project,
+        project_id=st.from_regex(r"p-[0-9a-f]{8}", fullmatch=True),
+        name=text,
+        path=text,
+        created_at=timestamps,
+        default_branch=st.none() | text,
+        test_command=st.none() | text,
+        image=st.none() | text,
+    ),
+    Execution: st.builds(
+        Execution,
+        id=st.from_regex(r"exec-[0-9a-f]{8}", fullmatch=True),
+        command=text,
+        status=st.sampled_from(ExecutionStatus),
+        output=st.text(max_size=40),
+        started_at=timestamps,
+        exit_code=st.none() | st.integers(0, 255),
+        finished_at=st.none() | timestamps,
+    ),
+    GitFile: git_files,
+    GitStatus: st.builds(GitStatus, has_changes=st.booleans(), files=st.lists(git_files, max_size=3).map(tuple), summary=text),
+    GitDiff: st.builds(GitDiff, diff=st.text(max_size=40), truncated=st.booleans()),
+    Commit: st.builds(
+        Commit,
+        sha=shas,
+        message=text,
+        author=text,
+        created_at=timestamps,
+        files=st.integers(0, 100),
+        insertions=st.integers(0, 100),
+        deletions=st.integers(0, 100),
+        run_id=st.none() | st.from_regex(r"r-[0-9a-f]{8}", fullmatch=True),
+        step_id=st.none() | text,
+    ),
+    ExecutionStarted: st.builds(ExecutionStarted, execution_id=st.from_regex(r"exec-[0-9a-f]{8}", fullmatch=True)),
+    Delivered: st.builds(Delivered, branch=text, commit=shas),
+    LinkProjectRequest: st.builds(
+        LinkProjectRequest, path=non_blank, name=st.none() | text, test_command=st.none() | text, image=st.none() | text
+    ),
+    RunCommandRequest: st.builds(RunCommandRequest, command=non_blank, timeout=st.none() | st.integers(1, 10**6)),
+    RequestChangesRequest: st.builds(RequestChangesRequest, feedback=non_blank),
+    DeliverRequest: st.builds(DeliverRequest, branch=st.none() | text),
     Usage: usages,
     Changes: changes,
     Delivery: deliveries,
@@ -355,7 +413,14 @@ INSTANCES: dict[type, Any] = {
     ),
     SaveArtifactRequest: st.builds(SaveArtifactRequest, content=st.text(max_size=40)),
 }
-REQUESTS = {CreateMissionRequest, SaveArtifactRequest}
+REQUESTS = {
+    CreateMissionRequest,
+    SaveArtifactRequest,
+    LinkProjectRequest,
+    RunCommandRequest,
+    RequestChangesRequest,
+    DeliverRequest,
+}
 
 
 @functools.cache

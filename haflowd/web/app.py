@@ -15,9 +15,9 @@ from ..catalog import Catalog, Definitions, load_definitions
 from ..config import Config
 from ..engine import Engine
 from ..models import WorkspaceMode
+from ..projects import ProjectStore
 from ..sandbox.protocol import SandboxProvider
 from ..store import Store
-from ..projects import ProjectStore
 from ..workspaces.artifacts import ArtifactsWorkspace
 from ..workspaces.code import CodeWorkspace
 from . import code_api, health, openapi

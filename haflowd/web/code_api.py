@@ -13,8 +13,8 @@ from ..errors import BadRequest, Conflict
 from ..ids import is_run_id
 from ..models import (
     Commit,
-    DeliverRequest,
     Delivered,
+    DeliverRequest,
     Execution,
     ExecutionStarted,
     GitDiff,
@@ -201,6 +201,7 @@ async def list_commits(request: web.Request) -> web.Response:
     errors={404: "Unknown mission.", **NO_PROJECT},
     tag="code",
     enveloped=False,
+    media="text/x-patch",
 )
 async def get_patch(request: web.Request) -> web.Response:
     _, meta, clone = _code_mission(request)

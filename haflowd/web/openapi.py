@@ -41,7 +41,7 @@ from .. import __version__
 from ..catalog import DEFAULT_WORKFLOW
 from ..clock import TIMESTAMP_PATTERN
 from ..convert import FLATTENED, RENAMES, STRICT_KEYS
-from ..ids import FILENAME, MAX_FILENAME_BYTES, MISSION_ID, RUN_ID
+from ..ids import EXECUTION_ID, FILENAME, MAX_FILENAME_BYTES, MISSION_ID, PROJECT_ID, RUN_ID
 from ..models import RUNNING_STATUSES, CreateMissionRequest, MissionStatus
 from .described import Description, described, description_of
 from .keys import DEFINITIONS
@@ -263,8 +263,10 @@ def _error(description: str) -> dict[str, Any]:
 
 
 def _operation(path: str, d: Description, gen: _Generator) -> dict[str, Any]:
-    if not d.enveloped:
-        ok: dict[str, Any] = {
+    if d.media is not None:
+        ok: dict[str, Any] = {"description": "The answer, as text.", "content": {d.media: {"schema": {"type": "string"}}}}
+    elif not d.enveloped:
+        ok = {
             "description": "The answer (not wrapped in the envelope).",
             "content": {JSON: {"schema": {"type": "object", "required": ["openapi", "paths"]}}},
         }
@@ -303,6 +305,13 @@ def _parameters(gen: _Generator) -> dict[str, Any]:
     return {
         "mission_id": path("mission_id", gen.id_schema(MISSION_ID), "Mission id: m- and 8 lowercase hex digits."),
         "run_id": path("run_id", gen.id_schema(RUN_ID), "Run id: r- and 8 lowercase hex digits."),
+        "project_id": path(
+            "project_id", {"type": "string", "pattern": anchored(PROJECT_ID)}, "Project id: p- and 8 hex digits."
+        ),
+        "execution_id": path(
+            "execution_id", {"type": "string", "pattern": anchored(EXECUTION_ID)}, "Execution id: exec- and 8 hex digits."
+        ),
+        "path": path("path", {"type": "string", "minLength": 1}, "A file of the work tree, URL-encoded."),
         "filename": path(
             "filename",
             {"type": "string", "pattern": anchored(FILENAME), "maxLength": MAX_FILENAME_BYTES},
