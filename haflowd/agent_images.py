@@ -10,7 +10,7 @@
    --prefix`` or ``pip install --target``) from the package registries, and
    copied into an image ``FROM`` the base through a generated build context.
 
-Pinned versions live in ``workflows/agent-images.json``. Two bases exist
+Pinned versions live in ``workflows/images/agent-images.json``. Two bases exist
 because the CLIs disagree: gemini-cli needs Node >= 20 (trixie; bookworm has
 18) and aider-chat 0.86 needs Python < 3.13 (bookworm's 3.11; trixie has
 3.13), and ``pip install --target`` on the host must match the image's
@@ -41,7 +41,8 @@ AGENT_USER = "agent"
 AGENT_UID = 1000
 #: Where a pip-installed CLI's packages go inside the image.
 PIP_TARGET = "/opt/haflow-pip"
-RECIPES_FILE = "agent-images.json"
+#: Under the shipped definitions; not at their top, where every file is a workflow.
+RECIPES_FILE = "images/agent-images.json"
 
 Progress = Callable[[str], None]
 
@@ -77,7 +78,7 @@ class AgentRecipe:
 
 
 def load_recipes(path: Path | None = None) -> dict[str, AgentRecipe]:
-    """The pinned agent images, by adapter id, from ``agent-images.json``."""
+    """The pinned agent images, by adapter id, from :data:`RECIPES_FILE`."""
     data = json.loads((path or builtin_dir() / RECIPES_FILE).read_text(encoding="utf-8"))
     bases = {
         name: BaseRecipe(name=name, version=b["version"], suite=b["suite"], packages=tuple(b["packages"]))

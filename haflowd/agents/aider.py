@@ -126,7 +126,8 @@ class AiderParser:
             self.output_tokens += count(tokens["received"])
             if tokens["session"]:
                 self.cost_usd = float(tokens["session"])
-            self.result = clip("\n".join(self.reply).strip()) or self.result
+            reply = re.sub(r"\n{3,}", "\n\n", "\n".join(self.reply).strip())
+            self.result = clip(reply) or self.result
             self.reply = []
             # A reply after an error means aider recovered.
             self.error = None
