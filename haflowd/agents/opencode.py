@@ -94,7 +94,7 @@ class OpencodeParser(EventParser):
 
     def event(self, event: dict[str, Any]) -> list[str]:
         kind = event["type"]
-        part = event.get("part") or {}
+        part = event.get("part", {})
         if kind == "text":
             self.last_text = str(part.get("text", ""))
             return lines("[assistant]", self.last_text)
