@@ -48,7 +48,12 @@ class TestInvocation:
         """model and base_url become --model and --openai-api-base."""
         spec = agent(AdapterId.AIDER, model="openai/qwen3-coder", base_url="http://127.0.0.1:8080/v1")
         inv = AiderAdapter().invocation(step(spec, codegen=True))
-        assert inv.command[len(COMMON):] == ("--model", "openai/qwen3-coder", "--openai-api-base", "http://127.0.0.1:8080/v1")
+        assert inv.command[len(COMMON) :] == (
+            "--model",
+            "openai/qwen3-coder",
+            "--openai-api-base",
+            "http://127.0.0.1:8080/v1",
+        )
 
     def test_environment_and_secrets(self) -> None:
         """The local price list is used (no fetch at start-up); OPENAI_API_KEY is the default secret."""
@@ -73,11 +78,14 @@ class TestParser:
     def test_model_error_with_exit_zero_is_a_failure(self) -> None:
         """aider exits 0 after a model error; the error line decides."""
         parser = AiderParser()
-        feed_all(parser, [
-            "Aider v0.86.2",
-            "litellm.AuthenticationError: AuthenticationError: OpenAIException - Incorrect API key provided",
-            "The API provider is not able to authenticate you. Check your API key.",
-        ])
+        feed_all(
+            parser,
+            [
+                "Aider v0.86.2",
+                "litellm.AuthenticationError: AuthenticationError: OpenAIException - Incorrect API key provided",
+                "The API provider is not able to authenticate you. Check your API key.",
+            ],
+        )
         outcome = parser.finish(0)
         assert outcome == Outcome(
             success=False, error="The API provider is not able to authenticate you. Check your API key."
@@ -86,8 +94,15 @@ class TestParser:
     def test_recovered_error(self) -> None:
         """An error followed by a reply (aider retried) is not a failure."""
         parser = AiderParser()
-        feed_all(parser, ["litellm.APIConnectionError: down", "Retrying in 0.2 seconds...", "Done.",
-                          "Tokens: 1k sent, 1.5k cache hit, 20 received. Cost: $0.01 message, $0.03 session."])
+        feed_all(
+            parser,
+            [
+                "litellm.APIConnectionError: down",
+                "Retrying in 0.2 seconds...",
+                "Done.",
+                "Tokens: 1k sent, 1.5k cache hit, 20 received. Cost: $0.01 message, $0.03 session.",
+            ],
+        )
         outcome = parser.finish(0)
         assert outcome.success
         assert outcome.usage == Usage(input_tokens=2500, output_tokens=20, cached_input_tokens=1500, cost_usd=0.03)

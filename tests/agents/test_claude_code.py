@@ -10,6 +10,7 @@ from haflowd.agents.claude_code import ClaudeCodeAdapter, ClaudeCodeParser
 from haflowd.agents.protocol import MAX_RESULT_CHARS, Outcome
 from haflowd.models import AdapterId, Usage
 from tests.agents.conftest import agent, feed_all, recording, run_step, step
+from tests.agents.standin_image import run_in_image
 
 SPEC = agent(AdapterId.CLAUDE_CODE)
 FAKE_USAGE = Usage(
@@ -104,7 +105,10 @@ class TestParser:
         outcome, _ = parse("claude-fake-netnone")
         assert outcome.success
         assert outcome.usage == Usage(
-            input_tokens=3000, output_tokens=84, cached_input_tokens=0, cost_usd=0.010260000000000002,
+            input_tokens=3000,
+            output_tokens=84,
+            cached_input_tokens=0,
+            cost_usd=0.010260000000000002,
             model="claude-sonnet-4-5",
         )
 
@@ -152,7 +156,9 @@ class TestParser:
         feed_all(parser, recording("claude-nonet")[:3])
         outcome = parser.finish(137)
         assert not outcome.success
-        assert outcome.error == "claude exited with code 137 before reporting a result; last notice: API retry 2/10 (unknown)"
+        assert outcome.error == (
+            "claude exited with code 137 before reporting a result; last notice: API retry 2/10 (unknown)"
+        )
 
     def test_nonzero_exit_after_success(self) -> None:
         """A successful result followed by a failing exit code is a failure."""
@@ -198,8 +204,6 @@ class TestStandIn:
         adapter = ClaudeCodeAdapter()
         ctx = step(SPEC)
         inv = adapter.invocation(ctx)
-        from tests.agents.standin_image import run_in_image
-
         done = run_in_image(
             standin_image, (*inv.command, "--bogus"), stdin=inv.stdin, env=inv.env, artifacts=mission_dirs[0]
         )

@@ -26,13 +26,25 @@ class TestInvocation:
 
     def test_every_placeholder(self) -> None:
         """All eight placeholders expand, several in one argument too."""
-        spec = AgentSpec(agent_id="a", command=(
-            "{mission_id}/{run_id}", "{step_id}:{step_name}", "{agent_id}", "{input_artifact}",
-            "{output_artifact}", "{feedback_artifact}",
-        ))
+        spec = AgentSpec(
+            agent_id="a",
+            command=(
+                "{mission_id}/{run_id}",
+                "{step_id}:{step_name}",
+                "{agent_id}",
+                "{input_artifact}",
+                "{output_artifact}",
+                "{feedback_artifact}",
+            ),
+        )
         inv = CommandAdapter().invocation(step(spec, feedback_artifact="feedback.md"))
         assert inv.command == (
-            "m-0001/r-0001", "cleanup:Cleanup", "a", "raw-input.md", "structured-text.md", "feedback.md"
+            "m-0001/r-0001",
+            "cleanup:Cleanup",
+            "a",
+            "raw-input.md",
+            "structured-text.md",
+            "feedback.md",
         )
 
     def test_feedback_env(self) -> None:
@@ -73,10 +85,13 @@ class TestParser:
         assert parser.feed("[agent] starting") == ["[agent] starting"]
         assert parser.feed('{"type": "x"}') == ['{"type": "x"}']
 
-    @pytest.mark.parametrize(("code", "outcome"), [
-        (0, Outcome(success=True)),
-        (3, Outcome(success=False, error="the agent exited with code 3")),
-    ])
+    @pytest.mark.parametrize(
+        ("code", "outcome"),
+        [
+            (0, Outcome(success=True)),
+            (3, Outcome(success=False, error="the agent exited with code 3")),
+        ],
+    )
     def test_exit_code_decides(self, code: int, outcome: Outcome) -> None:
         """Exit code 0 is success, anything else a failure."""
         assert CommandAdapter().parser().finish(code) == outcome

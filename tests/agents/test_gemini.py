@@ -75,8 +75,13 @@ class TestParser:
 
     @pytest.mark.parametrize(
         ("code", "meaning"),
-        [(41, "authentication failed"), (42, "invalid input"), (52, "configuration error"),
-         (53, "turn limit exceeded"), (130, "cancelled")],
+        [
+            (41, "authentication failed"),
+            (42, "invalid input"),
+            (52, "configuration error"),
+            (53, "turn limit exceeded"),
+            (130, "cancelled"),
+        ],
     )
     def test_exit_codes(self, code: int, meaning: str) -> None:
         """Gemini's documented exit codes are named in the error."""

@@ -81,8 +81,15 @@ class TestParser:
 
     def test_failed_tool(self) -> None:
         """A tool part in error state is logged as a tool error."""
-        line = json.dumps({"type": "tool_use", "part": {"tool": "bash", "state": {
-            "status": "error", "input": {"command": "make"}, "error": "make: not found"}}})
+        line = json.dumps(
+            {
+                "type": "tool_use",
+                "part": {
+                    "tool": "bash",
+                    "state": {"status": "error", "input": {"command": "make"}, "error": "make: not found"},
+                },
+            }
+        )
         assert OpencodeParser().feed(line) == ["[tool] bash make", "[tool error] make: not found"]
 
     @pytest.mark.parametrize("line", ["INFO something", "{", '{"type":"step_finish","part":[]}'])
