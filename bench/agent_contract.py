@@ -113,7 +113,9 @@ class FakeAnthropic:
             await resp.write(
                 sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})
             )
-            await resp.write(sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+            await resp.write(
+                sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            )
             await resp.write(sse("content_block_stop", {"type": "content_block_stop", "index": index}))
         await resp.write(
             sse(

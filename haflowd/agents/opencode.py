@@ -91,6 +91,8 @@ class OpencodeParser(EventParser):
     error: str | None = None
     last_text: str | None = None
     steps: int = 0
+    #: The error was marked retryable: a later finished step clears it.
+    retryable: bool = False
 
     def event(self, event: dict[str, Any]) -> list[str]:
         kind = event["type"]
@@ -118,6 +120,8 @@ class OpencodeParser(EventParser):
 
     def _add_usage(self, part: dict[str, Any]) -> None:
         self.steps += 1
+        if self.retryable:
+            self.error, self.retryable = None, False
         tokens = part.get("tokens") or {}
         cache = tokens.get("cache") or {}
         read = as_int(cache.get("read"))
@@ -134,6 +138,7 @@ class OpencodeParser(EventParser):
         data = error.get("data") or {}
         message = data.get("message") or error.get("message") or json.dumps(error)
         status = data.get("statusCode")
+        self.retryable = data.get("isRetryable") is True
         self.error = clip(f"{error.get('name', 'error')}: {message}" + (f" (HTTP {status})" if status else ""))
         return [f"[error] {self.error}"]
 

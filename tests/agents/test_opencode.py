@@ -79,6 +79,23 @@ class TestParser:
         outcome, _ = parse("opencode-401", exit_code=0)
         assert not outcome.success
 
+    def test_retryable_error_then_success(self) -> None:
+        """A retryable error followed by a finished step (opencode retried) is not a failure."""
+        lines = recording("opencode-fake")
+        error = (
+            '{"type":"error","error":{"name":"APIError","data":{"message":"Cannot connect to API","isRetryable":true}}}'
+        )
+        parser = OpencodeParser()
+        log = feed_all(parser, [error, *lines])
+        assert log[0] == "[error] APIError: Cannot connect to API"
+        assert parser.finish(0).success
+
+    def test_retryable_error_alone(self) -> None:
+        """A retryable error with nothing after it (killed while retrying) fails the run."""
+        parser = OpencodeParser()
+        parser.feed('{"type":"error","error":{"name":"APIError","data":{"message":"down","isRetryable":true}}}')
+        assert parser.finish(124) == Outcome(success=False, error="APIError: down")
+
     def test_failed_tool(self) -> None:
         """A tool part in error state is logged as a tool error."""
         line = json.dumps(
