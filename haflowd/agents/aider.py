@@ -45,10 +45,10 @@ _TOKENS = re.compile(
     r"(?: Cost: \$(?P<message>[\d.]+) message, \$(?P<session>[\d.]+) session\.)?"
 )
 _MODEL = re.compile(r"^(?:Main )?[Mm]odel: (?P<model>\S+)")
-_ERROR = re.compile(r"^(?:litellm\.\w*Error|The API provider |Error: |Unable to )")
+_ERROR = re.compile(r"^(?:litellm\.\w*Error|The API provider\b|Error: |Unable to )")
 _BANNER = re.compile(
     r"^(?:Aider v|(?:Main |Weak |Editor )?[Mm]odel: |Git repo: |Repo-map: |Added .* to the chat|"
-    r"https://aider\.chat/|Use /help|Cur working dir|Creating empty file |Note: )"
+    r"https://aider\.chat/|Use /help|Cur working dir|Creating empty file |Note: |Analytics have been )"
 )
 _NOISE = re.compile(r"^(?:HTTPSConnectionPool\(|Retrying in |Warning)")
 
@@ -79,6 +79,11 @@ def argv(ctx: StepContext) -> tuple[str, ...]:
         "--no-auto-commits",
         "--no-dirty-commits",
         "--no-gitignore",
+        # Its history files would land in the work tree (or fail on /mission).
+        "--chat-history-file",
+        "/dev/null",
+        "--input-history-file",
+        "/dev/null",
     ]
     if agent.model:
         args += ["--model", agent.model]

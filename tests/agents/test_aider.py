@@ -28,6 +28,10 @@ COMMON = (
     "--no-auto-commits",
     "--no-dirty-commits",
     "--no-gitignore",
+    "--chat-history-file",
+    "/dev/null",
+    "--input-history-file",
+    "/dev/null",
 )
 
 
@@ -74,6 +78,15 @@ class TestParser:
         assert "[usage] Tokens: 2.3k sent, 150 received." in log
         assert log[-1] == "[tool] Applied edit to hello.txt"
         assert sum(line.startswith("[warning] HTTPSConnectionPool") for line in log) == 4
+
+    def test_real_network_failure_exits_zero_but_fails(self) -> None:
+        """Recorded here from the real aider 0.86.2 without network: exit 0, yet the run failed."""
+        parser = AiderParser()
+        log = feed_all(parser, recording("aider-nonet"))
+        outcome = parser.finish(0)
+        assert outcome == Outcome(success=False, error="The API provider's servers are down or overloaded.")
+        assert "[init] Analytics have been permanently disabled." in log
+        assert sum(line.startswith("[error] litellm.InternalServerError") for line in log) == 9
 
     def test_model_error_with_exit_zero_is_a_failure(self) -> None:
         """aider exits 0 after a model error; the error line decides."""
