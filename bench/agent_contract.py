@@ -1,18 +1,18 @@
-"""Contract check: the real Claude Code binary, in its built image, against a fake model.
+"""Contract check: a real agent CLI, in its built image, against a fake model.
 
-Not part of the test suite (it needs ``haflow-agent-claude-code:<version>``,
-built with ``python -m haflowd.agent_images claude-code``). It starts a tiny
-aiohttp server on loopback that speaks the Anthropic Messages API in its
-streaming form, runs the adapter's exact command line and prompt in the
-image (``--network host`` so the container's loopback is this host's), and
+Not part of the test suite (it needs ``haflow-agent-<adapter>:<version>``,
+built with ``python -m haflowd.agent_images <adapter>``). It starts a tiny
+aiohttp server on loopback that speaks the Anthropic Messages API and the
+OpenAI Chat Completions API in their streaming forms, runs the adapter's
+exact command line and prompt in the image (``--network host`` so the
+container's loopback is this host's; ``base_url`` points the CLI there), and
 feeds the real output to our parser.
 
-The scripted model writes ``/workspace/hello.txt`` and the step's output
-file with the Write tool, then says it is done. The check passes when the
-parser's Outcome is a success with the fake server's token counts and both
-files exist.
+The scripted model writes the step's output file (Claude Code also
+``/workspace/hello.txt``), then says it is done. The check passes when the
+parser's Outcome is a success with token counts and the output file exists.
 
-    python bench/agent_contract.py [--image haflow-agent-claude-code:2.1.331]
+    python bench/agent_contract.py [--adapter claude-code|aider|opencode] [--image IMAGE]
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any
 from aiohttp import web
 
 from haflowd.agent_images import load_recipes
-from haflowd.agents.claude_code import ClaudeCodeAdapter
 from haflowd.agents.protocol import StepContext
+from haflowd.agents.registry import adapter_for
 from haflowd.models import AdapterId, AgentSpec
 
 INPUT_TOKENS = 1500
@@ -131,6 +131,69 @@ class FakeAnthropic:
         await resp.write_eof()
         return resp
 
+    def chat_reply(self, body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+        """Text and tool calls of the next Chat Completions answer."""
+        messages = body.get("messages", [])
+        if body.get("tools"):
+            # A tool-calling agent (opencode): write the file, then finish.
+            if not any(m.get("role") == "tool" for m in messages):
+                args = {"filePath": self.output_path, "content": "# Brief\n\nDark mode toggle.\n"}
+                call = {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "write", "arguments": json.dumps(args)},
+                }
+                return "I'll write the brief.", [call]
+            return "Wrote the brief.", []
+        # aider's "whole" edit format: the file's name, then its whole new content.
+        name = self.output_path.rsplit("/", 1)[-1]
+        return f"I'll write the brief.\n\n{name}\n```\n# Brief\n\nDark mode toggle.\n```\n", []
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        text, calls = self.chat_reply(body)
+        usage = {
+            "prompt_tokens": INPUT_TOKENS,
+            "completion_tokens": OUTPUT_TOKENS,
+            "total_tokens": INPUT_TOKENS + OUTPUT_TOKENS,
+        }
+        finish = "tool_calls" if calls else "stop"
+        base = {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": body.get("model", "fake-model"),
+        }
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if calls:
+                message["tool_calls"] = calls
+            return web.json_response(
+                {
+                    **base,
+                    "object": "chat.completion",
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                    "usage": usage,
+                }
+            )
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+
+        async def chunk(delta: dict[str, Any], reason: str | None = None, **extra: Any) -> None:
+            data = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": reason}], **extra}
+            await resp.write(f"data: {json.dumps(data)}\n\n".encode())
+
+        await chunk({"role": "assistant", "content": ""})
+        await chunk({"content": text})
+        for index, call in enumerate(calls):
+            await chunk({"tool_calls": [{"index": index, **call}]})
+        await chunk({}, finish)
+        await resp.write(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode())
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
     async def other(self, request: web.Request) -> web.Response:
         self.requests.append({"path": request.path})
         if request.path.endswith("/count_tokens"):
@@ -138,7 +201,10 @@ class FakeAnthropic:
         return web.json_response({"type": "error", "error": {"type": "not_found_error", "message": "no"}}, status=404)
 
 
-async def check(image: str, port: int) -> int:
+MODELS = {"claude-code": None, "aider": "openai/fake-model", "opencode": "fake-model"}
+
+
+async def check(adapter_id: str, image: str, port: int) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="haflow-contract-"))
     artifacts, workspace = tmp / "artifacts", tmp / "workspace"
     for folder in (artifacts, workspace):
@@ -148,12 +214,14 @@ async def check(image: str, port: int) -> int:
     fake = FakeAnthropic("/mission/artifacts/structured-text.md")
     app = web.Application()
     app.router.add_post("/v1/messages", fake.messages)
+    app.router.add_post("/v1/chat/completions", fake.chat)
     app.router.add_route("*", "/{tail:.*}", fake.other)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    base_url = f"http://127.0.0.1:{port}" + ("" if adapter_id == "claude-code" else "/v1")
     spec = AgentSpec(
-        agent_id="claude-code", adapter=AdapterId.CLAUDE_CODE, base_url=f"http://127.0.0.1:{port}", image=image
+        agent_id=adapter_id, adapter=AdapterId(adapter_id), base_url=base_url, image=image, model=MODELS[adapter_id]
     )
     ctx = StepContext(
         mission_id="m-contract",
@@ -168,11 +236,12 @@ async def check(image: str, port: int) -> int:
         output_artifact="structured-text.md",
         input_text="Add a dark mode toggle.",
     )
-    adapter = ClaudeCodeAdapter()
+    adapter = adapter_for(spec)
     inv = adapter.invocation(ctx)
     argv = ["docker", "run", "--rm", "-i", "--network", "host", "--read-only", "--tmpfs", "/tmp"]
     argv += ["--tmpfs", "/home/agent:uid=1000,gid=1000", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
     argv += ["-v", f"{artifacts}:/mission/artifacts", "-v", f"{workspace}:/workspace", "-w", "/workspace"]
+    argv += ["--tmpfs", "/home/agent/.cache:uid=1000,gid=1000", "--memory", "2g"]
     for key, value in {**inv.env, **{name: "sk-fake" for name in inv.secrets}}.items():
         argv += ["-e", f"{key}={value}"]
     argv += [image, *inv.command]
@@ -204,7 +273,7 @@ async def check(image: str, port: int) -> int:
         outcome.success
         and outcome.usage is not None
         and outcome.usage.output_tokens > 0
-        and hello.exists()
+        and (hello.exists() or adapter_id != "claude-code")
         and output.exists()
     )
     print("hello.txt:", hello.exists(), "| output artifact:", output.exists())
@@ -213,12 +282,13 @@ async def check(image: str, port: int) -> int:
 
 
 def main() -> int:
-    default = load_recipes()["claude-code"].tag
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--image", default=default)
+    parser.add_argument("--adapter", choices=sorted(MODELS), default="claude-code")
+    parser.add_argument("--image", help="default: the pinned haflow-agent-<adapter> image")
     parser.add_argument("--port", type=int, default=18089)
     args = parser.parse_args()
-    return asyncio.run(check(args.image, args.port))
+    image = args.image or load_recipes()[args.adapter].tag
+    return asyncio.run(check(args.adapter, image, args.port))
 
 
 if __name__ == "__main__":
