@@ -194,14 +194,48 @@ class FakeAnthropic:
         await resp.write_eof()
         return resp
 
+    async def gemini(self, request: web.Request) -> web.StreamResponse:
+        """generateContent / streamGenerateContent: write_file, then a final text."""
+        body = await request.json()
+        self.requests.append(body)
+        answered = any("functionResponse" in part for c in body.get("contents", []) for part in c.get("parts", []))
+        if not body.get("tools"):
+            # Side calls (next-speaker checks and the like) want JSON.
+            parts: list[dict[str, Any]] = [{"text": json.dumps({"reasoning": "done", "next_speaker": "user"})}]
+        elif not answered:
+            call = {"name": "write_file", "args": {"file_path": self.output_path, "content": "# Brief\n"}}
+            parts = [{"text": "I'll write the brief."}, {"functionCall": call}]
+        else:
+            parts = [{"text": "Wrote the brief."}]
+        data = {
+            "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {
+                "promptTokenCount": INPUT_TOKENS,
+                "candidatesTokenCount": OUTPUT_TOKENS,
+                "totalTokenCount": INPUT_TOKENS + OUTPUT_TOKENS,
+            },
+            "modelVersion": "gemini-2.5-flash",
+        }
+        if "streamGenerateContent" not in request.path:
+            return web.json_response(data)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(f"data: {json.dumps(data)}\r\n\r\n".encode())
+        await resp.write_eof()
+        return resp
+
     async def other(self, request: web.Request) -> web.Response:
         self.requests.append({"path": request.path})
         if request.path.endswith("/count_tokens"):
             return web.json_response({"input_tokens": INPUT_TOKENS})
+        if request.path.endswith(":countTokens"):
+            return web.json_response({"totalTokens": INPUT_TOKENS})
         return web.json_response({"type": "error", "error": {"type": "not_found_error", "message": "no"}}, status=404)
 
 
-MODELS = {"claude-code": None, "aider": "openai/fake-model", "opencode": "fake-model"}
+MODELS = {"claude-code": None, "aider": "openai/fake-model", "opencode": "fake-model", "gemini": "gemini-2.5-flash"}
+#: What base_url is for each CLI: Anthropic and Gemini add their own API paths.
+BASE_PATHS = {"claude-code": "", "gemini": "", "aider": "/v1", "opencode": "/v1"}
 
 
 async def check(adapter_id: str, image: str, port: int) -> int:
@@ -215,11 +249,12 @@ async def check(adapter_id: str, image: str, port: int) -> int:
     app = web.Application()
     app.router.add_post("/v1/messages", fake.messages)
     app.router.add_post("/v1/chat/completions", fake.chat)
+    app.router.add_post("/v1beta/models/{call}", fake.gemini)
     app.router.add_route("*", "/{tail:.*}", fake.other)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    base_url = f"http://127.0.0.1:{port}" + ("" if adapter_id == "claude-code" else "/v1")
+    base_url = f"http://127.0.0.1:{port}{BASE_PATHS[adapter_id]}"
     spec = AgentSpec(
         agent_id=adapter_id, adapter=AdapterId(adapter_id), base_url=base_url, image=image, model=MODELS[adapter_id]
     )

@@ -71,6 +71,8 @@ class AgentRecipe:
     package: str
     version: str
     binary: str
+    #: JSON files baked into the image, by path (e.g. the CLI's system settings).
+    files: dict[str, object] = attrs.field(factory=dict)
 
     @property
     def tag(self) -> str:
@@ -92,6 +94,7 @@ def load_recipes(path: Path | None = None) -> dict[str, AgentRecipe]:
             package=a["package"],
             version=a["version"],
             binary=a["binary"],
+            files=dict(a.get("files", {})),
         )
         for adapter, a in data["agents"].items()
     }
@@ -214,6 +217,8 @@ def _dockerfile(recipe: AgentRecipe, base_tag: str) -> str:
         lines.append("COPY prefix/ /usr/local/")
     else:
         lines += [f"COPY target/ {PIP_TARGET}/", f"COPY launcher /usr/local/bin/{recipe.binary}"]
+    if recipe.files:
+        lines.append("COPY files/ /")
     lines += [
         f'RUN ["{recipe.binary}", "--version"]',
         f"USER {AGENT_UID}:{AGENT_UID}",
@@ -300,6 +305,13 @@ async def build_agent_image(
     with tempfile.TemporaryDirectory(prefix="haflow-agent-image-") as tmp:
         context = Path(tmp)
         await _install_cli(recipe, context, progress)
+        for name, content in recipe.files.items():
+            target = context / "files" / name.lstrip("/")
+            if ".." in Path(name).parts:
+                raise SandboxUnavailable(f"file {name!r} of {adapter} leaves the image root")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(content, indent=2) + "\n")
+            target.chmod(0o644)
         dockerfile = _dockerfile(recipe, base_tag)
         (context / "Dockerfile").write_text(dockerfile)
         digest = hashlib.sha256(dockerfile.encode()).hexdigest()[:12]

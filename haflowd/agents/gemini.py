@@ -3,6 +3,9 @@
 Facts of version 0.61.0 (see the recordings):
 
 - Piped stdin is the prompt and makes the run headless.
+- Its file tools only touch the working directory and
+  ``--include-directories`` (a write to ``/mission/artifacts`` from
+  ``/workspace`` fails with "Path not in workspace" otherwise).
 - Assistant text arrives as ``message`` deltas; they are joined until the
   next other event so the log shows whole messages.
 - The final ``result`` event has ``status`` ("success" or "error", with an
@@ -11,6 +14,10 @@ Facts of version 0.61.0 (see the recordings):
   limit, 130 cancelled. Under a 256 MB memory limit it never finishes, so
   its agent file asks for 2 GB or more.
 - No turn or budget flags (turn limits are a settings-file matter).
+- ``base_url`` becomes ``GOOGLE_GEMINI_BASE_URL``. That variable alone
+  switches the CLI to "gateway" auth ("Invalid auth method selected",
+  exit 41), so our image ships ``/etc/gemini-cli/settings.json`` selecting
+  ``gemini-api-key`` (see ``workflows/images/agent-images.json``).
 """
 
 from __future__ import annotations
@@ -44,8 +51,13 @@ ENV = {
 
 
 def argv(ctx: StepContext) -> tuple[str, ...]:
-    """The headless command line; the prompt goes to stdin."""
+    """The headless command line; the prompt goes to stdin.
+
+    The file tools refuse paths outside the working directory, so the
+    artifacts folder is included explicitly.
+    """
     args = [BINARY, "--output-format", "stream-json", "--approval-mode", "yolo", "--skip-trust"]
+    args += ["--include-directories", ctx.artifacts_dir]
     if ctx.agent.model:
         args += ["--model", ctx.agent.model]
     return tuple(args)
@@ -139,7 +151,10 @@ class GeminiAdapter:
     structured: bool = True
 
     def invocation(self, ctx: StepContext) -> Invocation:
-        env = {**ENV, **ctx.agent.env}
+        env = dict(ENV)
+        if ctx.agent.base_url:
+            env["GOOGLE_GEMINI_BASE_URL"] = ctx.agent.base_url
+        env.update(ctx.agent.env)
         return Invocation(
             command=argv(ctx),
             env=env,

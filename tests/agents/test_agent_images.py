@@ -39,6 +39,14 @@ class TestRecipes:
         text = _dockerfile(recipe, recipe.base.tag)
         assert "COPY target/ /opt/haflow-pip/\n" in text and "COPY launcher /usr/local/bin/aider\n" in text
 
+    def test_gemini_settings_are_baked_in(self) -> None:
+        """Gemini's image carries system settings selecting API-key auth (needed with a base URL)."""
+        recipe = load_recipes()["gemini"]
+        settings = recipe.files["etc/gemini-cli/settings.json"]
+        assert settings["security"] == {"auth": {"selectedType": "gemini-api-key"}}  # type: ignore[index]
+        assert "COPY files/ /\n" in _dockerfile(recipe, recipe.base.tag)
+        assert "COPY files/" not in _dockerfile(load_recipes()["codex"], "b")
+
     async def test_unknown_adapter(self) -> None:
         """An unknown adapter is refused before anything is built."""
         with pytest.raises(SandboxUnavailable, match="no agent image recipe"):

@@ -20,7 +20,16 @@ class TestInvocation:
     def test_headless_argv(self) -> None:
         """stream-json output, every tool approved, the workspace trusted; the prompt goes to stdin."""
         inv = GeminiAdapter().invocation(step(SPEC))
-        assert inv.command == ("gemini", "--output-format", "stream-json", "--approval-mode", "yolo", "--skip-trust")
+        assert inv.command == (
+            "gemini",
+            "--output-format",
+            "stream-json",
+            "--approval-mode",
+            "yolo",
+            "--skip-trust",
+            "--include-directories",
+            "/mission/artifacts",
+        )
         assert inv.stdin is not None and inv.stdin.startswith("You are the cleanup step")
 
     def test_model(self) -> None:
@@ -34,6 +43,12 @@ class TestInvocation:
         assert inv.secrets == ("GEMINI_API_KEY",)
         assert inv.env["GEMINI_TELEMETRY_ENABLED"] == "false"
         assert inv.env["GEMINI_SANDBOX"] == "false"
+        assert "GOOGLE_GEMINI_BASE_URL" not in inv.env
+
+    def test_base_url(self) -> None:
+        """base_url becomes GOOGLE_GEMINI_BASE_URL."""
+        inv = GeminiAdapter().invocation(step(agent(AdapterId.GEMINI, base_url="http://127.0.0.1:9")))
+        assert inv.env["GOOGLE_GEMINI_BASE_URL"] == "http://127.0.0.1:9"
 
 
 def parse(name: str, exit_code: int = 0) -> tuple[Outcome, list[str]]:
