@@ -224,6 +224,58 @@ class FakeAnthropic:
         await resp.write_eof()
         return resp
 
+    def codex_call(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A shell call writing the output file, in whichever shell tool the request offers."""
+        script = f"printf '# Brief\\n' > {self.output_path}"
+        tools = {t.get("name"): t for t in body.get("tools", []) if isinstance(t, dict)}
+        if "shell_command" in tools:
+            args: dict[str, Any] = {"command": script}
+            name = "shell_command"
+        elif "exec_command" in tools:
+            args, name = {"cmd": script}, "exec_command"
+        elif "shell" in tools:
+            args, name = {"command": ["bash", "-lc", script]}, "shell"
+        else:
+            return None
+        return {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": name, "arguments": json.dumps(args)}
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        """The Responses API (codex): a shell call, then a final message."""
+        body = await request.json()
+        self.requests.append({"tools": [t.get("name") for t in body.get("tools", []) if isinstance(t, dict)]})
+        answered = any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in body.get("input", []))
+        call = None if answered else self.codex_call(body)
+        text = "Wrote the brief." if answered or call is None else "I'll write the brief."
+        items: list[dict[str, Any]] = [
+            {
+                "type": "message",
+                "id": "msg_1",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ]
+        if call is not None:
+            items.append(call)
+        usage = {
+            "input_tokens": INPUT_TOKENS,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": OUTPUT_TOKENS,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": INPUT_TOKENS + OUTPUT_TOKENS,
+        }
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        rid = f"resp_{len(self.requests)}"
+        await resp.write(sse("response.created", {"type": "response.created", "response": {"id": rid}}))
+        for index, item in enumerate(items):
+            done = {"type": "response.output_item.done", "output_index": index, "item": item}
+            await resp.write(sse("response.output_item.done", done))
+        completed = {"type": "response.completed", "response": {"id": rid, "usage": usage}}
+        await resp.write(sse("response.completed", completed))
+        await resp.write_eof()
+        return resp
+
     async def other(self, request: web.Request) -> web.Response:
         self.requests.append({"path": request.path})
         if request.path.endswith("/count_tokens"):
@@ -233,9 +285,15 @@ class FakeAnthropic:
         return web.json_response({"type": "error", "error": {"type": "not_found_error", "message": "no"}}, status=404)
 
 
-MODELS = {"claude-code": None, "aider": "openai/fake-model", "opencode": "fake-model", "gemini": "gemini-2.5-flash"}
+MODELS = {
+    "claude-code": None,
+    "aider": "openai/fake-model",
+    "opencode": "fake-model",
+    "gemini": "gemini-2.5-flash",
+    "codex": "gpt-5.1-codex",
+}
 #: What base_url is for each CLI: Anthropic and Gemini add their own API paths.
-BASE_PATHS = {"claude-code": "", "gemini": "", "aider": "/v1", "opencode": "/v1"}
+BASE_PATHS = {"claude-code": "", "gemini": "", "aider": "/v1", "opencode": "/v1", "codex": "/v1"}
 
 
 async def check(adapter_id: str, image: str, port: int) -> int:
@@ -250,6 +308,7 @@ async def check(adapter_id: str, image: str, port: int) -> int:
     app.router.add_post("/v1/messages", fake.messages)
     app.router.add_post("/v1/chat/completions", fake.chat)
     app.router.add_post("/v1beta/models/{call}", fake.gemini)
+    app.router.add_post("/v1/responses", fake.responses)
     app.router.add_route("*", "/{tail:.*}", fake.other)
     runner = web.AppRunner(app)
     await runner.setup()

@@ -12,10 +12,14 @@ Facts of version 0.169.0 (see the recordings):
   not start in a locked-down container, so approvals and sandbox are
   bypassed: the container is the sandbox, as the help says that flag is for.
 - There are no turn or budget limits on the command line.
+- ``OPENAI_BASE_URL`` is ignored: a ``base_url`` becomes a model provider
+  ``haflow`` defined with ``-c`` overrides (Responses API, key from the
+  first secret).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import attrs
@@ -27,11 +31,24 @@ from .protocol import Invocation, Outcome, StepContext
 
 BINARY = "codex"
 DEFAULT_SECRETS = ("OPENAI_API_KEY",)
+#: The model provider a ``base_url`` is configured as.
+LOCAL_PROVIDER = "haflow"
 ENV = {
     "NO_COLOR": "1",
     "HUSKY": "0",
     "CI": "1",
 }
+
+
+def provider_overrides(base_url: str, key_env: str | None) -> list[str]:
+    """``-c`` options defining the ``base_url`` endpoint as a model provider (values as TOML strings)."""
+    settings = {"name": LOCAL_PROVIDER, "base_url": base_url, "wire_api": "responses"}
+    if key_env:
+        settings["env_key"] = key_env
+    args = ["--config", f"model_provider={json.dumps(LOCAL_PROVIDER)}"]
+    for key, value in settings.items():
+        args += ["--config", f"model_providers.{LOCAL_PROVIDER}.{key}={json.dumps(value)}"]
+    return args
 
 
 def argv(ctx: StepContext) -> tuple[str, ...]:
@@ -48,6 +65,9 @@ def argv(ctx: StepContext) -> tuple[str, ...]:
     ]
     if ctx.agent.model:
         args += ["--model", ctx.agent.model]
+    if ctx.agent.base_url:
+        secrets = ctx.agent.secrets or DEFAULT_SECRETS
+        args += provider_overrides(ctx.agent.base_url, secrets[0] if secrets else None)
     args.append("-")
     return tuple(args)
 
@@ -147,10 +167,7 @@ class CodexAdapter:
     structured: bool = True
 
     def invocation(self, ctx: StepContext) -> Invocation:
-        env = dict(ENV)
-        if ctx.agent.base_url:
-            env["OPENAI_BASE_URL"] = ctx.agent.base_url
-        env.update(ctx.agent.env)
+        env = {**ENV, **ctx.agent.env}
         return Invocation(
             command=argv(ctx),
             env=env,

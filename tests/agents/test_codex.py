@@ -41,11 +41,29 @@ class TestInvocation:
         assert CodexAdapter().invocation(step(spec)).command[-3:] == ("--model", "gpt-5.1-codex", "-")
 
     def test_environment_and_secrets(self) -> None:
-        """OPENAI_API_KEY is the default secret; base_url becomes OPENAI_BASE_URL."""
-        inv = CodexAdapter().invocation(step(agent(AdapterId.CODEX, base_url="http://127.0.0.1:8080/v1")))
+        """OPENAI_API_KEY is the default secret; colour and git hooks are off."""
+        inv = CodexAdapter().invocation(step(SPEC))
         assert inv.secrets == ("OPENAI_API_KEY",)
-        assert inv.env["OPENAI_BASE_URL"] == "http://127.0.0.1:8080/v1"
         assert inv.env["NO_COLOR"] == "1" and inv.env["HUSKY"] == "0"
+
+    def test_base_url_is_a_model_provider(self) -> None:
+        """codex ignores OPENAI_BASE_URL, so base_url becomes a provider defined with -c (TOML strings)."""
+        spec = agent(AdapterId.CODEX, base_url="http://127.0.0.1:8080/v1", secrets=("LOCAL_KEY",))
+        inv = CodexAdapter().invocation(step(spec))
+        assert inv.command[-11:] == (
+            "--config",
+            'model_provider="haflow"',
+            "--config",
+            'model_providers.haflow.name="haflow"',
+            "--config",
+            'model_providers.haflow.base_url="http://127.0.0.1:8080/v1"',
+            "--config",
+            'model_providers.haflow.wire_api="responses"',
+            "--config",
+            'model_providers.haflow.env_key="LOCAL_KEY"',
+            "-",
+        )
+        assert "OPENAI_BASE_URL" not in inv.env
 
 
 def parse(name: str, exit_code: int = 0, model: str | None = None) -> tuple[Outcome, list[str]]:
@@ -111,6 +129,12 @@ class TestStandIn:
         artifacts, workspace = mission_dirs
         assert (workspace / "hello.txt").read_text() == "hello from codex\n"
         assert "dark mode toggle" in (artifacts / "structured-text.md").read_text()
+
+    def test_local_endpoint(self, standin_image: str, mission_dirs: tuple[Path, Path]) -> None:
+        """The stand-in accepts the provider overrides a base_url adds."""
+        spec = agent(AdapterId.CODEX, base_url="http://127.0.0.1:8080/v1")
+        outcome, _ = run_step(standin_image, CodexAdapter(), step(spec), mission_dirs)
+        assert outcome.success
 
     def test_bad_key(self, standin_image: str, mission_dirs: tuple[Path, Path]) -> None:
         """A replayed 401 fails with turn.failed's message."""
