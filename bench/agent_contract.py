@@ -296,7 +296,7 @@ MODELS = {
 BASE_PATHS = {"claude-code": "", "gemini": "", "aider": "/v1", "opencode": "/v1", "codex": "/v1"}
 
 
-async def check(adapter_id: str, image: str, port: int) -> int:
+async def check(adapter_id: str, image: str, port: int, save: Path | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="haflow-contract-"))
     artifacts, workspace = tmp / "artifacts", tmp / "workspace"
     for folder in (artifacts, workspace):
@@ -359,6 +359,8 @@ async def check(adapter_id: str, image: str, port: int) -> int:
     await runner.cleanup()
     outcome = parser.finish(code)
     print(f"exit {code} after {time.monotonic() - started:.1f} s; raw events in {raw}")
+    if save is not None:
+        save.write_text(raw.read_text())
     print(f"model requests: {len(fake.requests)}")
     print("outcome:", outcome)
     hello = workspace / "hello.txt"
@@ -380,9 +382,10 @@ def main() -> int:
     parser.add_argument("--adapter", choices=sorted(MODELS), default="claude-code")
     parser.add_argument("--image", help="default: the pinned haflow-agent-<adapter> image")
     parser.add_argument("--port", type=int, default=18089)
+    parser.add_argument("--save", type=Path, help="keep the CLI's raw output (e.g. as a test recording)")
     args = parser.parse_args()
     image = args.image or load_recipes()[args.adapter].tag
-    return asyncio.run(check(args.adapter, image, args.port))
+    return asyncio.run(check(args.adapter, image, args.port, args.save))
 
 
 if __name__ == "__main__":
