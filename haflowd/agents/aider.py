@@ -126,7 +126,8 @@ class AiderParser:
         tokens = _TOKENS.match(text)
         if tokens:
             self.replies += 1
-            self.input_tokens += count(tokens["sent"]) + count(tokens["write"]) + count(tokens["hit"])
+            # "sent" is the prompt's size, cached parts included (OpenAI's convention).
+            self.input_tokens += count(tokens["sent"])
             self.cached_tokens += count(tokens["hit"])
             self.output_tokens += count(tokens["received"])
             if tokens["session"]:

@@ -14,8 +14,10 @@ Facts of version 2.1.331 this adapter is built on (see the recordings in
 - ``usage.input_tokens`` excludes the cache; we report the whole input
   (plus cache writes and reads) as ``input_tokens`` and the cache reads as
   ``cached_input_tokens``, as the OpenAI-style CLIs do.
-- The help lists ``--max-budget-usd`` but no turn limit, so ``max_turns``
-  is not passed.
+- ``--max-budget-usd`` is in the help; ``--max-turns`` is not, but the
+  binary accepts it (checked against 2.1.331: an unknown option is refused
+  with "error: unknown option"). Hitting either limit ends in a ``result``
+  whose subtype is not ``success``.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def argv(ctx: StepContext) -> tuple[str, ...]:
     ]
     if agent.model:
         args += ["--model", agent.model]
+    if agent.max_turns is not None:
+        args += ["--max-turns", str(agent.max_turns)]
     if agent.max_budget_usd is not None:
         args += ["--max-budget-usd", f"{agent.max_budget_usd:g}"]
     return tuple(args)

@@ -113,12 +113,12 @@ class TestParser:
                 "litellm.APIConnectionError: down",
                 "Retrying in 0.2 seconds...",
                 "Done.",
-                "Tokens: 1k sent, 1.5k cache hit, 20 received. Cost: $0.01 message, $0.03 session.",
+                "Tokens: 3k sent, 1.5k cache hit, 20 received. Cost: $0.01 message, $0.03 session.",
             ],
         )
         outcome = parser.finish(0)
         assert outcome.success
-        assert outcome.usage == Usage(input_tokens=2500, output_tokens=20, cached_input_tokens=1500, cost_usd=0.03)
+        assert outcome.usage == Usage(input_tokens=3000, output_tokens=20, cached_input_tokens=1500, cost_usd=0.03)
 
     def test_nonzero_exit(self) -> None:
         """A non-zero exit fails the run."""

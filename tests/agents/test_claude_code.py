@@ -39,11 +39,11 @@ class TestInvocation:
         assert inv.stdin is not None and "Output file: /mission/artifacts/structured-text.md" in inv.stdin
         assert not any("Dark mode" in item for item in inv.command)
 
-    def test_model_and_budget(self) -> None:
-        """The agent file's model and budget become --model and --max-budget-usd."""
+    def test_model_and_limits(self) -> None:
+        """The agent file's model and limits become --model, --max-turns and --max-budget-usd."""
         spec = agent(AdapterId.CLAUDE_CODE, model="claude-opus-4-1", max_budget_usd=2.5, max_turns=7)
         inv = ClaudeCodeAdapter().invocation(step(spec))
-        assert inv.command[-4:] == ("--model", "claude-opus-4-1", "--max-budget-usd", "2.5")
+        assert inv.command[-6:] == ("--model", "claude-opus-4-1", "--max-turns", "7", "--max-budget-usd", "2.5")
 
     def test_environment(self) -> None:
         """The env bounds retries, allows bypass in the sandbox and turns off updates and telemetry."""
@@ -149,6 +149,12 @@ class TestParser:
         assert outcome.usage == FAKE_USAGE
         assert outcome.result == "Created hello.txt."
         assert log == ["[result] failed: permission denied: Write /workspace/hello.txt (2 turns, $0.0136)"]
+
+    def test_turn_limit(self) -> None:
+        """A result whose subtype is not success (a limit was hit) fails, naming the subtype."""
+        parser = ClaudeCodeParser()
+        parser.feed('{"type":"result","subtype":"error_max_turns","is_error":false,"num_turns":7}')
+        assert parser.finish(1).error == "error_max_turns"
 
     def test_no_result_event(self) -> None:
         """A run killed before its result event fails, naming the last retry notice."""
