@@ -296,7 +296,9 @@ MODELS = {
 BASE_PATHS = {"claude-code": "", "gemini": "", "aider": "/v1", "opencode": "/v1", "codex": "/v1"}
 
 
-async def check(adapter_id: str, image: str, port: int, save: Path | None = None) -> int:
+async def check(
+    adapter_id: str, image: str, port: int, save: Path | None = None, docker_args: tuple[str, ...] = ()
+) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="haflow-contract-"))
     artifacts, workspace = tmp / "artifacts", tmp / "workspace"
     for folder in (artifacts, workspace):
@@ -338,7 +340,7 @@ async def check(adapter_id: str, image: str, port: int, save: Path | None = None
     argv += ["--tmpfs", "/home/agent/.cache:uid=1000,gid=1000", "--memory", "2g"]
     for key, value in {**inv.env, **{name: "sk-fake" for name in inv.secrets}}.items():
         argv += ["-e", f"{key}={value}"]
-    argv += [image, *inv.command]
+    argv += [*docker_args, image, *inv.command]
     print("$", " ".join(argv[:3]), "...", " ".join(inv.command), flush=True)
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
@@ -383,9 +385,12 @@ def main() -> int:
     parser.add_argument("--image", help="default: the pinned haflow-agent-<adapter> image")
     parser.add_argument("--port", type=int, default=18089)
     parser.add_argument("--save", type=Path, help="keep the CLI's raw output (e.g. as a test recording)")
+    parser.add_argument(
+        "--docker-arg", action="append", default=[], help="extra `docker run` option, e.g. --add-host=HOST:127.0.0.1"
+    )
     args = parser.parse_args()
     image = args.image or load_recipes()[args.adapter].tag
-    return asyncio.run(check(args.adapter, image, args.port, args.save))
+    return asyncio.run(check(args.adapter, image, args.port, args.save, tuple(args.docker_arg)))
 
 
 if __name__ == "__main__":
