@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 PLACEHOLDERS = frozenset(
     {
@@ -23,6 +24,10 @@ def placeholders_in(template: str) -> set[str]:
     return set(_PLACEHOLDER.findall(template))
 
 
-def expand(template: str, values: dict[str, str]) -> str:
-    """Fill ``{name}`` placeholders; no format-string features beyond that."""
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+def expand(template: str, values: Mapping[str, str]) -> str:
+    """Fill ``{name}`` for each name in ``values``; every other brace stays as written.
+
+    A plain substitution, not ``str.format``: no attribute access or format
+    specs, and a value is never expanded again.
+    """
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)

@@ -372,6 +372,12 @@ class TestRun:
         with pytest.raises(SandboxError, match=name):
             await provider.start(make_spec("true", secrets={name: "x"}))
 
+    async def test_agent_can_write_tmp_and_home(self, provider, started, make_spec) -> None:
+        """/tmp is a tmpfs the agent's user owns (mode 1777 alone is ignored by the engine), and HOME points there."""
+        sandbox_id = await started(make_spec("sh", "-c", 'echo hi > /tmp/x && cat /tmp/x && echo "$HOME"'))
+        assert await provider.wait(sandbox_id) == 0
+        assert await collect(provider, sandbox_id) == [b"hi\n", b"/tmp\n"]
+
     async def test_agent_env_never_reaches_the_cli(self, provider, started, make_spec) -> None:
         """Agent env (LD_PRELOAD, DOCKER_HOST) reaches the agent through a private env file, not the host CLI."""
         env = {"LD_PRELOAD": "/nonexistent/evil.so", "DOCKER_HOST": "tcp://192.0.2.1:2375"}

@@ -199,7 +199,7 @@ class DockerProvider:
             await self.ensure_image(self.default_image)
 
     async def ensure_image(self, image: str) -> None:
-        """Make sure ``image`` exists locally (see :func:`haflowd.image.ensure_image`)."""
+        """Make sure ``image`` exists locally (see :func:`haflowd.sandbox.docker_image.ensure_image`)."""
         from .docker_image import ensure_image
 
         async with self._image_lock:
@@ -234,7 +234,9 @@ class DockerProvider:
             f"{float(limits.cpus):g}",
             "--read-only",
             "--tmpfs",
-            "/tmp:rw,nosuid,nodev,size=64m,mode=1777",  # noqa: S108 (inside the container)
+            # Owned by the agent's user: this engine ignores a tmpfs mode, so
+            # mode=1777 alone leaves /tmp root's and unwritable.
+            f"/tmp:rw,nosuid,nodev,size=256m,mode=1777{self._tmpfs_owner()}",  # noqa: S108 (inside the container)
             "--log-driver",
             "json-file",
             "--log-opt",
@@ -260,8 +262,15 @@ class DockerProvider:
                 raise SandboxError(f"Secret {name!r} may not be passed (it names a loader, shell or Docker variable)")
             # Name only: the CLI takes the value from its own environment.
             args += ["--env", name]
+        if "HOME" not in spec.env:
+            # A read-only root leaves no home: CLIs keep their state in /tmp.
+            args += ["--env", "HOME=/tmp"]
         args += ["--", spec.image, *spec.command]
         return args
+
+    def _tmpfs_owner(self) -> str:
+        owner = _numeric_user(self.user)
+        return f",uid={owner[0]},gid={owner[1]}" if owner is not None else ""
 
     async def start(self, spec: SandboxSpec) -> str:
         """Start the container detached and return its full id."""

@@ -1,7 +1,7 @@
 """The seam between the engine and whatever runs agent containers.
 
 The engine only ever talks to a :class:`SandboxProvider`. The Docker CLI
-provider lives in :mod:`haflowd.docker`; a remote Docker host or Kubernetes
+provider lives in :mod:`haflowd.sandbox.docker`; a remote Docker host or Kubernetes
 Jobs would be further implementations of the same protocol. Nothing in here
 knows about Docker.
 """

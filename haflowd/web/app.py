@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import aiohttp_cors
 from aiohttp import web
 
 from .. import __version__
+from ..agents.prompts import PromptLibrary
 from ..agents.registry import adapter_for
 from ..catalog import Catalog, Definitions, load_definitions
 from ..config import Config
@@ -62,7 +64,7 @@ def create_app(
         sandbox=sandbox,
         config=config,
         workspaces={WorkspaceMode.DOCUMENT: ArtifactsWorkspace(store), WorkspaceMode.CODEGEN: code},
-        adapter_for=adapter_for,
+        adapter_for=functools.partial(adapter_for, prompts=PromptLibrary.for_home(config.home)),
         projects=projects,
         repositories=code,
     )
