@@ -187,12 +187,10 @@ async def create_clone(user_repo: Path, base_commit: str, git_dir: Path, work_tr
     refs = await run_git(["for-each-ref", "--format=delete %(refname)"], git_dir=git_dir)
     if refs.stdout:
         await run_git(["update-ref", "--no-deref", "--stdin"], git_dir=git_dir, input=refs.stdout)
-    for args in (
-        ["config", "core.bare", "false"],
-        ["config", "core.symlinks", "true"],
-        ["config", "core.logAllRefUpdates", "true"],
-        ["config", "--remove-section", "remote.origin"],
-    ):
+    # Not bare, so git inside a container finds /workspace as the work tree;
+    # no remote (the user's path means nothing there). core.symlinks and
+    # reflogs are git's defaults for a non-bare repository on Linux.
+    for args in (["config", "core.bare", "false"], ["config", "--remove-section", "remote.origin"]):
         await run_git(args, git_dir=git_dir)
     _write_info_attributes(git_dir)
     _make_dir(work_tree)

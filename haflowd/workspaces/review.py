@@ -128,6 +128,11 @@ async def _check_rev(clone: MissionClone, rev: str) -> str:
     return result.text.strip()
 
 
+def _display(path: str) -> str:
+    """A path read with ``surrogateescape`` as text a client can show (invalid bytes become U+FFFD)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _summary(files: tuple[FileStatus, ...]) -> str:
     if not files:
         return "No changes"
@@ -167,7 +172,7 @@ async def status(clone: MissionClone) -> Status:
     )
     changed = _parse_name_status(tracked.stdout)
     known = {f.path for f in changed}
-    added = [FileStatus(p, "A") for p in (*plain, *nested) if p not in known]
+    added = [FileStatus(shown, "A") for p in (*plain, *nested) if (shown := _display(p)) not in known]
     files = tuple(sorted((*changed, *added), key=lambda f: f.path))
     return Status(bool(files), files, _summary(files))
 

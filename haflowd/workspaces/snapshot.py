@@ -1,6 +1,6 @@
 """A throwaway copy of a mission's work tree, for commands run in a sandbox.
 
-The copy is made with ``cp -a --reflink=auto`` (copy-on-write where the file
+The copy is made with ``cp -R --no-dereference --reflink=auto`` (copy-on-write where the file
 system allows, a real copy elsewhere): never hard links, since the command
 may write, and never following a symlink. The work tree's ``.git`` entry
 (the mount point of the read-only git directory, or anything an agent made)
@@ -47,7 +47,12 @@ async def snapshot_worktree(work_tree: Path, parent: Path | None = None, *, time
     target = folder / TREE
     proc = await asyncio.create_subprocess_exec(
         "cp",
-        "-a",
+        "-R",
+        "--no-dereference",
+        # Mode, owner (the sandbox's uid must be able to write its copy) and
+        # times (build tools); not xattrs, ACLs or SELinux labels, which cost
+        # syscalls per file and mean nothing in a throwaway sandbox copy.
+        "--preserve=mode,ownership,timestamps",
         "--reflink=auto",
         "--no-target-directory",
         "--",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from haflowd.errors import BadRequest, Conflict
 from haflowd.workspaces.clone import Changes, MissionClone, commit_all, commit_message, create_clone
-from tests.workspaces.conftest import BRANCH, OTHER_UID, ROOT, git, git_state, make_repo, tree_state
+from tests.workspaces.conftest import BRANCH, OTHER_UID, ROOT, git, git_state, make_repo, plain_env, tree_state
 
 AUTHOR = {"author_name": "Claude Code", "author_email": "agent@haflow.local"}
 
@@ -190,6 +191,19 @@ class TestCommitAll:
         entries = tracked(clone)
         assert {":(x)/*.py", ":(x)/a\nb.txt", ":(top)plain"} <= set(entries)
         assert ":(x)/skip.log" not in entries
+
+    async def test_name_that_is_not_utf8(self, clone: MissionClone) -> None:
+        """A file name with invalid UTF-8 is committed with its exact bytes."""
+        with open(os.path.join(os.fsencode(clone.work_tree), b"bad-\xff.txt"), "w") as handle:
+            handle.write("x\n")
+        await commit(clone)
+        raw = subprocess.run(
+            ["git", f"--git-dir={clone.git_dir}", "ls-tree", "-z", "--name-only", "HEAD"],
+            capture_output=True,
+            check=True,
+            env=plain_env(),
+        ).stdout
+        assert b"bad-\xff.txt\0" in raw
 
     async def test_symlink_is_recorded_as_a_link(self, clone: MissionClone) -> None:
         """A symlink is committed with mode 120000 and its target as content."""

@@ -75,6 +75,14 @@ class TestStatus:
         await commit(clone, "r-00000001")
         assert (await status(clone)).files == (FileStatus("src/renamed.py", "R"),)
 
+    async def test_names_that_are_not_utf8(self, clone: MissionClone) -> None:
+        """A file name with invalid UTF-8 is listed with U+FFFD, as valid text."""
+        with open(os.path.join(os.fsencode(clone.work_tree), b"bad-\xff.txt"), "w") as handle:
+            handle.write("x\n")
+        (path,) = [f.path for f in (await status(clone)).files]
+        assert path == "bad-\ufffd.txt"
+        path.encode("utf-8")
+
     async def test_leaves_the_index_alone(self, clone: MissionClone) -> None:
         """Untracked files are shown without touching the clone's own index."""
         before = index_bytes(clone)

@@ -6,9 +6,11 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from haflowd.workspaces.clone import MissionClone
 from haflowd.workspaces.snapshot import snapshot_worktree
-from tests.workspaces.conftest import tree_state
+from tests.workspaces.conftest import OTHER_UID, ROOT, tree_state
 
 
 class TestSnapshotWorktree:
@@ -49,3 +51,15 @@ class TestSnapshotWorktree:
         assert (copy / "outside").is_symlink()
         shutil.rmtree(copy.parent)
         assert secret.read_text() == "SECRET"
+
+    @pytest.mark.skipif(not ROOT, reason="needs root to own files as another user")
+    async def test_owner_mode_and_times_are_kept(self, clone: MissionClone, tmp_path: Path) -> None:
+        """The sandbox's uid can still write its copy: owner, mode and mtime survive the copy."""
+        script = clone.work_tree / "run.sh"
+        script.write_text("#!/bin/sh\n")
+        script.chmod(0o750)
+        os.utime(script, (1_600_000_000, 1_600_000_000))
+        os.lchown(script, OTHER_UID, OTHER_UID)
+        copy = await snapshot_worktree(clone.work_tree, tmp_path / "snaps")
+        st = (copy / "run.sh").stat()
+        assert (st.st_uid, st.st_mode & 0o777, int(st.st_mtime)) == (OTHER_UID, 0o750, 1_600_000_000)
