@@ -190,6 +190,12 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
         print(f"  type: {m['type']}   workflow: {m['workflow_id']}", file=out)
         print(f"  status: {m['status']}   step {min(index + 1, len(steps))}/{len(steps)}: {step}", file=out)
         print(f"  created {_ago(m['created_at'])}, updated {_ago(m['updated_at'])}", file=out)
+        if m.get("branch"):
+            print(f"  branch: {m['branch']} (from {m['base_commit'][:12]})", file=out)
+        if m.get("delivered"):
+            print(f"  delivered: {m['delivered']['branch']} at {m['delivered']['commit'][:12]}", file=out)
+        if m.get("usage"):
+            print(f"  usage: {_usage(m['usage'])}", file=out)
         if m.get("last_error"):
             print(f"  last error: {m['last_error']}", file=out)
         if m["artifacts"]:
@@ -199,12 +205,115 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
         if m["runs"]:
             print("  runs:", file=out)
             for run in m["runs"]:
-                state = f"exit {run['exit_code']}" if "exit_code" in run else (
-                    "finished" if "finished_at" in run else "running"
+                state = (
+                    f"exit {run['exit_code']}"
+                    if "exit_code" in run
+                    else ("finished" if "finished_at" in run else "running")
                 )
-                print(f"    {run['run_id']}  {run['step_id']}  started {_ago(run['started_at'])}  {state}", file=out)
+                extra = f"  {_usage(run['usage'])}" if run.get("usage") else ""
+                if run.get("commit"):
+                    c = run.get("changes") or {}
+                    extra += f"  commit {run['commit'][:12]} ({c.get('files', 0)} files)"
+                print(
+                    f"    {run['run_id']}  {run['step_id']}  started {_ago(run['started_at'])}  {state}{extra}",
+                    file=out,
+                )
+                if run.get("result"):
+                    print(f"      result: {run['result'][:300]}", file=out)
 
     return _emit(args, client.call("GET", _mission_path(args.mission_id)), human)
+
+
+def _usage(u: dict[str, Any]) -> str:
+    text = f"{u.get('input_tokens', 0):,} in / {u.get('output_tokens', 0):,} out tokens"
+    if u.get("cost_usd") is not None:
+        text += f", ${u['cost_usd']:.4f}"
+    return text
+
+
+def cmd_projects(client: Client, args: argparse.Namespace) -> int:
+    if args.projects_command == "link":
+        body: dict[str, Any] = {"path": str(Path(args.path).expanduser().absolute())}
+        for key, value in (("name", args.name), ("testCommand", args.test_command), ("image", args.image)):
+            if value:
+                body[key] = value
+        project = client.call("POST", "/api/projects", body)
+        return _emit(
+            args, project, lambda p, out: print(f"linked {p['project_id']}: {p['name']} ({p['path']})", file=out)
+        )
+    if args.projects_command == "unlink":
+        client.call("DELETE", f"/api/projects/{urllib.parse.quote(args.project_id, safe='')}")
+        print(f"unlinked {args.project_id} (the repository and the missions' clones are untouched)")
+        return 0
+
+    def human(projects: list[dict[str, Any]], out: TextIO) -> None:
+        if not projects:
+            print("no projects linked (haflowd projects link PATH)", file=out)
+            return
+        _table([[p["project_id"], p["name"], p["path"]] for p in projects], out)
+
+    return _emit(args, client.call("GET", "/api/projects"), human)
+
+
+def cmd_diff(client: Client, args: argparse.Namespace) -> int:
+    if args.stat:
+        found = client.call("GET", _mission_path(args.mission_id, "/git-status"))
+
+        def human(s: dict[str, Any], out: TextIO) -> None:
+            for f in s["files"]:
+                print(f"{f['status']}  {f['path']}", file=out)
+            print(s["summary"], file=out)
+
+        return _emit(args, found, human)
+    found = client.call("GET", _mission_path(args.mission_id, "/git-diff"))
+
+    def show(d: dict[str, Any], out: TextIO) -> None:
+        out.write(d["diff"])
+        if d.get("truncated"):
+            print("\n[diff truncated: it is larger than the daemon sends at once]", file=out)
+
+    return _emit(args, found, show)
+
+
+def cmd_run(client: Client, args: argparse.Namespace) -> int:
+    # One string for the sandbox's shell (the host never runs it).
+    command = " ".join(args.command_words).strip()
+    if not command:
+        raise ClientError("give the command after --, e.g. haflowd missions run ID -- make test", 2)
+    started = client.call("POST", _mission_path(args.mission_id, "/run-command"), {"command": command})
+    exec_id = started["executionId"]
+    while True:
+        execution = client.call("GET", _mission_path(args.mission_id, f"/execution/{exec_id}"))
+        if execution["status"] != "running":
+            break
+        time.sleep(FOLLOW_INTERVAL)
+    if args.json:
+        return _emit(args, execution, lambda *_: None)
+    sys.stdout.write(execution["output"])
+    print(f"== {exec_id}: {execution['status']} (exit {execution.get('exitCode', '-')}) ==", file=sys.stderr)
+    return 0 if execution["status"] == "completed" else 1
+
+
+def cmd_request_changes(client: Client, args: argparse.Namespace) -> int:
+    try:
+        feedback = sys.stdin.read() if args.feedback == "-" else Path(args.feedback).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ClientError(f"cannot read {args.feedback}: {exc}", 2) from None
+    client.call("POST", _mission_path(args.mission_id, "/request-changes"), {"feedback": feedback})
+    print(f"{args.mission_id}: changes requested; the agent step before the gate runs again")
+    return 0
+
+
+def cmd_deliver(client: Client, args: argparse.Namespace) -> int:
+    body = {"branch": args.branch} if args.branch else {}
+    done = client.call("POST", _mission_path(args.mission_id, "/deliver"), body)
+    return _emit(args, done, lambda d, out: print(f"delivered branch {d['branch']} at {d['commit'][:12]}", file=out))
+
+
+def cmd_delete(client: Client, args: argparse.Namespace) -> int:
+    client.call("DELETE", _mission_path(args.mission_id))
+    print(f"deleted {args.mission_id}")
+    return 0
 
 
 def _read_input(args: argparse.Namespace) -> str:
@@ -222,10 +331,16 @@ def cmd_create(client: Client, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"title": args.title, "type": args.type, "rawInput": _read_input(args)}
     if args.workflow:
         body["workflowId"] = args.workflow
+    if args.project:
+        body["projectId"] = args.project
+    if args.base:
+        body["baseRef"] = args.base
     meta = client.call("POST", "/api/missions", body)
 
     def human(m: dict[str, Any], out: TextIO) -> None:
         print(f"created {m['mission_id']} ({m['title']}), workflow {m['workflow_id']}, status {m['status']}", file=out)
+        if m.get("branch"):
+            print(f"branch {m['branch']} from {m['base_commit'][:12]}", file=out)
         print(f"start it with: haflowd missions continue {m['mission_id']}", file=out)
 
     return _emit(args, meta, human)
@@ -349,7 +464,48 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     create.add_argument("--type", default="feature", choices=[t.value for t in MissionType], help="default feature")
     create.add_argument("--workflow", help="workflow id (default: the daemon's standard-feature)")
     create.add_argument("--input", metavar="FILE", help="file holding the raw input ('-' for stdin)")
+    create.add_argument("--project", metavar="PROJECT_ID", help="a linked project: makes this a code mission")
+    create.add_argument("--base", metavar="REF", help="what the mission branch starts from (default HEAD)")
     create.set_defaults(handler=_run(cmd_create))
+
+    diff = actions.add_parser("diff", parents=[common], help="the code mission's diff against its base")
+    diff.add_argument("mission_id", metavar="ID")
+    diff.add_argument("--stat", action="store_true", help="changed files only")
+    diff.set_defaults(handler=_run(cmd_diff))
+    run = actions.add_parser(
+        "run",
+        parents=[common],
+        help="run a command in a sandbox on a copy of the work tree (haflowd missions run ID -- make test)",
+    )
+    run.add_argument("mission_id", metavar="ID")
+    run.add_argument("command_words", nargs="*", metavar="-- COMMAND")
+    run.set_defaults(handler=_run(cmd_run))
+    changes = actions.add_parser("request-changes", parents=[common], help="at a gate: send feedback, re-run the agent")
+    changes.add_argument("mission_id", metavar="ID")
+    changes.add_argument("--feedback", metavar="FILE", required=True, help="file with the feedback ('-' for stdin)")
+    changes.set_defaults(handler=_run(cmd_request_changes))
+    deliver = actions.add_parser("deliver", parents=[common], help="create the mission's branch in your repository")
+    deliver.add_argument("mission_id", metavar="ID")
+    deliver.add_argument("--branch", help="branch name (default: the mission's branch)")
+    deliver.set_defaults(handler=_run(cmd_deliver))
+    delete = actions.add_parser("delete", parents=[common], help="stop and remove a mission and its clone")
+    delete.add_argument("mission_id", metavar="ID")
+    delete.set_defaults(handler=_run(cmd_delete))
+
+    projects = commands.add_parser("projects", help="link, list and unlink git repositories")
+    project_actions = projects.add_subparsers(dest="projects_command", metavar="ACTION", required=True)
+    link = project_actions.add_parser("link", parents=[common], help="link a repository (nothing is written into it)")
+    link.add_argument("path", metavar="PATH")
+    link.add_argument("--name")
+    link.add_argument("--test-command", help="offered as a command at code review")
+    link.add_argument("--image", help="image commands run in (default: the agent image)")
+    link.set_defaults(handler=_run(cmd_projects))
+    project_actions.add_parser("list", parents=[common], help="linked projects").set_defaults(
+        handler=_run(cmd_projects)
+    )
+    unlink = project_actions.add_parser("unlink", parents=[common], help="forget a project")
+    unlink.add_argument("project_id", metavar="PROJECT_ID")
+    unlink.set_defaults(handler=_run(cmd_projects))
 
     for verb, done, text in (
         ("continue", "continued", "approve the human gate, or start or retry the agent step"),

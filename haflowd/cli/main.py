@@ -45,6 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build the default agent image from a static busybox on this machine.",
     )
     build.add_argument("--tag", help="image tag (default: HAFLOW_AGENT_IMAGE or the built-in tag)")
+    build.add_argument(
+        "--agent",
+        choices=("claude-code", "codex", "gemini", "opencode", "aider"),
+        help="build a real agent CLI's image instead (Debian base via mmdebstrap, CLI at its pinned version)",
+    )
+
+    secrets_parser = commands.add_parser("secrets", help="API keys and other secrets agents need, by name")
+    secret_commands = secrets_parser.add_subparsers(dest="secrets_command", metavar="ACTION", required=True)
+    set_secret = secret_commands.add_parser(
+        "set",
+        help="store a secret in HAFLOW_HOME/secrets.env (mode 0600); the value is read from stdin",
+        description="Store NAME=value in HAFLOW_HOME/secrets.env. The value comes from standard input "
+        "(one line), never from the command line, so it stays out of shell history and ps.",
+    )
+    set_secret.add_argument("name", metavar="NAME")
+    set_secret.add_argument("--home", help="data folder (env HAFLOW_HOME)")
+    list_secrets = secret_commands.add_parser("list", help="the names stored (never the values)")
+    list_secrets.add_argument("--home", help="data folder (env HAFLOW_HOME)")
     client.add_commands(commands)
     service.add_commands(commands)
     return parser
@@ -74,11 +92,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version")):
         args_list.insert(0, "serve")
+    # Everything after "--" is a command for a sandbox (missions run ID -- CMD),
+    # taken as it is: argparse's subcommands mishandle "--".
+    tail: list[str] = []
+    if "--" in args_list:
+        cut = args_list.index("--")
+        args_list, tail = args_list[:cut], args_list[cut + 1 :]
     args = parser.parse_args(args_list)
+    if tail:
+        if not hasattr(args, "command_words"):
+            parser.error("unexpected arguments after --")
+        args.command_words = [*args.command_words, *tail]
     if args.command == "serve":
         return serve(args)
     if args.command == "image":
         return image_build(args)
+    if args.command == "secrets":
+        return secrets_command(args)
     handler = getattr(args, "handler", None)
     if handler is not None:
         return int(handler(args))
@@ -162,15 +192,42 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def image_build(args: argparse.Namespace) -> int:
+    from ..sandbox.agent_images import build_agent_image
     from ..sandbox.docker_image import build_image
 
     logging.basicConfig(level="INFO", format="%(message)s", stream=sys.stderr)
     config = Config.from_env()
-    tag = args.tag or config.agent_image
     try:
-        asyncio.run(build_image(config.docker, tag))
+        if args.agent:
+            tag = asyncio.run(
+                build_agent_image(config.docker, args.agent, progress=lambda line: print(line, flush=True))
+            )
+        else:
+            tag = args.tag or config.agent_image
+            asyncio.run(build_image(config.docker, tag))
     except HaflowError as exc:
         print(f"haflowd: {exc.message}", file=sys.stderr)
         return 1
     print(f"built {tag}")
+    return 0
+
+
+def secrets_command(args: argparse.Namespace) -> int:
+    from .. import secrets
+
+    config = Config.from_env(home=args.home)
+    try:
+        if args.secrets_command == "set":
+            value = sys.stdin.readline().rstrip("\r\n")
+            if not value:
+                print("haflowd: give the value on standard input (e.g. printf %s \"$KEY\" | ...)", file=sys.stderr)
+                return 2
+            path = secrets.write_value(config.home, args.name, value)
+            print(f"stored {args.name} in {path}")
+        else:
+            for name in sorted(secrets.read_file(config.home / secrets.SECRETS_FILE)):
+                print(name)
+    except HaflowError as exc:
+        print(f"haflowd: {exc.message}", file=sys.stderr)
+        return 1
     return 0

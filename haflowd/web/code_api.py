@@ -111,9 +111,7 @@ async def git_status(request: web.Request) -> web.Response:
     return envelope(wire(GitStatus(has_changes=found.has_changes, files=files, summary=found.summary)))
 
 
-async def _rev(
-    store: Store, meta: MissionMeta, clone: MissionClone, value: str | None, *, parent: bool
-) -> str | None:
+async def _rev(store: Store, meta: MissionMeta, clone: MissionClone, value: str | None, *, parent: bool) -> str | None:
     """A commit sha, or a run id standing for its commit (``from``: the commit before it)."""
     if value is None or not is_run_id(value):
         return value
@@ -290,5 +288,3 @@ async def delete_mission(request: web.Request) -> web.Response:
     request.app[STORE].get(mission_id)
     await request.app[ENGINE].delete_mission(mission_id)
     return envelope(None)
-
-

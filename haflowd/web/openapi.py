@@ -264,7 +264,10 @@ def _error(description: str) -> dict[str, Any]:
 
 def _operation(path: str, d: Description, gen: _Generator) -> dict[str, Any]:
     if d.media is not None:
-        ok: dict[str, Any] = {"description": "The answer, as text.", "content": {d.media: {"schema": {"type": "string"}}}}
+        ok: dict[str, Any] = {
+            "description": "The answer, as text.",
+            "content": {d.media: {"schema": {"type": "string"}}},
+        }
     elif not d.enveloped:
         ok = {
             "description": "The answer (not wrapped in the envelope).",
@@ -309,7 +312,9 @@ def _parameters(gen: _Generator) -> dict[str, Any]:
             "project_id", {"type": "string", "pattern": anchored(PROJECT_ID)}, "Project id: p- and 8 hex digits."
         ),
         "execution_id": path(
-            "execution_id", {"type": "string", "pattern": anchored(EXECUTION_ID)}, "Execution id: exec- and 8 hex digits."
+            "execution_id",
+            {"type": "string", "pattern": anchored(EXECUTION_ID)},
+            "Execution id: exec- and 8 hex digits.",
         ),
         "path": path("path", {"type": "string", "minLength": 1}, "A file of the work tree, URL-encoded."),
         "filename": path(
