@@ -449,7 +449,7 @@ class Engine:
             step_id=step.step_id,
             image=agent.image or self.config.agent_image,
             command=command,
-            env=dict(invocation.env),
+            env=_with_git_safe_directory(invocation.env) if meta.project_id else dict(invocation.env),
             secrets=secret_values,
             mounts=mounts,
             workdir="/workspace" if step.workspace_mode is WorkspaceMode.CODEGEN else "/mission",
@@ -577,6 +577,14 @@ class Engine:
                 self._fail_locked(meta, problem)
             else:
                 self._advance(meta, workflow)
+
+
+def _with_git_safe_directory(env: Mapping[str, str]) -> dict[str, str]:
+    """Let the agent's own git read ``/workspace/.git``, which belongs to the daemon's user."""
+    out = dict(env)
+    if "GIT_CONFIG_COUNT" not in out:
+        out.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory", GIT_CONFIG_VALUE_0="/workspace")
+    return out
 
 
 def _failure_message(step: WorkflowStep, failure: Failure) -> str:
