@@ -378,3 +378,59 @@ async def _fresh(client: TestClient, home: Path) -> TestClient:
 
     assert reload_definitions(client.app)
     return client
+
+
+@pytest.mark.docker
+class TestCodegenRestart:
+    @pytest.mark.timeout(300)
+    async def test_kill_9_during_codegen(self, home: Path, docker_image: str, tmp_path: Path) -> None:
+        """A daemon killed while a codegen step runs re-attaches after a restart; the change still becomes the run's commit."""
+        import json as jsonlib
+        import signal
+
+        from tests.test_docker_e2e import Daemon
+
+        OWNED_INSTANCES.add(instance_id(home))
+        (home / "workflows" / "agents").mkdir(parents=True)
+        slow = 'until [ -f /mission/artifacts/go ]; do sleep 0.05; done; exec haflow-agent --codegen "$@"'
+        (home / "workflows" / "agents" / "codegen-agent.json").write_text(
+            jsonlib.dumps(
+                {
+                    "agent_id": "codegen-agent",
+                    "command": ["sh", "-c", slow, "sh", "{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"],
+                    "memory": "128m",
+                }
+            )
+        )
+        repo = make_repo(tmp_path / "repo")
+        daemon = Daemon(home, docker_image, tmp_path / "daemon.log")
+        try:
+            await daemon.start()
+            project = await daemon.call("POST", "/api/projects", json={"path": str(repo)})
+            payload = {"title": "Greet", "type": "feature", "rawInput": "x", "projectId": project["project_id"]}
+            mid = (await daemon.call("POST", "/api/missions", json=payload))["mission_id"]
+            for expected in ("waiting_human", "waiting_human"):
+                await daemon.call("POST", f"/api/missions/{mid}/continue")
+                await daemon.until_status(mid, expected, "failed")
+            await daemon.call(
+                "PUT", f"/api/missions/{mid}/artifacts/implementation-plan.md", json={"content": PLAN_DIFF}
+            )
+            await daemon.call("POST", f"/api/missions/{mid}/continue")
+
+            async def running() -> bool:
+                found = await daemon.call("GET", f"/api/missions/{mid}")
+                return bool(found["runs"]) and "container_id" in found["runs"][-1] and found["runs"][-1]["step_id"] == "implementation"
+
+            await until(running, timeout=60)
+            assert await daemon.kill(signal.SIGKILL) == -signal.SIGKILL
+            (home / "missions" / mid / "artifacts" / "go").write_text("")
+            await daemon.start()
+            found = await daemon.until_status(mid, "waiting_code_review", "failed")
+            assert found["status"] == "waiting_code_review", found.get("last_error")
+            run = found["runs"][-1]
+            assert len(run["commit"]) == 40 and run["changes"]["files"] == 2
+            commits = await daemon.call("GET", f"/api/missions/{mid}/commits")
+            assert [c["run_id"] for c in commits] == [run["run_id"]]
+            await until(_none_left, timeout=30)
+        finally:
+            daemon.close()
