@@ -86,6 +86,9 @@ def _strict(kind: type) -> Any:
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 return float(value)
+            if kind is int and isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+                # JSON has one number type: 5.0 is the integer 5 (as JSON Schema says).
+                return int(value)
             raise ValueError(f"expected {_JSON_NAMES[kind]}")
         if cl is not kind and issubclass(cl, enum.Enum):
             # str-based enums reach this hook too (single dispatch wins).

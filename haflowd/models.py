@@ -363,7 +363,11 @@ class LinkProjectRequest:
 class RunCommandRequest:
     command: str = attrs.field(validator=_non_empty, metadata=_NON_BLANK)
     #: Milliseconds.
-    timeout: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.gt(0)))
+    timeout: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.gt(0)),
+        metadata={"openapi": {"minimum": 1}},
+    )
 
 
 @attrs.frozen

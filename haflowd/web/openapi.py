@@ -44,7 +44,7 @@ from ..convert import FLATTENED, RENAMES, STRICT_KEYS
 from ..ids import EXECUTION_ID, FILENAME, MAX_FILENAME_BYTES, MISSION_ID, PROJECT_ID, RUN_ID
 from ..models import RUNNING_STATUSES, CreateMissionRequest, MissionStatus
 from .described import Description, described, description_of
-from .keys import DEFINITIONS
+from .keys import DEFINITIONS, PROJECTS
 
 routes = web.RouteTableDef()
 
@@ -386,14 +386,31 @@ def _build(operations: Iterable[tuple[str, str, Description]]) -> dict[str, Any]
     }
 
 
-def document(app_routes: Iterable[AbstractRoute], workflow_ids: Iterable[str] = ()) -> dict[str, Any]:
+def document(
+    app_routes: Iterable[AbstractRoute], workflow_ids: Iterable[str] = (), project_ids: Iterable[str] | None = None
+) -> dict[str, Any]:
     """The OpenAPI document of the ``/api`` routes among ``app_routes``.
 
-    ``workflow_ids`` (the catalog's) become the enum of ``workflowId``.
+    ``workflow_ids`` (the catalog's) become the enum of ``workflowId``;
+    ``project_ids`` (the linked ones), when given, the enum of ``projectId``.
     """
     doc = _build(api_routes(app_routes))
     _add_catalog(doc["components"]["schemas"], sorted(workflow_ids))
+    if project_ids is not None:
+        _add_projects(doc["components"]["schemas"], sorted(project_ids))
     return doc
+
+
+def _add_projects(schemas: dict[str, Any], ids: list[str]) -> None:
+    # projectId names a linked project; baseRef only means something with one.
+    create = schemas.get(CreateMissionRequest.__name__)
+    if create is None:
+        return
+    renames = RENAMES.get(CreateMissionRequest, {})
+    project, base = renames.get("project_id", "project_id"), renames.get("base_ref", "base_ref")
+    create["properties"][project]["enum"] = [*ids, None]
+    create["if"] = {"properties": {project: {"type": "null"}}}
+    create["then"] = {"properties": {base: {"type": "null"}}}
 
 
 def _add_catalog(schemas: dict[str, Any], ids: list[str]) -> None:
@@ -412,5 +429,6 @@ def _add_catalog(schemas: dict[str, Any], ids: list[str]) -> None:
 @routes.get(OPENAPI_PATH)
 @described("This document (not wrapped in the envelope)", tag="daemon", enveloped=False)
 async def openapi_json(request: web.Request) -> web.Response:
-    doc = document(request.app.router.routes(), request.app[DEFINITIONS].catalog.workflows)
+    projects = [p.project_id for p in request.app[PROJECTS].all()]
+    doc = document(request.app.router.routes(), request.app[DEFINITIONS].catalog.workflows, projects)
     return web.Response(text=json.dumps(doc, ensure_ascii=False), content_type=JSON)
