@@ -136,7 +136,7 @@ class Executions:
 
         task.add_done_callback(done)
 
-    async def _follow(self, mission_id: str, execution: Execution, timeout: float, skip: int) -> None:
+    async def _follow(self, mission_id: str, execution: Execution, limit_seconds: float, skip: int) -> None:
         assert execution.sandbox_id is not None
         sandbox_id = execution.sandbox_id
         status, code = ExecutionStatus.FAILED, None
@@ -154,13 +154,13 @@ class Executions:
                         out.write(item)
 
                 pumping = asyncio.create_task(pump())
-                remaining = timeout - (utcnow() - execution.started_at).total_seconds()
+                remaining = limit_seconds - (utcnow() - execution.started_at).total_seconds()
                 try:
                     code = await asyncio.wait_for(self.sandbox.wait(sandbox_id), max(remaining, 0.001))
                 except TimeoutError:
                     await self.sandbox.stop(sandbox_id)
                     code = await self.sandbox.wait(sandbox_id)
-                    out.write(f"\n[haflow] stopped after its time limit of {timeout:g} s\n".encode())
+                    out.write(f"\n[haflow] stopped after its time limit of {limit_seconds:g} s\n".encode())
                 await asyncio.wait({pumping}, timeout=10)
                 pumping.cancel()
                 status = ExecutionStatus.COMPLETED if code == 0 else ExecutionStatus.FAILED
