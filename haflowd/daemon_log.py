@@ -115,7 +115,9 @@ class JsonFormatter(_Formatter):
         exc = self.exception(record)
         if exc:
             out["exception"] = exc
-        return json.dumps(out, ensure_ascii=False, default=str)
+        # ASCII only: a request path may hold U+2028 or U+0085, which line-based
+        # readers (journald, splitlines) would take for a line break.
+        return json.dumps(out, ensure_ascii=True, default=str)
 
 
 def configure(
