@@ -75,22 +75,22 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def docker_children(pid: int) -> list[int]:
-    """The docker CLI processes among ``pid``'s children."""
+def docker_children(pid: int) -> dict[int, str]:
+    """The docker CLI processes among ``pid``'s children, with their subcommand."""
     children: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             children.update(int(p) for p in (task / "children").read_text().split())
         except OSError:
             continue
-    found = []
+    found = {}
     for child in children:
         try:
-            argv0 = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0]
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if os.path.basename(argv0) == b"docker":
-            found.append(child)
+        if os.path.basename(argv[0]) == b"docker":
+            found[child] = argv[1].decode(errors="replace") if len(argv) > 1 else ""
     return found
 
 
@@ -146,7 +146,8 @@ async def soak(steps: int, lines: int, image: str) -> int:
                 missions = [(await call("POST", "/api/missions", json=payload))["mission_id"] for _ in range(steps)]
 
                 latencies: list[float] = []
-                peak = {"daemon": 0, "helpers": 0, "helpers_rss": 0}
+                peak = {"daemon": 0, "helpers": 0, "helpers_rss": 0, "followers": 0, "followers_rss": 0}
+                kinds: dict[str, int] = {}
                 done = asyncio.Event()
 
                 async def sample() -> None:
@@ -158,6 +159,12 @@ async def soak(steps: int, lines: int, image: str) -> int:
                         peak["daemon"] = max(peak["daemon"], rss_kib(proc.pid))
                         peak["helpers"] = max(peak["helpers"], len(helpers))
                         peak["helpers_rss"] = max(peak["helpers_rss"], sum(rss_kib(p) for p in helpers))
+                        # What stays while steps run: logs -f per step, one events stream.
+                        lasting = [p for p, kind in helpers.items() if kind in ("logs", "events")]
+                        peak["followers"] = max(peak["followers"], len(lasting))
+                        peak["followers_rss"] = max(peak["followers_rss"], sum(rss_kib(p) for p in lasting))
+                        for kind in set(helpers.values()):
+                            kinds[kind] = max(kinds.get(kind, 0), list(helpers.values()).count(kind))
                         await asyncio.sleep(0.05)
 
                 sampler = asyncio.create_task(sample())
@@ -186,18 +193,26 @@ async def soak(steps: int, lines: int, image: str) -> int:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
             log.close()
-        reconciled = (Path(tmp) / "daemon.log").read_bytes().count(b"run.log_reconciled")
+        daemon_log = (Path(tmp) / "daemon.log").read_bytes()
+        reconciled = daemon_log.count(b"run.log_reconciled")
+        finished = daemon_log.count(b"run.finished")
 
     ms = sorted(x * 1000 for x in latencies)
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
     print(f"steps {steps} x {lines} lines, wall {wall:.1f} s, failed steps {failed}")
-    print(f"lines lost {lost}, lines repeated {repeated} (logs reconciled after exit: {reconciled})")
+    print(
+        f"lines lost {lost}, lines repeated {repeated} (logs changed by reconciling: {reconciled} of {finished} runs)"
+    )
     print(
         f"GET /api/missions during the run: n={len(ms)} p50 {statistics.median(ms):.1f} ms "
         f"p99 {p99:.1f} ms max {ms[-1]:.1f} ms"
     )
     print(f"daemon peak RSS {peak['daemon'] / 1024:.1f} MiB")
     print(f"docker CLI helpers: peak {peak['helpers']} processes, peak total RSS {peak['helpers_rss'] / 1024:.1f} MiB")
+    print(
+        f"  of which lasting (logs -f, events): peak {peak['followers']}, peak RSS {peak['followers_rss'] / 1024:.1f} MiB"
+    )
+    print("  peak by subcommand: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
     return 0 if lost == repeated == failed == 0 else 1
 
 
