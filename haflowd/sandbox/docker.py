@@ -138,11 +138,16 @@ class DockerProvider:
     command_timeout: float = 30.0
     log_max_size: str = "64m"
     log_max_files: int = 4
+    #: Short docker commands (run, inspect, stop, rm, ps) running at once; a
+    #: burst of step starts queues instead of forking a CLI (~25 MiB) each.
+    max_cli: int = 16
+    _cli_slots: asyncio.Semaphore = attrs.field(init=False)
     _image_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
     _egress: EgressRuns = attrs.field(init=False)
     _exits: ExitWatch = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        self._cli_slots = asyncio.Semaphore(self.max_cli)
         self._egress = EgressRuns(docker=self.docker, instance=self.instance, user=self.user)
         label = None if self.instance is None else f"{LABEL_INSTANCE}={self.instance}"
         self._exits = ExitWatch(binary=self._binary, inspect=self._inspect_state, label=label)
@@ -181,7 +186,9 @@ class DockerProvider:
         if limit is not None and limit < 0:
             limit = self.command_timeout
         try:
-            return await run_cli((self._binary(), *args), env=env, limit=limit)
+            binary = self._binary()
+            async with self._cli_slots:
+                return await run_cli((binary, *args), env=env, limit=limit)
         except (FileNotFoundError, PermissionError) as e:
             raise SandboxUnavailable(
                 f"The Docker CLI {self.docker!r} cannot be run ({e.strerror}). "
