@@ -113,6 +113,7 @@ class ExitWatch:
         if future.done():
             return full_id
         if status in ("exited", "dead"):
+            self._remember(full_id, int(code))
             future.set_result(int(code))
         elif (seen := self._exits.get(full_id)) is not None:
             # It died after this inspect: confirm as the stream would have.
@@ -249,11 +250,14 @@ class ExitWatch:
             return
         self._settle(sandbox_id, code)
 
-    def _settle(self, sandbox_id: str, code: int) -> None:
+    def _remember(self, sandbox_id: str, code: int) -> None:
         self._exits[sandbox_id] = code
         self._exits.move_to_end(sandbox_id)
         while len(self._exits) > REMEMBERED_EXITS:
             self._exits.popitem(last=False)
+
+    def _settle(self, sandbox_id: str, code: int) -> None:
+        self._remember(sandbox_id, code)
         if sandbox_id in self._waiters:
             self._confirm_soon(sandbox_id, code)
 
