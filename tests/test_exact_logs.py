@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from aiohttp.test_utils import TestClient
 
 from haflowd import supervisor
 from haflowd.agents.protocol import Outcome
-from haflowd.supervisor import NOTE_PREFIX, Reconciled, _rebuild_readable, _reconcile_file
-from tests.conftest import create_mission, wait_status
+from haflowd.clock import utcnow
+from haflowd.models import StepRun
+from haflowd.sandbox import SandboxSpec
+from haflowd.store import Store
+from haflowd.supervisor import (
+    NOTE_PREFIX,
+    Launch,
+    Reconciled,
+    RunEnd,
+    Supervisor,
+    _rebuild_readable,
+    _reconcile_file,
+)
+from tests.conftest import create_mission, until, wait_status
 from tests.fakes import FakeSandbox
 from tests.test_docker_e2e import docker_config, instance, make_client, provider, write_agent
 
@@ -84,17 +98,17 @@ class TestReconcileFile:
 
 
 class _Upper:
-    """A parser that shows each event upper-cased and counts them."""
+    """A parser that shows each event upper-cased; its verdict lists the events it saw."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self.seen: list[str] = []
 
     def feed(self, line: str) -> Sequence[str]:
-        self.count += 1
+        self.seen.append(line)
         return [line.upper()]
 
     def finish(self, exit_code: int) -> Outcome:
-        return Outcome(success=exit_code == 0)
+        return Outcome(success=exit_code == 0, result=",".join(self.seen))
 
 
 class TestRebuildReadable:
@@ -107,7 +121,7 @@ class TestRebuildReadable:
         parser = _Upper()
         _rebuild_readable(log_path, raw_path, keep, parser)
         assert log_path.read_bytes() == NOTES + b"A\nB\nC\n" + f"{NOTE_PREFIX}egress allowed: x:443\n".encode()
-        assert parser.count == 3
+        assert parser.seen == ["a", "b", "c"]
 
 
 class TestSupervisorReconciles:
@@ -136,6 +150,69 @@ class TestSupervisorReconciles:
         log = home / "missions" / mission_id / "logs" / f"{found['runs'][0]['run_id']}.log"
         assert log.read_bytes().endswith(b"".join(run.lines))
         assert log.read_bytes().count(run.lines[0]) == 1
+
+
+@attrs.define
+class _Flaky:
+    """A provider whose live output repeats its first line and loses its last; stored output is exact."""
+
+    lines: list[bytes]
+    exited: asyncio.Event = attrs.field(factory=asyncio.Event)
+
+    async def output(self, sandbox_id: str) -> AsyncIterator[bytes]:
+        if self.exited.is_set():
+            for line in self.lines:
+                yield line
+            return
+        for line in [self.lines[0], *self.lines[:-1]]:
+            yield line
+
+    async def start(self, spec: SandboxSpec) -> str:
+        return "box-1"
+
+    async def wait(self, sandbox_id: str) -> int:
+        await asyncio.sleep(0.05)
+        self.exited.set()
+        return 0
+
+    async def stop(self, sandbox_id: str, *, grace_seconds: float = 3.0) -> None:
+        pass
+
+    async def remove(self, sandbox_id: str) -> None:
+        pass
+
+
+class TestStructuredRebuild:
+    async def test_events_and_readable_log_exact(self, tmp_path: Path) -> None:
+        """For a structured agent the raw events are reconciled and the readable log rebuilt by a fresh parser."""
+        store = Store(tmp_path / "missions")
+        mission_id, run_id = "m-0000abcd", "r-0000abcd"
+        (store.mission_dir(mission_id) / "logs").mkdir(parents=True)
+        events = [b"one\n", b"two\n", b"three\n"]
+        ended: list[RunEnd] = []
+
+        async def on_end(mission_id: str, run: StepRun, end: RunEnd) -> None:
+            ended.append(end)
+
+        async def prepare(note: Any) -> SandboxSpec:
+            note("preparing")
+            return SandboxSpec(mission_id=mission_id, run_id=run_id, step_id="s", image="i", command=("x",))
+
+        parser = _Upper()
+        sup = Supervisor(store=store, sandbox=_Flaky(events), on_end=on_end)  # type: ignore[arg-type]
+        run = StepRun(step_id="s", run_id=run_id, started_at=utcnow())
+        sup.launch(Launch(mission_id, run, prepare, parser, structured=True, timeout_seconds=30))
+        await until(lambda: _true(bool(ended)))
+        assert store.events_path(mission_id, run_id).read_bytes() == b"".join(events)
+        assert store.log_path(mission_id, run_id).read_bytes() == f"{NOTE_PREFIX}preparing\nONE\nTWO\nTHREE\n".encode()
+        assert ended[0].exit_code == 0
+        # The live parser saw the repeated line; the verdict comes from one that saw each event once.
+        assert parser.seen == ["one", "one", "two"]
+        assert ended[0].outcome is not None and ended[0].outcome.result == "one,two,three"
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 # -- real Docker ------------------------------------------------------------
