@@ -209,9 +209,8 @@ async def soak(steps: int, lines: int, image: str) -> int:
     )
     print(f"daemon peak RSS {peak['daemon'] / 1024:.1f} MiB")
     print(f"docker CLI helpers: peak {peak['helpers']} processes, peak total RSS {peak['helpers_rss'] / 1024:.1f} MiB")
-    print(
-        f"  of which lasting (logs -f, events): peak {peak['followers']}, peak RSS {peak['followers_rss'] / 1024:.1f} MiB"
-    )
+    lasting_rss = peak["followers_rss"] / 1024
+    print(f"  of which lasting (logs -f, events): peak {peak['followers']}, peak RSS {lasting_rss:.1f} MiB")
     print("  peak by subcommand: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
     return 0 if lost == repeated == failed == 0 else 1
 

@@ -408,7 +408,11 @@ class Supervisor:
         try:
             output = RunLog.open(self.store, mission_id, run.run_id, structured=launch.structured)
         except OSError as exc:
-            await self._report(mission_id, run, RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, f"cannot open its log ({exc.strerror})")))
+            await self._report(
+                mission_id,
+                run,
+                RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, f"cannot open its log ({exc.strerror})")),
+            )
             return
         try:
             try:
@@ -420,12 +424,16 @@ class Supervisor:
                 sandbox_id = await self.sandbox.start(spec)
             except HaflowError as exc:
                 output.note(f"could not start: {exc.message}")
-                log.warning("run.start_failed", extra={"mission_id": mission_id, "run_id": run.run_id, "error": exc.message})
+                log.warning(
+                    "run.start_failed", extra={"mission_id": mission_id, "run_id": run.run_id, "error": exc.message}
+                )
                 await self._report(mission_id, run, RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, exc.message)))
                 return
             except OSError as exc:
                 output.note(f"could not start: {exc.strerror}")
-                await self._report(mission_id, run, RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, str(exc.strerror))))
+                await self._report(
+                    mission_id, run, RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, str(exc.strerror)))
+                )
                 return
             self._sandbox_of[run.run_id] = sandbox_id
             output.readable_start = output.log_size()
@@ -448,7 +456,11 @@ class Supervisor:
         try:
             output = RunLog.open(self.store, mission_id, run.run_id, structured=launch.structured)
         except OSError as exc:
-            await self._report(mission_id, run, RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, f"cannot open its log ({exc.strerror})")))
+            await self._report(
+                mission_id,
+                run,
+                RunEnd(None, failure=Failure(FailureKind.NOT_STARTED, f"cannot open its log ({exc.strerror})")),
+            )
             return
         try:
             self._sandbox_of[run.run_id] = sandbox_id
@@ -493,7 +505,9 @@ class Supervisor:
             parser = await self._reconcile(launch, run, sandbox_id, output)
             why = self._stops.get(run.run_id)
             if timed_out and why is None:
-                why = Stop(f"Step '{run.step_id}' exceeded its time limit of {launch.timeout_seconds:g} s and was stopped.")
+                why = Stop(
+                    f"Step '{run.step_id}' exceeded its time limit of {launch.timeout_seconds:g} s and was stopped."
+                )
             end = RunEnd(exit_code, outcome=_finish(parser, exit_code), stop=why)
         except asyncio.CancelledError:
             raise
