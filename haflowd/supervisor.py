@@ -168,6 +168,10 @@ class Reconciled(enum.Enum):
     SAME = "same"
     APPENDED = "appended"
     REWRITTEN = "rewritten"
+    #: The stored output does not begin as the log does: the engine dropped
+    #: its beginning (its log rotation keeps a bounded amount), so the log,
+    #: which has it, is kept as followed.
+    KEPT = "kept"
 
 
 class _Reconciler:
@@ -192,6 +196,8 @@ class _Reconciler:
         self.result = Reconciled.SAME
 
     def feed(self, data: bytes) -> None:
+        if self.result is Reconciled.KEPT:
+            return
         if self.sink is not None:
             self.sink.write(data)
             return
@@ -201,6 +207,14 @@ class _Reconciler:
             self.matched += len(data)
             return
         same = _common_prefix(have, data)
+        if self.matched == 0 and have and b"\n" not in data[:same]:
+            # Different from the first line on. A follower reads from the
+            # start and can only lose or repeat later, so this is the engine
+            # having dropped the output's beginning.
+            self.reader.close()
+            self.reader = None
+            self.result = Reconciled.KEPT
+            return
         self.matched += same
         self.reader.close()
         self.reader = None
@@ -546,7 +560,9 @@ class Supervisor:
         except (HaflowError, OSError) as exc:
             log.warning("run.reconcile_failed", extra={**ids, "error": str(exc)})
             return launch.parser
-        if result is Reconciled.SAME:
+        if result is Reconciled.KEPT:
+            log.warning("run.log_not_reconciled", extra={**ids, "reason": "stored output lost its beginning"})
+        if result in (Reconciled.SAME, Reconciled.KEPT):
             return launch.parser
         log.info("run.log_reconciled", extra={**ids, "result": result.value})
         if not launch.structured or output.log_path is None or output.raw_path is None:
@@ -622,6 +638,8 @@ async def _reconcile_file(items: AsyncIterator[bytes], path: Path, start: int) -
             if len(batch) >= RECONCILE_CHUNK:
                 await asyncio.to_thread(rec.feed, bytes(batch))
                 batch.clear()
+                if rec.result is Reconciled.KEPT:
+                    break
         if batch:
             await asyncio.to_thread(rec.feed, bytes(batch))
         return await asyncio.to_thread(rec.finish)

@@ -73,13 +73,25 @@ class TestReconcileFile:
         assert path.read_bytes() == NOTES + b"".join(stored)
         assert [p.name for p in tmp_path.iterdir()] == ["run.log"]
 
+    @pytest.mark.parametrize("chunk", [7, 1 << 20])
+    async def test_stored_output_missing_its_beginning(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+    ) -> None:
+        """If the engine's stored output lost its beginning (rotated away), the followed log is kept, not cut."""
+        monkeypatch.setattr(supervisor, "RECONCILE_CHUNK", chunk)
+        path = tmp_path / "run.log"
+        path.write_bytes(NOTES + b"".join(lines(100)))
+        assert await _reconcile_file(stream(lines(40, 61)), path, len(NOTES)) is Reconciled.KEPT
+        assert path.read_bytes() == NOTES + b"".join(lines(100))
+        assert [p.name for p in tmp_path.iterdir()] == ["run.log"]
+
     async def test_rewrite_keeps_mode(self, tmp_path: Path) -> None:
         """A rewritten log keeps its permissions (the temp file is renamed over it)."""
         path = tmp_path / "run.log"
-        path.write_bytes(b"b\nb\n")
+        path.write_bytes(b"a\nb\n")
         path.chmod(0o640)
-        assert await _reconcile_file(stream([b"a\n"]), path, 0) is Reconciled.REWRITTEN
-        assert path.read_bytes() == b"a\n"
+        assert await _reconcile_file(stream([b"a\n", b"c\n"]), path, 0) is Reconciled.REWRITTEN
+        assert path.read_bytes() == b"a\nc\n"
         assert path.stat().st_mode & 0o777 == 0o640
 
     async def test_failing_stream_leaves_no_temp_file(self, tmp_path: Path) -> None:
