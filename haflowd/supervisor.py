@@ -10,16 +10,28 @@ the engine's job, and the callback keeps this module free of the engine.
 Agents whose output is structured (JSON events) get two files: the raw
 events (``logs/<run>.events.jsonl``) and the readable log the adapter's
 parser makes of them (``logs/<run>.log``). Other agents' output is the log.
+
+Following a live sandbox is best effort (Docker 20.10's ``logs --follow``
+drops or repeats output around json-file rotation), so once the sandbox
+exited the supervisor *reconciles*: it reads the provider's complete stored
+output again and makes the file, from ``run.output_offset`` on, equal to it
+to the byte (appending what is missing, or rewriting the part that differs
+through a temporary file renamed over it), streaming in bounded memory. When
+the raw events changed, the readable log is rebuilt from them with a fresh
+parser. The daemon's notes written before the output started are kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import enum
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 import attrs
@@ -42,6 +54,8 @@ REMOVE_SECONDS = 10.0
 MAX_EVENT_BYTES = 8 * 1024 * 1024
 #: Lines the daemon itself writes into a run's log start with this.
 NOTE_PREFIX = "[haflow] "
+#: Bytes compared, copied or written per step when reconciling a log.
+RECONCILE_CHUNK = 1024 * 1024
 
 
 @attrs.frozen
@@ -89,6 +103,9 @@ class Launch:
     parser: OutputParser
     structured: bool
     timeout_seconds: float
+    #: A parser that has seen nothing (the supervisor copies ``parser``
+    #: before use): it rebuilds the readable log if reconciling changed the events.
+    spare_parser: OutputParser | None = None
 
 
 OnEnd = Callable[[str, StepRun, RunEnd], Awaitable[None]]
@@ -100,12 +117,18 @@ class RunLog:
 
     log_file: BinaryIO
     raw_file: BinaryIO | None
+    log_path: Path | None = None
+    raw_path: Path | None = None
+    #: Size of the readable log when the sandbox's output began (structured
+    #: agents): what a rebuild keeps. None when unknown (re-attached).
+    readable_start: int | None = None
 
     @classmethod
     def open(cls, store: Store, mission_id: str, run_id: str, *, structured: bool) -> RunLog:
         log_file = store.open_log(mission_id, run_id)
         raw = store.open_events(mission_id, run_id) if structured else None
-        return cls(log_file, raw)
+        raw_path = store.events_path(mission_id, run_id) if structured else None
+        return cls(log_file, raw, store.log_path(mission_id, run_id), raw_path)
 
     def note(self, text: str) -> None:
         for line in text.splitlines() or [""]:
@@ -121,10 +144,209 @@ class RunLog:
     def raw_size(self) -> int:
         return os.fstat((self.raw_file or self.log_file).fileno()).st_size
 
+    def log_size(self) -> int:
+        return os.fstat(self.log_file.fileno()).st_size
+
+    def reopen(self) -> None:
+        """Open the files again by path (after one was replaced by a rewrite)."""
+        if self.log_path is not None:
+            self.log_file.close()
+            self.log_file = self.log_path.open("ab", buffering=0)
+        if self.raw_file is not None and self.raw_path is not None:
+            self.raw_file.close()
+            self.raw_file = self.raw_path.open("ab", buffering=0)
+
     def close(self) -> None:
         self.log_file.close()
         if self.raw_file is not None:
             self.raw_file.close()
+
+
+class Reconciled(enum.Enum):
+    """What reconciling a log with the stored output did to it."""
+
+    SAME = "same"
+    APPENDED = "appended"
+    REWRITTEN = "rewritten"
+    #: The stored output does not begin as the log does: the engine dropped
+    #: its beginning (its log rotation keeps a bounded amount), so the log,
+    #: which has it, is kept as followed.
+    KEPT = "kept"
+
+
+class _Reconciler:
+    """Makes a file, from ``start`` on, equal to a stream of bytes fed in order.
+
+    Blocking (run it in a thread) and bounded in memory: each :meth:`feed`
+    compares its chunk with the same stretch of the file. While they agree
+    nothing is written. If the file ends first, the rest is appended; if it
+    differs, the agreed part is copied to a temporary file in the same
+    folder, the rest of the stream written after it, and :meth:`finish`
+    renames it over the file. Extra bytes at the file's end are cut off.
+    """
+
+    def __init__(self, path: Path, start: int) -> None:
+        self.path = path
+        self.start = start
+        self.matched = 0
+        self.reader: BinaryIO | None = path.open("rb")
+        self.reader.seek(start)
+        self.sink: BinaryIO | None = None
+        self.temp: Path | None = None
+        self.result = Reconciled.SAME
+
+    def feed(self, data: bytes) -> None:
+        if self.result is Reconciled.KEPT:
+            return
+        if self.sink is not None:
+            self.sink.write(data)
+            return
+        assert self.reader is not None
+        have = self.reader.read(len(data))
+        if have == data:
+            self.matched += len(data)
+            return
+        same = _common_prefix(have, data)
+        if self.matched == 0 and have and b"\n" not in data[:same]:
+            # Different from the first line on. A follower reads from the
+            # start and can only lose or repeat later, so this is the engine
+            # having dropped the output's beginning.
+            self.reader.close()
+            self.reader = None
+            self.result = Reconciled.KEPT
+            return
+        self.matched += same
+        self.reader.close()
+        self.reader = None
+        if same == len(have):
+            # The file ended here: the rest is simply missing.
+            self.sink = self.path.open("ab")
+            self.result = Reconciled.APPENDED
+        else:
+            self.sink = self._rewrite()
+            self.result = Reconciled.REWRITTEN
+        self.sink.write(data[same:])
+
+    def _rewrite(self) -> BinaryIO:
+        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        self.temp = Path(name)
+        sink = os.fdopen(fd, "wb")
+        try:
+            os.chmod(fd, os.stat(self.path).st_mode & 0o777)
+            with self.path.open("rb") as src:
+                left = self.start + self.matched
+                while left and (chunk := src.read(min(left, RECONCILE_CHUNK))):
+                    sink.write(chunk)
+                    left -= len(chunk)
+        except BaseException:
+            sink.close()
+            self.temp.unlink(missing_ok=True)
+            raise
+        return sink
+
+    def finish(self) -> Reconciled:
+        if self.reader is not None:
+            extra = self.reader.read(1)
+            self.reader.close()
+            self.reader = None
+            if extra:
+                # Everything matched, but the file holds more: repeated output.
+                os.truncate(self.path, self.start + self.matched)
+                self.result = Reconciled.REWRITTEN
+        if self.sink is not None:
+            self.sink.flush()
+            os.fsync(self.sink.fileno())
+            self.sink.close()
+            self.sink = None
+            if self.temp is not None:
+                os.replace(self.temp, self.path)
+                self.temp = None
+        return self.result
+
+    def abort(self) -> None:
+        for f in (self.reader, self.sink):
+            if f is not None:
+                f.close()
+        if self.temp is not None:
+            self.temp.unlink(missing_ok=True)
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """Length of the longest common prefix of ``a`` and ``b`` (binary search over slices)."""
+    lo, hi = 0, min(len(a), len(b))
+    va, vb = memoryview(a), memoryview(b)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if va[lo:mid] == vb[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _rebuild_readable(log_path: Path, raw_path: Path, keep: int | None, parser: OutputParser) -> None:
+    """Rewrite the readable log: its first ``keep`` bytes, then ``parser``'s lines for the raw events.
+
+    With ``keep`` unknown (a re-attached run) the leading note lines are kept.
+    Notes written while the run ran (egress decisions) follow the rebuilt lines.
+    """
+    overlong = f"{NOTE_PREFIX}an event longer than".encode()
+    with log_path.open("rb") as old:
+        if keep is None:
+            keep = 0
+            for line in old:
+                if not line.startswith(NOTE_PREFIX.encode()):
+                    break
+                keep += len(line)
+            old.seek(0)
+        fd, name = tempfile.mkstemp(dir=log_path.parent, prefix=f".{log_path.name}.", suffix=".tmp")
+        temp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                os.chmod(fd, os.stat(log_path).st_mode & 0o777)
+                left = keep
+                while left and (chunk := old.read(min(left, RECONCILE_CHUNK))):
+                    out.write(chunk)
+                    left -= len(chunk)
+                note = NOTE_PREFIX.encode()
+                notes = [line for line in old if line.startswith(note) and not line.startswith(overlong)]
+                with raw_path.open("rb") as raw:
+                    for lines in _parse_stream(raw, parser):
+                        out.write("".join(f"{line}\n" for line in lines).encode())
+                out.writelines(notes)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, log_path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+
+def _parse_stream(raw: BinaryIO, parser: OutputParser) -> Iterator[list[str]]:
+    """Feed ``parser`` every line of ``raw`` as the pump would; yield its readable lines."""
+    pending = bytearray()
+    overflow = False
+    while chunk := raw.read(RECONCILE_CHUNK):
+        start = 0
+        while start < len(chunk):
+            nl = chunk.find(b"\n", start)
+            end = len(chunk) if nl == -1 else nl
+            if not overflow:
+                pending += chunk[start:end]
+                if len(pending) + (nl != -1) > MAX_EVENT_BYTES:
+                    pending.clear()
+                    overflow = True
+            if nl == -1:
+                break
+            if overflow:
+                yield [f"{NOTE_PREFIX}an event longer than {MAX_EVENT_BYTES} bytes was not parsed"]
+            else:
+                yield _feed(parser, bytes(pending))
+            pending.clear()
+            overflow = False
+            start = nl + 1
+    if pending:
+        yield _feed(parser, bytes(pending))
 
 
 @attrs.define
@@ -196,6 +418,7 @@ class Supervisor:
 
     async def _launch(self, launch: Launch) -> None:
         mission_id, run = launch.mission_id, launch.run
+        launch = _with_spare_parser(launch)
         try:
             output = RunLog.open(self.store, mission_id, run.run_id, structured=launch.structured)
         except OSError as exc:
@@ -227,6 +450,7 @@ class Supervisor:
                 )
                 return
             self._sandbox_of[run.run_id] = sandbox_id
+            output.readable_start = output.log_size()
             run = attrs.evolve(run, sandbox_id=sandbox_id, output_offset=offset or None)
             try:
                 self.store.save_run(mission_id, run)
@@ -255,6 +479,7 @@ class Supervisor:
         try:
             self._sandbox_of[run.run_id] = sandbox_id
             already = output.raw_size() - (run.output_offset or 0)
+            launch = _with_spare_parser(launch)
             if launch.structured and already:
                 # Rebuild the parser's state (usage so far) from the events kept.
                 self._replay(mission_id, run.run_id, launch.parser)
@@ -288,12 +513,16 @@ class Supervisor:
             await asyncio.wait({pump}, timeout=DRAIN_SECONDS)
             if pump.done() and not pump.cancelled() and (error := pump.exception()) is not None:
                 log.error("run.log_failed", exc_info=error, extra={"mission_id": mission_id, "run_id": run.run_id})
+            if not pump.done():
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+            parser = await self._reconcile(launch, run, sandbox_id, output)
             why = self._stops.get(run.run_id)
             if timed_out and why is None:
                 why = Stop(
                     f"Step '{run.step_id}' exceeded its time limit of {launch.timeout_seconds:g} s and was stopped."
                 )
-            end = RunEnd(exit_code, outcome=_finish(launch.parser, exit_code), stop=why)
+            end = RunEnd(exit_code, outcome=_finish(parser, exit_code), stop=why)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -315,6 +544,41 @@ class Supervisor:
             # need not wait for. close() lets it finish; if the daemon dies
             # first, the next start removes it (nobody owns it).
             self._remove_soon(sandbox_id)
+
+    async def _reconcile(self, launch: Launch, run: StepRun, sandbox_id: str, output: RunLog) -> OutputParser:
+        """Make the run's files hold exactly the stored output; return the parser that saw it.
+
+        A failure here (the engine gone, a full disk) keeps the followed log
+        as it is: the run's result matters more than its log.
+        """
+        path = output.raw_path if launch.structured else output.log_path
+        ids = {"mission_id": launch.mission_id, "run_id": run.run_id}
+        if path is None:
+            return launch.parser
+        try:
+            result = await _reconcile_file(self.sandbox.output(sandbox_id), path, run.output_offset or 0)
+        except (HaflowError, OSError) as exc:
+            log.warning("run.reconcile_failed", extra={**ids, "error": str(exc)})
+            return launch.parser
+        if result is Reconciled.KEPT:
+            log.warning("run.log_not_reconciled", extra={**ids, "reason": "stored output lost its beginning"})
+        if result in (Reconciled.SAME, Reconciled.KEPT):
+            return launch.parser
+        log.info("run.log_reconciled", extra={**ids, "result": result.value})
+        if not launch.structured or output.log_path is None or output.raw_path is None:
+            output.reopen()
+            return launch.parser
+        if launch.spare_parser is None:
+            # Nothing to rebuild with: the readable log stays as followed.
+            return launch.parser
+        parser = launch.spare_parser
+        try:
+            await asyncio.to_thread(_rebuild_readable, output.log_path, output.raw_path, output.readable_start, parser)
+        except OSError as exc:
+            log.warning("run.reconcile_failed", extra={**ids, "error": str(exc)})
+            return launch.parser
+        output.reopen()
+        return parser
 
     async def _report(self, mission_id: str, run: StepRun, end: RunEnd) -> None:
         self._stops.pop(run.run_id, None)
@@ -362,6 +626,42 @@ class Supervisor:
         task = asyncio.create_task(remove(), name=f"remove {sandbox_id}")
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)
+
+
+async def _reconcile_file(items: AsyncIterator[bytes], path: Path, start: int) -> Reconciled:
+    """Make ``path`` from ``start`` on equal to ``items``, chunk by chunk, off the loop."""
+    rec = await asyncio.to_thread(_Reconciler, path, start)
+    try:
+        batch = bytearray()
+        async for item in items:
+            batch += item
+            if len(batch) >= RECONCILE_CHUNK:
+                await asyncio.to_thread(rec.feed, bytes(batch))
+                batch.clear()
+                if rec.result is Reconciled.KEPT:
+                    break
+        if batch:
+            await asyncio.to_thread(rec.feed, bytes(batch))
+        return await asyncio.to_thread(rec.finish)
+    except BaseException:
+        await asyncio.shield(asyncio.to_thread(rec.abort))
+        raise
+    finally:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _with_spare_parser(launch: Launch) -> Launch:
+    """``launch`` with an unused copy of its parser, for rebuilding the readable log."""
+    if not launch.structured:
+        return launch
+    try:
+        spare = copy.deepcopy(launch.parser)
+    except Exception:
+        log.warning("run.parser_not_copyable", extra={"run_id": launch.run.run_id})
+        return launch
+    return attrs.evolve(launch, spare_parser=spare)
 
 
 def _feed(parser: OutputParser, line: bytes) -> list[str]:

@@ -9,7 +9,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestClient
 from haflowd import __version__
 from haflowd.models import RUNNING_STATUSES, MissionStatus
 from haflowd.cli import client as client_module
-from haflowd.cli.main import main
 from haflowd.cli.client import Client, ClientError, resolve_token
+from haflowd.cli.main import main
 from tests.conftest import create_mission, detail, until, wait_status
 from tests.daemon_support import Daemon, child_env, free_port
 from tests.fakes import Behaviour, FakeSandbox
@@ -289,16 +289,26 @@ class TestFollowLargeLog:
         monkeypatch.setattr(client_module, "FOLLOW_INTERVAL", 0.02)
         gate = asyncio.Event()
         fake.behaviours["cleanup"] = Behaviour(gate=gate, extra_lines=(b"after the flood\n",))
+        # 1 GiB + a bit, with multi-byte characters, so page cuts fall inside them.
+        block = "".join(f"line {i:07d} éü€ {'x' * 40}\n" for i in range(16_000)).encode()
+        printed = FakeSandbox.output
+
+        async def flood(self: FakeSandbox, sandbox_id: str) -> AsyncIterator[bytes]:
+            """The agent prints the flood after its first line (and the stored output holds it too)."""
+            first = True
+            async for item in printed(self, sandbox_id):
+                yield item
+                if first:
+                    first = False
+                    for _ in range((1 << 30) // len(block) + 1):
+                        yield block
+
+        monkeypatch.setattr(FakeSandbox, "output", flood)
         mission_id = (await create_mission(client))["mission_id"]
         await client.post(f"/api/missions/{mission_id}/continue")
         run_id = (await detail(client, mission_id))["runs"][0]["run_id"]
         log_path = home / "missions" / mission_id / "logs" / f"{run_id}.log"
         await until(lambda: _has_text(log_path, b"starting step"))
-        # 1 GiB + a bit, with multi-byte characters, so page cuts fall inside them.
-        block = "".join(f"line {i:07d} éü€ {'x' * 40}\n" for i in range(16_000)).encode()
-        with log_path.open("ab") as f:
-            for _ in range((1 << 30) // len(block) + 1):
-                f.write(block)
         sink = _Digest()
         monkeypatch.setattr(sys, "stdout", sink)
         url = str(client.make_url("")).rstrip("/")

@@ -28,6 +28,7 @@ from pathlib import Path
 import attrs
 
 from ..proc import Completed, reap, run_cli
+from .docker_exits import INSPECT_FORMAT, ExitWatch
 from .egress_runs import LABEL_EGRESS, LABEL_ROLE, ROLE_EGRESS, EgressRuns
 from .lines import split_lines
 from .protocol import (
@@ -137,11 +138,27 @@ class DockerProvider:
     command_timeout: float = 30.0
     log_max_size: str = "64m"
     log_max_files: int = 4
+    #: Short docker commands (run, inspect, stop, rm, ps) running at once; a
+    #: burst of step starts queues instead of forking a CLI (~25 MiB) each.
+    max_cli: int = 16
+    _cli_slots: asyncio.Semaphore = attrs.field(init=False)
     _image_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
     _egress: EgressRuns = attrs.field(init=False)
+    _exits: ExitWatch = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        self._cli_slots = asyncio.Semaphore(self.max_cli)
         self._egress = EgressRuns(docker=self.docker, instance=self.instance, user=self.user)
+        label = None if self.instance is None else f"{LABEL_INSTANCE}={self.instance}"
+        self._exits = ExitWatch(binary=self._binary, inspect=self._inspect_state, label=label)
+
+    @property
+    def exits(self) -> ExitWatch:
+        """The one ``docker events`` stream all :meth:`wait` calls share."""
+        return self._exits
+
+    async def _inspect_state(self, sandbox_id: str) -> Completed:
+        return await self._cli("inspect", "--format", INSPECT_FORMAT, "--", sandbox_id)
 
     @property
     def egress(self) -> EgressRuns:
@@ -169,7 +186,9 @@ class DockerProvider:
         if limit is not None and limit < 0:
             limit = self.command_timeout
         try:
-            return await run_cli((self._binary(), *args), env=env, limit=limit)
+            binary = self._binary()
+            async with self._cli_slots:
+                return await run_cli((binary, *args), env=env, limit=limit)
         except (FileNotFoundError, PermissionError) as e:
             raise SandboxUnavailable(
                 f"The Docker CLI {self.docker!r} cannot be run ({e.strerror}). "
@@ -331,16 +350,25 @@ class DockerProvider:
             await self._cli("rm", "--force", f"haflow-{run_id}", limit=30.0)
 
     async def output(self, sandbox_id: str) -> AsyncIterator[bytes]:
-        """Yield the container's merged output line by line from its beginning."""
+        """Yield the container's merged output line by line from its beginning.
+
+        A running container is followed (``docker logs --follow``). On Docker
+        20.10 that loses output written to a json-file log that rotated while
+        the follower lagged behind the container's exit, and can repeat a
+        stretch around a rotation; the supervisor reconciles after the exit.
+        Once :meth:`wait` learnt the exit, the stored output is read without
+        ``--follow``: all rotated files, in order, each byte once.
+        """
         _checked_ref(sandbox_id, "sandbox id")
         binary = self._binary()
+        follow = ["--follow"] if self._exits.exit_code(sandbox_id) is None else []
         try:
             # One pipe for both streams: the CLI writes them in the order the
             # engine sends them, so the merge keeps the container's order.
             proc = await asyncio.create_subprocess_exec(
                 binary,
                 "logs",
-                "--follow",
+                *follow,
                 sandbox_id,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -362,27 +390,14 @@ class DockerProvider:
             await reap(proc)
 
     async def wait(self, sandbox_id: str) -> int:
-        """Block until the container exits (``docker wait``) and return its code."""
+        """Wait for the container to exit and return its code.
+
+        All waits share one ``docker events`` process (see
+        :class:`~haflowd.sandbox.docker_exits.ExitWatch`), not one
+        ``docker wait`` each.
+        """
         _checked_ref(sandbox_id, "sandbox id")
-        # Both at once, so a container that exits at once is noticed at once.
-        waiter = asyncio.ensure_future(self._cli("wait", sandbox_id, limit=None))
-        try:
-            state = await self._cli("inspect", "--format", "{{.State.Status}}", "--", sandbox_id)
-            if state.returncode == 0 and state.stdout.strip() == b"created":
-                # Created but never started (the CLI died in between): docker
-                # wait would block forever.
-                raise SandboxError("The agent container was created but never started")
-            result = await waiter
-        finally:
-            if not waiter.done():
-                waiter.cancel()
-            await asyncio.gather(waiter, return_exceptions=True)
-        if result.returncode != 0:
-            raise SandboxError(f"Lost track of the agent container: {result.error}")
-        try:
-            return int(result.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            raise SandboxError(f"Unexpected answer from docker wait: {result.stdout!r}") from None
+        return await self._exits.wait(sandbox_id)
 
     async def stop(self, sandbox_id: str, *, grace_seconds: float = 3.0) -> None:
         """SIGTERM, then SIGKILL after ``grace_seconds``; quiet if already gone."""

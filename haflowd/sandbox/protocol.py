@@ -118,6 +118,10 @@ class SandboxProvider(Protocol):
         lack it). Lines longer than the provider's limit arrive split into
         several items. Iteration follows a running sandbox and ends once it
         has exited and all output was yielded.
+
+        Following may be best effort, but once :meth:`wait` returned, a new
+        call must yield exactly the complete stored output, each byte once:
+        the supervisor reconciles the run's log with it.
         """
 
     async def wait(self, sandbox_id: str) -> int:
