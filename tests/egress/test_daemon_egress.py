@@ -23,9 +23,10 @@ from aiohttp.test_utils import TestClient
 from haflowd.catalog import builtin_dir, load_catalog
 from haflowd.config import Config
 from haflowd.errors import InvalidDefinition
+from haflowd.sandbox import Limits, SandboxError, SandboxSpec
 from haflowd.sandbox.docker import DockerProvider, instance_id
 from haflowd.web.app import create_app
-from tests.conftest import api, create_mission, until, wait_status
+from tests.conftest import api, create_mission, detail, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, haflow_containers
 from tests.egress.test_sidecar import API_PORT, OTHER_PORT, Internet, internet  # noqa: F401 (fixture)
 
@@ -214,7 +215,7 @@ class TestDaemonEgress:
         internet: Internet,  # noqa: F811
         caplog: pytest.LogCaptureFixture,
     ) -> None:
-        """"network": false without egress gets --network none: no proxy, no sidecar, every probe fails."""
+        """An agent with "network": false and no egress gets --network none: no proxy, no sidecar, every probe fails."""
         caplog.set_level(logging.INFO)
         write_agent(home, "cleanup-agent", probes(internet), network=False)
         client = await daemon()
@@ -232,6 +233,99 @@ class TestDaemonEgress:
         assert interfaces == {"lo"}, results["interfaces"]
         assert not [r for r in caplog.records if r.getMessage().startswith("egress.")]
         await until(no_containers_left, timeout=60)
+
+    async def test_run_survives_a_daemon_restart(
+        self,
+        daemon,
+        provider: DockerProvider,
+        aiohttp_client: Any,
+        home: Path,
+        docker_image: str,
+        instance: str,
+        internet: Internet,  # noqa: F811
+    ) -> None:
+        """A new daemon re-attaches a running egress agent and serves its proxy again (from the agent's label)."""
+        script = (
+            'echo "[agent] waiting for go"; until [ -f go ]; do sleep 0.05; done\n'
+            f'printf "CONNECT api.test:{API_PORT} HTTP/1.1\\r\\n\\r\\nGET / HTTP/1.0\\r\\n\\r\\n"'
+            " | nc -w 5 127.0.0.1 3128 > /tmp/allowed 2>&1; cat /tmp/allowed\n"
+            'grep -q API-OK /tmp/allowed && exec haflow-agent "$@"; exit 3'
+        )
+        write_agent(home, "cleanup-agent", script, egress=[f"api.test:{API_PORT}"])
+        first = await daemon()
+        mid = (await create_mission(first))["mission_id"]
+        status, body = await api(first, "POST", f"/api/missions/{mid}/continue")
+        assert status == 200, body
+
+        async def waiting() -> bool:
+            return "waiting for go" in (await detail(first, mid)).get("current_log_tail", "")
+
+        await until(waiting, timeout=FIRST_STEP_SECONDS)
+        await first.close()  # containers keep running, as when a daemon stops
+
+        fresh = DockerProvider(default_image=docker_image, instance=instance)
+        fresh.egress.resolver = internet.resolver()
+        fresh.egress.exempt_networks = (internet.subnet,)
+        config = Config.from_env({"HAFLOW_AUTH": "none"}, home=home, port=0, agent_image=docker_image)
+        second = await aiohttp_client(create_app(config, sandbox=fresh))
+        (run,) = (await detail(second, mid))["runs"]
+        assert fresh.egress.serving(run["run_id"])
+        (home / "missions" / mid / "artifacts" / "go").write_text("")  # the API refuses writes while a step runs
+        found = await wait_status(second, mid, "waiting_human", "failed", timeout=60)
+        assert found["status"] == "waiting_human", (found.get("last_error"), log_of(home, mid, run["run_id"]))
+        assert "200 Connection Established" in log_of(home, mid, run["run_id"])
+        await until(no_containers_left, timeout=60)
+
+        async def proxy_closed() -> bool:
+            return not fresh.egress.serving(run["run_id"])
+
+        await until(proxy_closed, timeout=10)
+        await provider.egress.close(run["run_id"])  # the first daemon's proxy object, unreachable by now
+
+
+@pytest.mark.docker
+class TestProviderEgressCleanup:
+    """The Docker provider removes a run's sidecar and proxy on paths that start no agent."""
+
+    def spec(self, image: str, **changes: Any) -> SandboxSpec:
+        fields: dict[str, Any] = {
+            "mission_id": "m-0e9e55aa",
+            "run_id": "r-" + os.urandom(4).hex(),
+            "step_id": "cleanup",
+            "image": image,
+            "command": ("sleep", "600"),
+            "egress": (f"api.test:{API_PORT}",),
+            "limits": Limits(memory="64m", pids=16),
+        }
+        return SandboxSpec(**{**fields, **changes})
+
+    async def test_start_failure_after_sidecar(
+        self, provider: DockerProvider, docker_image: str, instance: str
+    ) -> None:
+        """A start that fails after the sidecar came up (a bad env value) leaves no sidecar, proxy or socket."""
+        spec = self.spec(docker_image, env={"BAD": "a\nb"})
+        with pytest.raises(SandboxError, match="line break"):
+            await provider.start(spec)
+        assert haflow_containers() == []
+        assert not provider.egress.serving(spec.run_id)
+        assert not (socket_root(instance) / spec.run_id).exists()
+
+    async def test_lonely_sidecar_removed_by_list(
+        self, provider: DockerProvider, docker_image: str, instance: str
+    ) -> None:
+        """A sidecar whose agent never started (the daemon died in between) is removed by the next daemon's list()."""
+        spec = self.spec(docker_image)
+        await provider.egress.open(spec)
+        try:
+            assert len(haflow_containers()) == 1
+            # Still starting in this process: left alone.
+            assert await provider.list() == []
+            assert len(haflow_containers()) == 1
+            restarted = DockerProvider(default_image=docker_image, instance=instance)
+            assert await restarted.list() == []
+            assert haflow_containers() == []
+        finally:
+            await provider.egress.close(spec.run_id)
 
 
 class TestEgressAgentFiles:
@@ -260,7 +354,7 @@ class TestEgressAgentFiles:
         """create_app fails on a bad agent file, so a daemon never runs with a half-checked allowlist."""
         path = write_agent(home, "cleanup-agent", "true", egress=["api.test:http"])
         config = Config.from_env({"HAFLOW_AUTH": "none"}, home=home, port=0)
-        with pytest.raises(InvalidDefinition, match="api.test:http") as caught:
+        with pytest.raises(InvalidDefinition, match=r"api\.test:http") as caught:
             create_app(config)
         assert str(path) in caught.value.message
 
