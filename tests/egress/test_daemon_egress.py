@@ -282,6 +282,42 @@ class TestDaemonEgress:
         await until(proxy_closed, timeout=10)
         await provider.egress.close(run["run_id"])  # the first daemon's proxy object, unreachable by now
 
+    @pytest.mark.parametrize("how", ["cancel", "time limit"])
+    async def test_stopped_run_leaves_nothing(
+        self,
+        daemon,
+        home: Path,
+        instance: str,
+        how: str,
+    ) -> None:
+        """A cancelled or timed-out egress run fails the mission and leaves no sidecar, proxy or socket."""
+        limit = {"timeout_seconds": 3} if how == "time limit" else {}
+        write_agent(
+            home, "cleanup-agent", 'echo "[agent] waiting"; sleep 600', egress=[f"api.test:{API_PORT}"], **limit
+        )
+        client = await daemon()
+        mid = (await create_mission(client))["mission_id"]
+        status, body = await api(client, "POST", f"/api/missions/{mid}/continue")
+        assert status == 200, body
+        if how == "cancel":
+
+            async def waiting() -> bool:
+                return "[agent] waiting" in (await detail(client, mid)).get("current_log_tail", "")
+
+            await until(waiting, timeout=FIRST_STEP_SECONDS)
+            status, body = await api(client, "POST", f"/api/missions/{mid}/cancel")
+            assert status == 200, body
+        found = await wait_status(client, mid, "failed", timeout=FIRST_STEP_SECONDS)
+        assert ("ancel" if how == "cancel" else "time limit") in found["last_error"]
+        (run,) = found["runs"]
+        await until(no_containers_left, timeout=60)
+        folder = socket_root(instance) / run["run_id"]
+
+        async def socket_gone() -> bool:
+            return not folder.exists()
+
+        await until(socket_gone, timeout=10)
+
 
 @pytest.mark.docker
 class TestProviderEgressCleanup:
