@@ -346,6 +346,24 @@ class TestProviderEgressCleanup:
         assert not provider.egress.serving(spec.run_id)
         assert not (socket_root(instance) / spec.run_id).exists()
 
+    async def test_notes_carry_the_decisions(self, provider: DockerProvider, docker_image: str) -> None:
+        """With a notes sink (the engine gives one to structured agents) every decision reaches the run's log."""
+        notes: list[str] = []
+        connect = "printf 'CONNECT {} HTTP/1.1\\r\\n\\r\\n' | nc -w 3 127.0.0.1 3128"
+        script = f"{connect.format(f'api.test:{API_PORT}')}; {connect.format(f'forbidden.test:{API_PORT}')}; true"
+        spec = self.spec(docker_image, command=("sh", "-c", script), notes=notes.append)
+        sandbox_id = await provider.start(spec)
+        try:
+            assert await provider.wait(sandbox_id) == 0
+        finally:
+            await provider.remove(sandbox_id)
+        assert notes == [
+            f"egress: only api.test:{API_PORT} reachable, through the daemon's proxy",
+            f"egress allowed: api.test:{API_PORT}",
+            f"egress refused (not on the allowlist): forbidden.test:{API_PORT}",
+        ]
+        assert haflow_containers() == []
+
     async def test_lonely_sidecar_removed_by_list(
         self, provider: DockerProvider, docker_image: str, instance: str
     ) -> None:
