@@ -208,10 +208,7 @@ async def start_sidecar(
     if not socket_path.is_socket():
         raise EgressUnavailable(f"The egress proxy is not listening on {socket_path}.")
     user = user or sidecar_user()
-    if os.getuid() == 0 and re.fullmatch(r"\d+:\d+", user):
-        uid, gid = (int(x) for x in user.split(":"))
-        os.chown(socket_path.parent, uid, gid)
-        os.chown(socket_path, uid, gid)
+    hand_over_socket(socket_path, user)
     name = sidecar_name(run_id)
     image = _checked(image or default_image(), _SAFE_REF, "image")
     mount = f"type=bind,src={socket_path.parent.resolve()},dst={SOCKET_MOUNT},readonly"
@@ -269,6 +266,19 @@ async def start_sidecar(
         raise
     logger.info("egress.sidecar_started", extra={"run_id": run_id, "container": container[:12]})
     return container
+
+
+def hand_over_socket(socket_path: Path, user: str | None = None) -> None:
+    """A root daemon gives the socket and its folder to the sidecar's user, so the relay may connect.
+
+    Needed again whenever the proxy listens anew on the path (a restarted
+    daemon resuming a run): a new socket is the daemon's, mode 0600.
+    """
+    user = user or sidecar_user()
+    if os.getuid() == 0 and re.fullmatch(r"\d+:\d+", user):
+        uid, gid = (int(x) for x in user.split(":"))
+        os.chown(socket_path.parent, uid, gid)
+        os.chown(socket_path, uid, gid)
 
 
 async def _wait_ready(docker: str, container: str, limit: float) -> None:

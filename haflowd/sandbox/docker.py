@@ -302,22 +302,20 @@ class DockerProvider:
         extra: list[str] = []
         if spec.egress or spec.local_ports:
             extra += await self._egress.open(spec)
-        env_file = _env_file(spec.env) if spec.env else None
+        env_file: Path | None = None
+        try:
+            # From here on the sidecar and proxy run: every way out of start()
+            # that leaves no agent container must remove them (and the env file).
+            await self._hand_over_mounts(spec)
+            env_file = _env_file(spec.env) if spec.env else None
+        except BaseException:
+            await asyncio.shield(self._egress.close(spec.run_id))
+            raise
         if env_file is not None:
             extra += ["--env-file", str(env_file)]
         if extra:
             cut = args.index("--")
             args = [*args[:cut], *extra, *args[cut:]]
-        owner = _numeric_user(self.user)
-        if owner is not None and owner[0] != 0 and hasattr(os, "getuid") and os.getuid() == 0:
-            for mount in spec.mounts:
-                if not mount.read_only:
-                    try:
-                        await asyncio.to_thread(_chown_tree, Path(mount.source), *owner)
-                    except OSError as e:
-                        raise SandboxError(
-                            f"Cannot give the agent user {self.user} the mounted folder: {e.strerror}"
-                        ) from None
         try:
             result = await self._cli(*args, env=env, limit=120.0)
             if result.returncode != 0 and _missing_image(result):
@@ -343,6 +341,20 @@ class DockerProvider:
             extra={"mission_id": spec.mission_id, "run_id": spec.run_id, "sandbox_id": sandbox_id},
         )
         return sandbox_id
+
+    async def _hand_over_mounts(self, spec: SandboxSpec) -> None:
+        """A root daemon chowns writable mount sources to the agent's user."""
+        owner = _numeric_user(self.user)
+        if owner is None or owner[0] == 0 or not hasattr(os, "getuid") or os.getuid() != 0:
+            return
+        for mount in spec.mounts:
+            if not mount.read_only:
+                try:
+                    await asyncio.to_thread(_chown_tree, Path(mount.source), *owner)
+                except OSError as e:
+                    raise SandboxError(
+                        f"Cannot give the agent user {self.user} the mounted folder: {e.strerror}"
+                    ) from None
 
     async def _remove_run(self, run_id: str) -> None:
         """Best effort: remove whatever container a failed start left behind."""
@@ -442,12 +454,14 @@ class DockerProvider:
         if result.returncode != 0:
             raise SandboxError(f"Could not list agent containers: {result.error}")
         found = []
+        sidecars: set[str] = set()
         for line in result.stdout.decode(errors="replace").splitlines():
             fields = line.split("\t")
             if len(fields) != 7:
                 continue
             sandbox_id, mission_id, run_id, step_id, state, role, egress = fields
             if role == ROLE_EGRESS:
+                sidecars.add(run_id)
                 continue  # a run's forwarder, not the run
             if egress and state == "running":
                 await self._egress.resume(run_id, egress)
@@ -460,6 +474,15 @@ class DockerProvider:
                     running=state in ("running", "restarting", "paused"),
                 )
             )
+        # A sidecar without its agent (the daemon died between starting the
+        # two, or the agent was removed while it was down) is nobody's: the
+        # supervisor never sees it, so it is removed here. One this process is
+        # still starting has a live proxy and is left alone.
+        agents = {info.run_id for info in found}
+        for run_id in sorted(sidecars - agents):
+            if not self._egress.serving(run_id):
+                logger.info("egress.orphan_removed", extra={"run_id": run_id})
+                await self._egress.close(run_id)
         return found
 
 

@@ -28,6 +28,7 @@ from ..egress.sidecar import (
     ROLE_EGRESS,
     agent_arguments,
     ensure_image,
+    hand_over_socket,
     remove_sidecar,
     sidecar_name,
     start_sidecar,
@@ -104,9 +105,7 @@ class EgressRuns:
             notes(f"egress: only {encode(allowlist) or 'nothing'} reachable, through the daemon's proxy")
         return [*agent_arguments(sidecar, allowlist), "--label", f"{LABEL_EGRESS}={encode(allowlist)}"]
 
-    async def _serve(
-        self, run_id: str, allowlist: Allowlist, notes: Callable[[str], None] | None
-    ) -> EgressProxy:
+    async def _serve(self, run_id: str, allowlist: Allowlist, notes: Callable[[str], None] | None) -> EgressProxy:
         def on_event(event: EgressEvent) -> None:
             verdict = "allowed" if event.allowed else f"refused ({event.reason})"
             log.info("egress.connection", extra={"run_id": run_id, "target": event.target, "allowed": event.allowed})
@@ -133,9 +132,15 @@ class EgressRuns:
         if run_id in self._proxies:
             return
         try:
-            await self._serve(run_id, decode(label), None)
+            proxy = await self._serve(run_id, decode(label), None)
+            # The surviving sidecar runs as another user when the daemon is root.
+            hand_over_socket(proxy.socket_path, self.user)
         except Exception:
             log.exception("egress.resume_failed", extra={"run_id": run_id})
+
+    def serving(self, run_id: str) -> bool:
+        """Whether this process serves a proxy for ``run_id`` (its run is starting or live)."""
+        return run_id in self._proxies
 
     async def close(self, run_id: str) -> None:
         """Remove the run's sidecar and stop its proxy; quiet if there is none."""
