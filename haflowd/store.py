@@ -279,6 +279,14 @@ class Store:
         self.version += 1
         shutil.rmtree(trash, ignore_errors=True)
 
+    def remember(self, meta: MissionMeta) -> None:
+        """Change the index only, when the disk refused to save ``meta`` (full, read-only).
+
+        The file then lags behind; start-up repairs a mission it still shows running.
+        """
+        self.get(meta.mission_id)
+        self._remember(meta)
+
     def _remember(self, meta: MissionMeta) -> None:
         self._index[meta.mission_id] = meta
         self.version += 1

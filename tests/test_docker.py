@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import uuid
@@ -110,6 +111,14 @@ class TestChownTree:
             assert os.stat("file", dir_fd=fd).st_uid == uid
             assert os.stat(".", dir_fd=fd).st_gid == gid
         finally:
+            # Removed here, bottom up: pytest's own clean-up would recurse too deep.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink("file", dir_fd=fd)
+            while os.fstat(fd).st_ino != root.stat().st_ino:
+                up = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = up
+                os.rmdir("d", dir_fd=fd)
             os.close(fd)
         assert os.lstat(root / "link").st_uid == uid
 
