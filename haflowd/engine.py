@@ -448,26 +448,43 @@ class Engine:
         watch.start()
 
     async def _over_quota(self, mission_id: str, run: StepRun, used: int) -> None:
-        """Stop a run that wrote past the mission's quota, and remove its output."""
-        limit = self.config.max_mission_bytes
+        """Stop a run that wrote past the mission's quota (its end removes the output)."""
         log.warning("run.over_quota", extra={"mission_id": mission_id, "run_id": run.run_id, "bytes": used})
-        found = self._step_of(self.store.get(mission_id), run)
-        step = found[0] if found else None
-        output = step.output_artifact if step is not None else None
-        if output:
-            aftermath = f"its output {output} was removed"
+        await self.supervisor.stop(run, Stop(self._quota_message(mission_id, run, used)))
+
+    def _quota_message(self, mission_id: str, run: StepRun, used: int) -> str:
+        step = self._output_step(mission_id, run)
+        if step is not None and step.output_artifact:
+            aftermath = f"its output {step.output_artifact} was removed"
         else:
             aftermath = "what it wrote in the work tree is still there (nothing is cleaned up automatically)"
-        name = step.name if step is not None else run.step_id
-        await self.supervisor.stop(
-            run,
-            Stop(
-                f"Step '{name}' was stopped: over the mission's disk quota: {used} bytes > {limit} "
-                f"(HAFLOW_MAX_MISSION_BYTES); {aftermath}. Continue to retry."
-            ),
+        return (
+            f"Step '{step.name if step else run.step_id}' was stopped: over the mission's disk quota: "
+            f"{used} bytes > {self.config.max_mission_bytes} (HAFLOW_MAX_MISSION_BYTES); {aftermath}. "
+            "Continue to retry."
         )
-        if output:
-            await asyncio.to_thread(_remove_entry, self.store.artifacts_dir(mission_id) / output)
+
+    def _output_step(self, mission_id: str, run: StepRun) -> WorkflowStep | None:
+        found = self._step_of(self.store.get(mission_id), run)
+        return found[0] if found else None
+
+    async def _end_quota_watch(self, mission_id: str, run: StepRun, end: RunEnd) -> RunEnd:
+        """Stop watching a run that ended; over the quota (then or now), its output goes and it fails."""
+        watch = self._quota_watches.pop(run.run_id, None)
+        if watch is None:
+            return end
+        await watch.cancel()
+        if not watch.tripped:
+            used = await watch.check() if end.stop is None and end.exit_code == 0 else None
+            if used is None:
+                return end
+            # It wrote past the quota and exited before the next count.
+            log.warning("run.over_quota", extra={"mission_id": mission_id, "run_id": run.run_id, "bytes": used})
+            end = attrs.evolve(end, stop=Stop(self._quota_message(mission_id, run, used)))
+        step = self._output_step(mission_id, run)
+        if step is not None and step.output_artifact:
+            await asyncio.to_thread(_remove_entry, self.store.artifacts_dir(mission_id) / step.output_artifact)
+        return end
 
     def _workspace(self, meta: MissionMeta) -> Workspace:
         return self.workspaces[WorkspaceMode.CODEGEN if meta.project_id else WorkspaceMode.DOCUMENT]
@@ -558,9 +575,8 @@ class Engine:
 
     async def _run_ended(self, mission_id: str, run: StepRun, end: RunEnd) -> None:
         """The supervisor's report: record the run, collect its work, move the mission on."""
-        if (watch := self._quota_watches.pop(run.run_id, None)) is not None:
-            await watch.cancel()
         try:
+            end = await self._end_quota_watch(mission_id, run, end)
             await self._conclude(mission_id, run, end)
         except Exception as exc:
             # Whatever went wrong, the mission must not stay "running".

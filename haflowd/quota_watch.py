@@ -73,9 +73,24 @@ class QuotaWatch:
     interval: float = INTERVAL_SECONDS
     _task: asyncio.Task[None] | None = attrs.field(default=None, init=False)
     _tripped: bool = attrs.field(default=False, init=False)
+    _baseline: int | None = attrs.field(default=None, init=False)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._watch())
+
+    @property
+    def tripped(self) -> bool:
+        """Whether it found the run over its quota (and called back)."""
+        return self._tripped
+
+    async def check(self) -> int | None:
+        """Count now (a run that just ended): the bytes used if over the limit, else ``None``."""
+        baseline = self._baseline if self._baseline is not None else await self._measure_baseline()
+        used = await asyncio.to_thread(self._used, baseline)
+        return used if used > self.limit else None
+
+    async def _measure_baseline(self) -> int:
+        return sum([await asyncio.to_thread(tree_bytes, f) for f in self.grown])
 
     async def cancel(self) -> None:
         """Stop watching (idempotent); a watch that found the run over is left to finish its callback."""
@@ -94,7 +109,7 @@ class QuotaWatch:
         return used - baseline
 
     async def _watch(self) -> None:
-        baseline = sum([await asyncio.to_thread(tree_bytes, f) for f in self.grown])
+        baseline = self._baseline = await self._measure_baseline()
         while True:
             await asyncio.sleep(self.interval)
             used = await asyncio.to_thread(self._used, baseline)
