@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import api, create_mission, detail, until, wait_status
-from tests.test_docker_e2e import (  # noqa: F401  (fixtures)
+from tests.conftest import api, create_mission, until, wait_status
+from tests.test_docker_e2e import (
     advance,
     docker_config,
     instance,

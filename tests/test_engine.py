@@ -379,7 +379,7 @@ class TestFullDisk:
     async def test_full_disk_after_exit_0_fails_the_mission(
         self, aiohttp_client: Any, config: Config, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """If the run or mission cannot be saved after exit 0 (disk full) the mission fails, retryably, never stays running."""
+        """A result that cannot be saved after exit 0 (disk full) fails the mission, retryably, never running."""
         import errno
         import json
         import os

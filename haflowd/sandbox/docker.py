@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import logging
 import math
-import errno
 import os
 import re
 import shutil

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import errors
+from ..agentfiles import iter_chunks
 from ..catalog import Catalog
 from ..convert import converter, structure_request
 from ..errors import BadRequest, HaflowError, NotFound
@@ -25,7 +26,6 @@ from ..models import (
     SaveArtifactRequest,
     Workflow,
 )
-from ..agentfiles import iter_chunks
 from ..store import Store, read_chunk
 from .described import described
 from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, STORE
@@ -71,7 +71,9 @@ def error_response(status: int, message: str) -> web.Response:
 #: Errors of the disk under HAFLOW_HOME, said in words a user can act on.
 _STORAGE_ERRORS: dict[int, HaflowError] = {
     errno.ENOSPC: errors.StorageFull("The disk under HAFLOW_HOME is full (disk full); free some space and retry"),
-    errno.EDQUOT: errors.StorageFull("The disk quota under HAFLOW_HOME is used up (disk full); free some space and retry"),
+    errno.EDQUOT: errors.StorageFull(
+        "The disk quota under HAFLOW_HOME is used up (disk full); free some space and retry"
+    ),
     errno.EROFS: errors.StorageReadOnly(
         "HAFLOW_HOME is on a read-only file system; everything can still be read, nothing can be changed"
     ),
