@@ -651,6 +651,13 @@ class TestRawArtifact:
         status, _ = await api(client, "GET", "/api/missions/m-00000000/artifacts/raw-input.md")
         assert status == 404
 
+    async def test_head_reads_no_body(self, client: TestClient) -> None:
+        """HEAD answers the headers of the raw artifact without its body."""
+        mid = (await create_mission(client))["mission_id"]
+        resp = await client.head(f"/api/missions/{mid}/artifacts/raw-input.md")
+        assert resp.status == 200 and resp.headers["Content-Type"] == "text/markdown; charset=utf-8"
+        assert await resp.read() == b""
+
 
 class TestOddInputs:
     @pytest.mark.parametrize(

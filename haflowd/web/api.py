@@ -325,6 +325,8 @@ async def raw_artifact(request: web.Request) -> web.StreamResponse:
         response.headers["Content-Disposition"] = f'attachment; filename="{quoted}"'
     try:
         await response.prepare(request)
+        if request.method == "HEAD":
+            return response
         data = first
         while data:
             await response.write(data)
