@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -29,31 +30,66 @@ log = logging.getLogger(__name__)
 INTERVAL_SECONDS = 0.5
 
 
+#: Relative paths longer than this start again from a descriptor of their folder.
+_REBASE_CHARS = 2048
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
 def tree_bytes(folder: Path, limit: int | None = None) -> int:
     """Bytes under ``folder`` (sizes of every entry, links not followed).
 
-    Iterative (any depth), and counting stops as soon as the total is over
-    ``limit``. Entries that vanish or cannot be read while counting are skipped.
+    Iterative and relative to folder descriptors, so any depth is counted
+    (deeper than the recursion limit or the longest path the kernel takes:
+    nothing hides down there), and counting stops as soon as the total is
+    over ``limit``. Entries that vanish while counting are skipped.
     """
+    try:
+        root = os.open(folder, _DIR_FLAGS)
+    except OSError:
+        return 0
+    # Open base folders -> how many pending folders are named relative to each.
+    users = {root: 1}
+    pending: list[tuple[int, str]] = [(root, ".")]
     total = 0
-    pending = [os.fspath(folder)]
-    while pending:
-        try:
-            entries = os.scandir(pending.pop())
-        except OSError:
-            continue
-        with entries:
-            for entry in entries:
+    try:
+        while pending:
+            base, rel = pending.pop()
+            try:
                 try:
-                    st = entry.stat(follow_symlinks=False)
-                    is_dir = entry.is_dir(follow_symlinks=False)
+                    fd = os.open(rel, _DIR_FLAGS, dir_fd=base)
                 except OSError:
                     continue
-                total += st.st_size
-                if is_dir:
-                    pending.append(entry.path)
-                if limit is not None and total > limit:
-                    return total
+                try:
+                    subfolders: list[str] = []
+                    with os.scandir(fd) as entries:
+                        for entry in entries:
+                            try:
+                                st = entry.stat(follow_symlinks=False)
+                            except OSError:
+                                continue
+                            total += st.st_size
+                            if stat.S_ISDIR(st.st_mode):
+                                subfolders.append(entry.name)
+                            if limit is not None and total > limit:
+                                return total
+                    if subfolders:
+                        if len(rel) > _REBASE_CHARS:
+                            child_base, prefix = os.dup(fd), ""
+                            users[child_base] = 0
+                        else:
+                            child_base, prefix = base, f"{rel}/"
+                        users[child_base] += len(subfolders)
+                        pending.extend((child_base, prefix + name) for name in subfolders)
+                finally:
+                    os.close(fd)
+            finally:
+                users[base] -= 1
+                if users[base] == 0:
+                    del users[base]
+                    os.close(base)
+    finally:
+        for fd in users:
+            os.close(fd)
     return total
 
 

@@ -16,6 +16,10 @@ from tests.conftest import api, create_mission, until, wait_status
 from tests.fakes import Behaviour, FakeSandbox
 
 
+#: A folder name that takes 1,200 levels well past PATH_MAX (4,096 bytes).
+NAME = "d" * 10
+
+
 class TestTreeBytes:
     def test_counts_every_entry_without_following_links(self, tmp_path: Path) -> None:
         """Files, folders and links count by their own size; a link's target does not."""
@@ -33,6 +37,32 @@ class TestTreeBytes:
         for i in range(100):
             (tmp_path / f"f{i}").write_bytes(b"x" * 100)
         assert 1000 < tree_bytes(tmp_path, limit=1000) <= 1100
+
+    def test_any_depth_is_counted(self, tmp_path: Path) -> None:
+        """A file under 1,200 nested folders (past PATH_MAX) is counted, with open descriptors returned."""
+        before = len(os.listdir("/proc/self/fd"))
+        fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for _ in range(1200):
+                os.mkdir(NAME, dir_fd=fd)
+                child = os.open(NAME, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            out = os.open("big", os.O_WRONLY | os.O_CREAT, dir_fd=fd)
+            os.ftruncate(out, 10_000_000)
+            os.close(out)
+            assert tree_bytes(tmp_path) > 10_000_000
+            assert tree_bytes(tmp_path, limit=5_000_000) > 5_000_000
+            assert len(os.listdir("/proc/self/fd")) == before + 1
+        finally:
+            # Removed bottom up: pytest's own clean-up would recurse too deep.
+            os.unlink("big", dir_fd=fd)
+            while os.fstat(fd).st_ino != tmp_path.stat().st_ino:
+                up = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = up
+                os.rmdir(NAME, dir_fd=fd)
+            os.close(fd)
 
     def test_missing_folder_is_empty(self, tmp_path: Path) -> None:
         """A folder that does not exist (yet) holds nothing."""
