@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,8 @@ class TestHostileOutput:
         assert f"of {gib} bytes" in found["artifacts"][OUTPUT]
         status, body = await get(client, f"/api/missions/{mid}/artifacts/{OUTPUT}/html")
         assert status == 200 and len(body) < 16 * 1024 * 1024
+        # The daemon runs in this process: its peak memory must not grow by the file's size.
+        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         async with asyncio.timeout(120):
             resp = await client.get(f"/api/missions/{mid}/artifacts/{OUTPUT}")
             assert resp.status == 200
@@ -123,6 +126,7 @@ class TestHostileOutput:
                 assert len(chunk) <= 1024 * 1024
                 total += len(chunk)
         assert total == gib
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - peak_before < 256 * 1024 * 1024
         await until(no_containers_left)
 
     @pytest.mark.timeout(120)

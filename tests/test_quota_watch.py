@@ -15,7 +15,6 @@ from haflowd.web.app import create_app
 from tests.conftest import api, create_mission, until, wait_status
 from tests.fakes import Behaviour, FakeSandbox
 
-
 #: A folder name that takes 1,200 levels well past PATH_MAX (4,096 bytes).
 NAME = "d" * 10
 
