@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import attrs
@@ -103,7 +103,7 @@ def read_range(path: os.PathLike[str] | str, offset: int, limit: int) -> Read:
         os.close(fd)
 
 
-def iter_chunks(path: os.PathLike[str] | str, chunk: int = 256 * 1024) -> Iterator[bytes]:
+def iter_chunks(path: os.PathLike[str] | str, chunk: int = 256 * 1024) -> Generator[bytes, None, None]:
     """A regular file's content in chunks, for streaming it whole."""
     fd = open_regular(path)
     try:

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import shutil
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -59,6 +61,7 @@ from .models import (
 )
 from .projects import ProjectStore
 from .quota import check_artifact_write
+from .quota_watch import QuotaWatch
 from .sandbox.protocol import Mount, SandboxError, SandboxInfo, SandboxProvider, SandboxSpec
 from .store import Store
 from .supervisor import NOTE_PREFIX, Failure, FailureKind, Launch, RunEnd, Stop, Supervisor
@@ -86,6 +89,8 @@ class Engine:
     _locks: defaultdict[str, asyncio.Lock] = attrs.field(factory=lambda: defaultdict(asyncio.Lock), init=False)
     supervisor: Supervisor = attrs.field(init=False)
     executions: Executions = attrs.field(init=False)
+    #: The disk quota watch of each live run, by run id.
+    _quota_watches: dict[str, QuotaWatch] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.supervisor = Supervisor(store=self.store, sandbox=self.sandbox, on_end=self._run_ended)
@@ -110,6 +115,9 @@ class Engine:
         """Stop watching; sandboxes keep running and are re-attached next start."""
         await self.supervisor.close()
         await self.executions.close()
+        for watch in list(self._quota_watches.values()):
+            await watch.cancel()
+        self._quota_watches.clear()
 
     async def _recover(self, meta: MissionMeta, found: dict[str, SandboxInfo]) -> set[str]:
         mission_id = meta.mission_id
@@ -141,6 +149,7 @@ class Engine:
             run = self.store.save_run(mission_id, attrs.evolve(run, sandbox_id=info.sandbox_id))
             launch = attrs.evolve(launch, run=run)
         self.supervisor.reattach(launch, info.sandbox_id)
+        self._watch_quota(meta, run)
         return {run.run_id}
 
     # -- commands (one per API verb) ---------------------------------------
@@ -407,7 +416,10 @@ class Engine:
         adapter = self.adapter_for(agent)
 
         async def prepare(note: LogLine) -> SandboxSpec:
-            return await self._prepare(meta, step, agent, adapter, run.run_id, run.feedback_artifact, note)
+            spec = await self._prepare(meta, step, agent, adapter, run.run_id, run.feedback_artifact, note)
+            # Once the workspace is ready (a clone is not the agent's writing).
+            self._watch_quota(meta, run)
+            return spec
 
         return Launch(
             mission_id=meta.mission_id,
@@ -417,6 +429,62 @@ class Engine:
             structured=adapter.structured,
             timeout_seconds=agent.timeout_seconds,
         )
+
+    def _watch_quota(self, meta: MissionMeta, run: StepRun) -> None:
+        """Hold the live run to the mission's disk quota (artifacts and, for code missions, work tree growth)."""
+        folder = self.store.mission_dir(meta.mission_id)
+
+        async def over(used: int) -> None:
+            await self._over_quota(meta.mission_id, run, used)
+
+        # "workspace": a code mission's work tree (haflowd.workspaces.code.WORK_TREE).
+        watch = QuotaWatch(
+            folders=(self.store.artifacts_dir(meta.mission_id),),
+            grown=(folder / "workspace",) if meta.project_id else (),
+            limit=self.config.max_mission_bytes,
+            on_over=over,
+        )
+        self._quota_watches[run.run_id] = watch
+        watch.start()
+
+    async def _over_quota(self, mission_id: str, run: StepRun, used: int) -> None:
+        """Stop a run that wrote past the mission's quota (its end removes the output)."""
+        log.warning("run.over_quota", extra={"mission_id": mission_id, "run_id": run.run_id, "bytes": used})
+        await self.supervisor.stop(run, Stop(self._quota_message(mission_id, run, used)))
+
+    def _quota_message(self, mission_id: str, run: StepRun, used: int) -> str:
+        step = self._output_step(mission_id, run)
+        if step is not None and step.output_artifact:
+            aftermath = f"its output {step.output_artifact} was removed"
+        else:
+            aftermath = "what it wrote in the work tree is still there (nothing is cleaned up automatically)"
+        return (
+            f"Step '{step.name if step else run.step_id}' was stopped: over the mission's disk quota: "
+            f"{used} bytes > {self.config.max_mission_bytes} (HAFLOW_MAX_MISSION_BYTES); {aftermath}. "
+            "Continue to retry."
+        )
+
+    def _output_step(self, mission_id: str, run: StepRun) -> WorkflowStep | None:
+        found = self._step_of(self.store.get(mission_id), run)
+        return found[0] if found else None
+
+    async def _end_quota_watch(self, mission_id: str, run: StepRun, end: RunEnd) -> RunEnd:
+        """Stop watching a run that ended; over the quota (then or now), its output goes and it fails."""
+        watch = self._quota_watches.pop(run.run_id, None)
+        if watch is None:
+            return end
+        await watch.cancel()
+        if not watch.tripped:
+            used = await watch.check() if end.stop is None and end.exit_code == 0 else None
+            if used is None:
+                return end
+            # It wrote past the quota and exited before the next count.
+            log.warning("run.over_quota", extra={"mission_id": mission_id, "run_id": run.run_id, "bytes": used})
+            end = attrs.evolve(end, stop=Stop(self._quota_message(mission_id, run, used)))
+        step = self._output_step(mission_id, run)
+        if step is not None and step.output_artifact:
+            await asyncio.to_thread(_remove_entry, self.store.artifacts_dir(mission_id) / step.output_artifact)
+        return end
 
     def _workspace(self, meta: MissionMeta) -> Workspace:
         return self.workspaces[WorkspaceMode.CODEGEN if meta.project_id else WorkspaceMode.DOCUMENT]
@@ -508,17 +576,40 @@ class Engine:
     async def _run_ended(self, mission_id: str, run: StepRun, end: RunEnd) -> None:
         """The supervisor's report: record the run, collect its work, move the mission on."""
         try:
+            end = await self._end_quota_watch(mission_id, run, end)
             await self._conclude(mission_id, run, end)
-        except Exception:
+        except Exception as exc:
             # Whatever went wrong, the mission must not stay "running".
             log.exception("run.conclude_failed", extra={"mission_id": mission_id, "run_id": run.run_id})
             with contextlib.suppress(Exception):
                 self.store.save_run(mission_id, attrs.evolve(run, finished_at=run.finished_at or utcnow()))
-            with contextlib.suppress(Exception):
-                await self._fail(
-                    mission_id,
-                    "Internal error while recording the step's result (see the daemon log); continue to retry.",
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                message = (
+                    "Could not record the step's result: the disk under HAFLOW_HOME is full; "
+                    "free some space, then continue to retry."
                 )
+            elif isinstance(exc, OSError) and exc.errno == errno.EROFS:
+                message = "Could not record the step's result: HAFLOW_HOME is read-only; continue to retry."
+            else:
+                message = "Internal error while recording the step's result (see the daemon log); continue to retry."
+            try:
+                await self._fail(mission_id, message)
+            except Exception:
+                # Not even that could be written: failed in memory, so it does
+                # not show running and continue can retry; the file on disk
+                # still says running, which start-up repairs.
+                log.exception("run.fail_unsaved", extra={"mission_id": mission_id, "run_id": run.run_id})
+                with contextlib.suppress(Exception):
+                    meta = self.store.get(mission_id)
+                    self.store.remember(
+                        attrs.evolve(
+                            meta,
+                            status=MissionStatus.FAILED,
+                            errors=(*meta.errors, message),
+                            last_error=message,
+                            updated_at=utcnow(),
+                        )
+                    )
 
     async def _conclude(self, mission_id: str, run: StepRun, end: RunEnd) -> None:
         meta = self.store.get(mission_id)
@@ -585,6 +676,19 @@ def _with_git_safe_directory(env: Mapping[str, str]) -> dict[str, str]:
     if "GIT_CONFIG_COUNT" not in out:
         out.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory", GIT_CONFIG_VALUE_0="/workspace")
     return out
+
+
+def _remove_entry(path: Path) -> None:
+    """Remove a file, link or folder an agent left (never following a link)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        log.exception("run.output_not_removed", extra={"path": str(path)})
 
 
 def _failure_message(step: WorkflowStep, failure: Failure) -> str:

@@ -6,10 +6,13 @@ Layout under the missions folder (the contract's)::
     <mission_id>/artifacts/<file>     raw-input.md, structured-text.md, ...
     <mission_id>/runs/<run_id>.json   StepRun
     <mission_id>/logs/<run_id>.log    the run's combined output
+    <mission_id>/.staging/            temp files of artifacts being written (daemon-only)
 
 Every JSON file and every artifact the daemon writes is replaced atomically
-(temp file in the same folder, fsync, ``os.replace``), so a crash leaves
-either the old or the new content, never a mixture. Logs are only appended
+(temp file on the same file system, fsync, ``os.replace``), so a crash leaves
+either the old or the new content, never a mixture. Artifacts are staged in
+the mission's ``.staging`` folder, not in the artifacts folder agents see;
+:meth:`Store.load` removes temp files a crash left behind. Logs are only appended
 to. The daemon is the only writer of ``mission.json``, which is what lets
 the index stay in memory.
 """
@@ -40,6 +43,9 @@ ARTIFACTS = "artifacts"
 RUNS = "runs"
 LOGS = "logs"
 PROMPTS = "prompts"
+STAGING = ".staging"
+#: How the temp files of :func:`atomic_write` are named.
+TMP_PREFIX = ".tmp-"
 
 #: The most of one artifact a mission's detail answer carries.
 DETAIL_ARTIFACT_BYTES = 256 * 1024
@@ -56,10 +62,14 @@ def _decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` so that readers and crashes see all or nothing."""
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, staging: Path | None = None) -> None:
+    """Replace ``path`` with ``data`` so that readers and crashes see all or nothing.
+
+    The temp file is made beside ``path``, or in ``staging`` (a folder on the
+    same file system) when ``path``'s folder is one others can see into.
+    """
     # Hidden and short whatever the target is called (names may be 255 bytes).
-    tmp = path.with_name(f".tmp-{secrets.token_hex(8)}")
+    tmp = (staging or path.parent) / f"{TMP_PREFIX}{secrets.token_hex(8)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -136,6 +146,25 @@ def read_chunk(path: Path, offset: int, limit: int) -> tuple[bytes, int]:
     return data, read.size
 
 
+def _remove_leftovers(mission: Path) -> None:
+    """Remove the temp files a crash left in one mission's folders (start-up only)."""
+    shutil.rmtree(mission / STAGING, ignore_errors=True)
+    for sub in ("", ARTIFACTS, RUNS, PROMPTS):
+        try:
+            entries = list(os.scandir(mission / sub))
+        except OSError:
+            continue
+        for entry in entries:
+            # Only our own pattern; an agent's folder of that name is left alone.
+            if entry.name.startswith(TMP_PREFIX) and not entry.is_dir(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
+                else:
+                    log.info("store.leftover_removed", extra={"path": entry.path})
+
+
 @attrs.define
 class Store:
     """Reads and writes missions under ``root``; owns the in-memory index."""
@@ -170,8 +199,13 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True)
         self._index.clear()
         for entry in os.scandir(self.root):
-            if not entry.is_dir() or not is_mission_id(entry.name):
+            if entry.name.startswith((".new-", ".deleted-")):
+                # A create or delete a crash interrupted: neither is a mission.
+                shutil.rmtree(entry.path, ignore_errors=True)
                 continue
+            if not entry.is_dir(follow_symlinks=False) or not is_mission_id(entry.name):
+                continue
+            _remove_leftovers(Path(entry.path))
             meta = self._read_meta(Path(entry.path))
             if meta is not None:
                 self._index[meta.mission_id] = meta
@@ -245,6 +279,14 @@ class Store:
         self.version += 1
         shutil.rmtree(trash, ignore_errors=True)
 
+    def remember(self, meta: MissionMeta) -> None:
+        """Change the index only, when the disk refused to save ``meta`` (full, read-only).
+
+        The file then lags behind; start-up repairs a mission it still shows running.
+        """
+        self.get(meta.mission_id)
+        self._remember(meta)
+
     def _remember(self, meta: MissionMeta) -> None:
         self._index[meta.mission_id] = meta
         self.version += 1
@@ -291,7 +333,10 @@ class Store:
         # replace below swaps the link itself, never writes through it.
         if target.is_dir() and not target.is_symlink():
             raise NotFound(f"Artifact {filename} is a folder")
-        atomic_write(target, content.encode())
+        # Staged outside the folder agents see, so a crash leaves nothing there.
+        staging = self.mission_dir(mission_id) / STAGING
+        staging.mkdir(mode=0o700, exist_ok=True)
+        atomic_write(target, content.encode(), staging=staging)
 
     # -- runs and logs ----------------------------------------------------
 

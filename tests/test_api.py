@@ -589,3 +589,138 @@ class TestUi:
             source = await resp.text()
             todo += [f"js/{m}" for m in re.findall(r'^import [^;]*? from "\./([a-z]+\.js)";', source, re.M | re.S)]
         assert seen == {f"js/{p.name}" for p in (Path(__file__).parents[1] / "haflowd/web/static/js").glob("*.js")}
+
+
+class TestRawArtifact:
+    @pytest.mark.parametrize(
+        ("name", "media"),
+        [
+            ("notes.md", "text/markdown"),
+            ("result.json", "application/json"),
+            ("out.txt", "text/plain"),
+            ("blob.bin", "application/octet-stream"),
+        ],
+    )
+    async def test_whole_file_with_its_type(self, client: TestClient, home: Path, name: str, media: str) -> None:
+        """The raw endpoint answers the whole file, typed by extension, never sniffed, non-text as a download."""
+        mid = (await create_mission(client))["mission_id"]
+        content = bytes(range(256)) * 4096 + b"end"  # 1 MiB and a bit: more than one chunk
+        (home / "missions" / mid / "artifacts" / name).write_bytes(content)
+        resp = await client.get(f"/api/missions/{mid}/artifacts/{name}")
+        assert resp.status == 200
+        assert await resp.read() == content
+        assert resp.content_type == media
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        if media == "application/octet-stream":
+            assert resp.headers["Content-Disposition"] == f'attachment; filename="{name}"'
+        else:
+            assert "Content-Disposition" not in resp.headers
+
+    async def test_text_is_utf8(self, client: TestClient) -> None:
+        """A Markdown artifact is served as UTF-8 text."""
+        mid = (await create_mission(client))["mission_id"]
+        resp = await client.get(f"/api/missions/{mid}/artifacts/raw-input.md")
+        assert resp.headers["Content-Type"] == "text/markdown; charset=utf-8"
+        assert await resp.text() == RAW_INPUT
+
+    @pytest.mark.parametrize("kind", ["missing", "symlink", "fifo", "folder"])
+    async def test_only_regular_files(self, client: TestClient, home: Path, tmp_path: Path, kind: str) -> None:
+        """A symlink, FIFO, folder or missing name answers 404, and a FIFO does not block."""
+        import os
+
+        mid = (await create_mission(client))["mission_id"]
+        target = home / "missions" / mid / "artifacts" / "out.md"
+        secret = tmp_path / "secret.txt"
+        secret.write_text("top secret")
+        if kind == "symlink":
+            target.symlink_to(secret)
+        elif kind == "fifo":
+            os.mkfifo(target)
+        elif kind == "folder":
+            target.mkdir()
+        async with asyncio.timeout(10):
+            status, body = await api(client, "GET", f"/api/missions/{mid}/artifacts/out.md")
+        assert status == 404
+        assert body["error"] == "Artifact not found: out.md"
+
+    async def test_bad_name_and_unknown_mission(self, client: TestClient) -> None:
+        """A bad file name answers 400 and an unknown mission 404."""
+        mid = (await create_mission(client))["mission_id"]
+        status, _ = await api(client, "GET", f"/api/missions/{mid}/artifacts/.hidden")
+        assert status == 400
+        status, _ = await api(client, "GET", "/api/missions/m-00000000/artifacts/raw-input.md")
+        assert status == 404
+
+    async def test_head_reads_no_body(self, client: TestClient) -> None:
+        """HEAD answers the headers of the raw artifact without its body."""
+        mid = (await create_mission(client))["mission_id"]
+        resp = await client.head(f"/api/missions/{mid}/artifacts/raw-input.md")
+        assert resp.status == 200 and resp.headers["Content-Type"] == "text/markdown; charset=utf-8"
+        assert await resp.read() == b""
+
+
+class TestOddInputs:
+    @pytest.mark.parametrize(
+        ("raw", "says"),
+        [
+            (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+            (b'{"title": "t", "type": "feature", "rawInput": "x", "n": ' + b"9" * 100_000 + b"}", "too long"),
+            (b'{"title": "t", "type": "feature", "rawInput": "a\\ud800b"}', "lone surrogate) @ $.rawInput"),
+            (b'{"title": "t", "type": "feature", "rawInput": "x", "\\udfff": 1}', "lone surrogate"),
+        ],
+    )
+    async def test_odd_json_is_400(self, client: TestClient, home: Path, raw: bytes, says: str) -> None:
+        """Very deep JSON, a 100,000-digit number and a lone surrogate answer 400 saying what is wrong."""
+        status, body = await api(
+            client, "POST", "/api/missions", data=raw, headers={"Content-Type": "application/json"}
+        )
+        assert status == 400, body
+        assert says in body["error"]
+        assert list((home / "missions").iterdir()) == []
+
+    async def test_lone_surrogate_in_an_artifact_is_400(self, client: TestClient) -> None:
+        """Saving an artifact whose content holds a lone surrogate answers 400, not 500."""
+        mid = (await create_mission(client))["mission_id"]
+        status, body = await api(
+            client,
+            "PUT",
+            f"/api/missions/{mid}/artifacts/a.md",
+            data=b'{"content": "\\ud83d"}',
+            headers={"Content-Type": "application/json"},
+        )
+        assert status == 400 and "$.content" in body["error"]
+
+
+class TestStorageErrors:
+    @pytest.mark.parametrize(
+        ("code", "status", "says"),
+        [("ENOSPC", 507, "disk full"), ("EDQUOT", 507, "disk full"), ("EROFS", 503, "read-only")],
+    )
+    async def test_writes_fail_clearly_reads_go_on(
+        self, client: TestClient, monkeypatch: pytest.MonkeyPatch, code: str, status: int, says: str
+    ) -> None:
+        """On a full or read-only disk writes answer 507 or 503 saying so, and everything can still be read."""
+        import errno
+        import os
+
+        mid = (await create_mission(client))["mission_id"]
+
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            number = getattr(errno, code)
+            raise OSError(number, os.strerror(number))
+
+        monkeypatch.setattr(os, "replace", refuse)
+        monkeypatch.setattr(os, "rename", refuse)
+        for method, path, body in [
+            ("POST", "/api/missions", {"title": "t", "type": "feature", "rawInput": "x"}),
+            ("PUT", f"/api/missions/{mid}/artifacts/a.md", {"content": "x"}),
+            ("POST", f"/api/missions/{mid}/continue", None),
+        ]:
+            got, answer = await api(client, method, path, json=body)
+            assert got == status, (path, answer)
+            assert says in answer["error"]
+        assert (await detail(client, mid))["status"] == "ready"
+        status_list, listed = await api(client, "GET", "/api/missions")
+        assert status_list == 200 and [m["mission_id"] for m in listed["data"]] == [mid]
+        resp = await client.get(f"/api/missions/{mid}/artifacts/raw-input.md")
+        assert resp.status == 200 and await resp.text() == RAW_INPUT

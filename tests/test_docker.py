@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import uuid
@@ -84,6 +85,42 @@ def child_pids() -> set[int]:
     for task in Path("/proc/self/task").iterdir():
         pids.update(int(p) for p in (task / "children").read_text().split())
     return {p for p in pids if Path(f"/proc/{p}/stat").exists()}
+
+
+class TestChownTree:
+    def test_deep_trees_are_handed_over(self, tmp_path: Path) -> None:
+        """1,200 nested folders (deeper than the recursion limit and PATH_MAX) are all chowned."""
+        import os
+
+        from haflowd.sandbox.docker import _chown_tree
+
+        # Root may give files away; others can only "change" them to themselves.
+        uid, gid = (54321, 54321) if os.getuid() == 0 else (os.getuid(), os.getgid())
+        root = tmp_path / "root"
+        root.mkdir()
+        (root / "link").symlink_to("/nonexistent")
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for _ in range(1200):
+                os.mkdir("d", dir_fd=fd)
+                child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            os.close(os.open("file", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+            _chown_tree(root, uid, gid)
+            assert os.stat("file", dir_fd=fd).st_uid == uid
+            assert os.stat(".", dir_fd=fd).st_gid == gid
+        finally:
+            # Removed here, bottom up: pytest's own clean-up would recurse too deep.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink("file", dir_fd=fd)
+            while os.fstat(fd).st_ino != root.stat().st_ino:
+                up = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = up
+                os.rmdir("d", dir_fd=fd)
+            os.close(fd)
+        assert os.lstat(root / "link").st_uid == uid
 
 
 class TestSplitLines:

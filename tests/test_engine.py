@@ -373,3 +373,58 @@ async def _has_tail(client: TestClient, mid: str, text: str) -> bool:
 
 async def _exited(fake: FakeSandbox) -> bool:
     return all(r.exit_code is not None for r in fake.runs.values())
+
+
+class TestFullDisk:
+    async def test_full_disk_after_exit_0_fails_the_mission(
+        self, aiohttp_client: Any, config: Config, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A result that cannot be saved after exit 0 (disk full) fails the mission, retryably, never running."""
+        import errno
+        import json
+        import os
+
+        gate = asyncio.Event()
+        fake.behaviours["cleanup"] = Behaviour(gate=gate)
+        client = await aiohttp_client(create_app(config, sandbox=fake))
+        mid = (await create_mission(client))["mission_id"]
+        assert await cont(client, mid) == 200
+        await until(lambda: _has_tail(client, mid, "starting step"))
+
+        def full(*args: Any, **kwargs: Any) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "replace", full)
+        gate.set()
+        data = await wait_status(client, mid, "failed", "waiting_human")
+        assert data["status"] == "failed"
+        assert "disk under HAFLOW_HOME is full" in data["last_error"]
+        on_disk = json.loads((config.missions_dir / mid / "mission.json").read_text())
+        assert on_disk["status"] == "running_code_agent"  # what start-up repairs
+
+        monkeypatch.undo()
+        fake.behaviours.clear()
+        assert await cont(client, mid) == 200
+        data = await wait_status(client, mid, "waiting_human", "failed")
+        assert data["status"] == "waiting_human", data.get("last_error")
+
+    async def test_running_without_a_run_file_is_repaired_at_start(
+        self, aiohttp_client: Any, config: Config, fake: FakeSandbox
+    ) -> None:
+        """A mission left running_code_agent without any run file fails at start-up, and continue retries it."""
+        import json
+
+        client = await aiohttp_client(create_app(config, sandbox=fake))
+        mid = (await create_mission(client))["mission_id"]
+        await client.close()
+        path = config.missions_dir / mid / "mission.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "status": "running_code_agent"}))
+
+        client = await aiohttp_client(create_app(config, sandbox=fake))
+        data = await detail(client, mid)
+        assert data["status"] == "failed"
+        assert "stopped while this step was starting" in data["last_error"]
+        assert json.loads(path.read_text())["status"] == "failed"
+        assert await cont(client, mid) == 200
+        data = await wait_status(client, mid, "waiting_human", "failed")
+        assert data["status"] == "waiting_human"

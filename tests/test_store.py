@@ -188,3 +188,46 @@ class TestReadChunk:
     def test_missing_file_is_empty(self, tmp_path: Path) -> None:
         """A run whose log does not exist yet reads as empty, size 0."""
         assert read_chunk(tmp_path / "none.log", 0, 10) == (b"", 0)
+
+
+class TestTempFiles:
+    def test_artifact_temp_files_stay_out_of_the_artifacts_folder(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An artifact write killed before its rename leaves nothing in the folder agents see."""
+        store.create(meta(), "input")
+        artifacts = store.artifacts_dir("m-0000000a")
+
+        def crash(*args: object) -> None:
+            raise KeyboardInterrupt  # the process dies here
+
+        monkeypatch.setattr(os, "replace", crash)
+        with pytest.raises(KeyboardInterrupt):
+            store.write_artifact("m-0000000a", "notes.md", "new")
+        monkeypatch.undo()
+        assert sorted(p.name for p in artifacts.iterdir()) == ["raw-input.md"]
+        store.write_artifact("m-0000000a", "notes.md", "saved")
+        assert (artifacts / "notes.md").read_text() == "saved"
+        assert sorted(p.name for p in artifacts.iterdir()) == ["notes.md", "raw-input.md"]
+
+    def test_load_removes_leftovers(self, store: Store) -> None:
+        """Start-up removes temp files a crash left (ours only), staging folders and half-done creates and deletes."""
+        store.create(meta(), "input")
+        mission = store.mission_dir("m-0000000a")
+        leftovers = [
+            mission / ".tmp-0123456789abcdef",
+            mission / "artifacts" / ".tmp-00000000000000aa",
+            mission / "runs" / ".tmp-00000000000000bb",
+            mission / ".staging" / ".tmp-00000000000000cc",
+        ]
+        for path in leftovers:
+            path.parent.mkdir(exist_ok=True)
+            path.write_text("half")
+        (mission / "artifacts" / ".tmp-agent-folder").mkdir()  # an agent's own folder: left alone
+        (store.root / ".new-m-0000000b" / "artifacts").mkdir(parents=True)
+        (store.root / ".deleted-m-0000000c-abcd").mkdir()
+        assert Store(store.root).load() == 1
+        assert not [p for p in leftovers if p.exists()]
+        assert not (mission / ".staging").exists()
+        assert (mission / "artifacts" / ".tmp-agent-folder").is_dir()
+        assert sorted(p.name for p in store.root.iterdir()) == ["m-0000000a"]

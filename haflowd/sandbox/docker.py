@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import logging
@@ -95,13 +96,46 @@ def _mount_arg(mount: Mount) -> str:
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    """Hand a mount source to the agent's user, so a root daemon's files are writable."""
+    """Hand a mount source to the agent's user, so a root daemon's files are writable.
+
+    Iterative and relative to folder descriptors, never following links: an
+    agent may leave thousands of nested folders, deeper than the recursion
+    limit (``os.walk``) and than the longest path the kernel takes.
+    """
     if not root.exists():
         return  # docker run will say so
     os.chown(root, uid, gid, follow_symlinks=False)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in (*dirnames, *filenames):
-            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(root, flags)
+    # One entry per level above and at the current folder: its identity and
+    # the sub-folders still to visit. Only the current folder is kept open.
+    levels: list[tuple[tuple[int, int], list[str]]] = []
+    try:
+        while True:
+            st = os.fstat(fd)
+            subfolders: list[str] = []
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    os.chown(entry.name, uid, gid, dir_fd=fd, follow_symlinks=False)
+                    if entry.is_dir(follow_symlinks=False):
+                        subfolders.append(entry.name)
+            levels.append(((st.st_dev, st.st_ino), subfolders))
+            while levels and not levels[-1][1]:
+                levels.pop()
+                if levels:
+                    up = os.open("..", flags, dir_fd=fd)
+                    os.close(fd)
+                    fd = up
+                    st = os.fstat(fd)
+                    if (st.st_dev, st.st_ino) != levels[-1][0]:
+                        raise OSError(errno.ESTALE, "the folder tree changed while it was being handed over")
+            if not levels:
+                return
+            down = os.open(levels[-1][1].pop(), flags, dir_fd=fd)
+            os.close(fd)
+            fd = down
+    finally:
+        os.close(fd)
 
 
 def _numeric_user(user: str) -> tuple[int, int] | None:

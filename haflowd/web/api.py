@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -11,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import errors
+from ..agentfiles import iter_chunks
 from ..catalog import Catalog
 from ..convert import converter, structure_request
 from ..errors import BadRequest, HaflowError, NotFound
@@ -65,6 +68,23 @@ def error_response(status: int, message: str) -> web.Response:
     return web.Response(body=body.encode(), status=status, content_type="application/json")
 
 
+#: Errors of the disk under HAFLOW_HOME, said in words a user can act on.
+_STORAGE_ERRORS: dict[int, HaflowError] = {
+    errno.ENOSPC: errors.StorageFull("The disk under HAFLOW_HOME is full (disk full); free some space and retry"),
+    errno.EDQUOT: errors.StorageFull(
+        "The disk quota under HAFLOW_HOME is used up (disk full); free some space and retry"
+    ),
+    errno.EROFS: errors.StorageReadOnly(
+        "HAFLOW_HOME is on a read-only file system; everything can still be read, nothing can be changed"
+    ),
+}
+
+
+def storage_error(exc: OSError) -> HaflowError | None:
+    """The error to answer for an ``OSError`` of the disk (full, quota, read-only), if it is one."""
+    return _STORAGE_ERRORS.get(exc.errno) if exc.errno is not None else None
+
+
 @web.middleware
 async def envelope_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every ``/api`` failure answers in the envelope; nothing leaks a stack trace."""
@@ -72,6 +92,13 @@ async def envelope_middleware(request: web.Request, handler: Handler) -> web.Str
         return await handler(request)
     except HaflowError as exc:
         return error_response(status_of(exc), exc.message)
+    except OSError as exc:
+        # The one place a full or read-only disk becomes a 507 or 503, whichever handler wrote.
+        if (mapped := storage_error(exc)) is None:
+            log.exception("api.unexpected_error", extra={"method": request.method, "path": request.path})
+            return error_response(500, "Internal server error (details are in the daemon log)")
+        log.warning("api.storage_error", extra={"path": request.path, "error": exc.strerror})
+        return error_response(status_of(mapped), mapped.message)
     except web.HTTPException as exc:
         if exc.status < 400 or not request.path.startswith("/api"):
             raise
@@ -97,9 +124,41 @@ async def read_json(request: web.Request) -> object:
     if not raw:
         raise BadRequest("Request body must be a JSON object")
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"Malformed JSON body: {exc}") from None
+    except RecursionError:
+        raise BadRequest("Malformed JSON body: nested too deeply") from None
+    except ValueError as exc:
+        # Python refuses integers of more than 4,300 digits (CVE-2020-10735).
+        raise BadRequest(f"Malformed JSON body: a number is too long ({exc})") from None
+    _check_text(value)
+    return value
+
+
+def _check_text(value: object) -> None:
+    """Refuse strings that are not valid Unicode (a lone surrogate from a ``\\ud800`` escape)."""
+    stack: list[tuple[str, object]] = [("$", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            names: list[tuple[str, object]] = [(path, item)]
+        elif isinstance(item, dict):
+            names = [(f"{path}.{key}", key) for key in item]
+            stack.extend((f"{path}.{key}", v) for key, v in item.items())
+        elif isinstance(item, list):
+            names = []
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
+        else:
+            continue
+        for where, text in names:
+            try:
+                str(text).encode("utf-8")
+            except UnicodeEncodeError:
+                shown = where.encode("utf-8", errors="backslashreplace").decode()
+                raise BadRequest(
+                    f"Invalid request: text that is not valid Unicode (a lone surrogate) @ {shown}"
+                ) from None
 
 
 # -- missions -----------------------------------------------------------------
@@ -227,6 +286,59 @@ async def render_artifact(request: web.Request) -> web.Response:
     # Reading and rendering both grow with the file: off the event loop.
     text = await asyncio.to_thread(store.read_artifact, mission_id, filename)
     return envelope({"html": await asyncio.to_thread(render, filename, text)})
+
+
+#: Media types of raw artifacts by extension; anything else is a download.
+RAW_MEDIA = {
+    ".md": "text/markdown; charset=utf-8",
+    ".markdown": "text/markdown; charset=utf-8",
+    ".json": "application/json",
+    ".txt": "text/plain; charset=utf-8",
+    ".log": "text/plain; charset=utf-8",
+}
+OCTET_STREAM = "application/octet-stream"
+
+
+@routes.get("/api/missions/{mission_id}/artifacts/{filename}")
+@described(
+    "An artifact's whole file, streamed as it is on disk (text types by extension, anything else as a download)",
+    errors={400: "A bad file name.", 404: "Unknown mission, or no regular file of that name."},
+    enveloped=False,
+    media=(*dict.fromkeys(RAW_MEDIA.values()), OCTET_STREAM),
+)
+async def raw_artifact(request: web.Request) -> web.StreamResponse:
+    store = request.app[STORE]
+    mission_id = request.match_info["mission_id"]
+    store.get(mission_id)
+    filename = check_filename(request.match_info["filename"])
+    chunks = iter_chunks(store.artifact_path(mission_id, filename))
+    try:
+        # The first read opens the file (a symlink, FIFO or folder is refused there).
+        first = await asyncio.to_thread(next, chunks, b"")
+    except OSError:
+        chunks.close()
+        raise NotFound(f"Artifact not found: {filename}") from None
+    media = next((m for ext, m in RAW_MEDIA.items() if filename.lower().endswith(ext)), OCTET_STREAM)
+    response = web.StreamResponse(headers={"Content-Type": media, "X-Content-Type-Options": "nosniff"})
+    if media == OCTET_STREAM:
+        quoted = filename.replace("\\", "_").replace('"', "_")
+        response.headers["Content-Disposition"] = f'attachment; filename="{quoted}"'
+    try:
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        data = first
+        while data:
+            await response.write(data)
+            # Each chunk is read off the event loop: a 1 GiB file never blocks other answers.
+            data = await asyncio.to_thread(next, chunks, b"")
+        await response.write_eof()
+    finally:
+        # A client gone mid-read leaves a read running in its thread: the
+        # generator then closes its file when that read returns and it is freed.
+        with contextlib.suppress(ValueError):
+            chunks.close()
+    return response
 
 
 @routes.get("/api/missions/{mission_id}/runs/{run_id}/log")

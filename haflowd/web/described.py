@@ -47,8 +47,8 @@ class Description:
     enveloped: bool = True
     #: Optional query parameters: name -> (JSON schema, description).
     query: Mapping[str, tuple[dict[str, Any], str]] = attrs.field(factory=dict)
-    #: The media type of an answer that is text, not JSON (``text/x-patch``).
-    media: str | None = None
+    #: The media type (or types) of an answer that is not JSON (``text/x-patch``).
+    media: str | tuple[str, ...] | None = None
 
 
 def described(
@@ -61,7 +61,7 @@ def described(
     tag: str = "missions",
     enveloped: bool = True,
     query: Mapping[str, tuple[dict[str, Any], str]] | None = None,
-    media: str | None = None,
+    media: str | tuple[str, ...] | None = None,
 ) -> Callable[[F], F]:
     """Attach a :class:`Description` to a handler; the handler is returned unchanged."""
     description = Description(

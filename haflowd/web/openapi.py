@@ -264,9 +264,10 @@ def _error(description: str) -> dict[str, Any]:
 
 def _operation(path: str, d: Description, gen: _Generator) -> dict[str, Any]:
     if d.media is not None:
+        medias = (d.media,) if isinstance(d.media, str) else d.media
         ok: dict[str, Any] = {
-            "description": "The answer, as text.",
-            "content": {d.media: {"schema": {"type": "string"}}},
+            "description": "The answer, as text." if isinstance(d.media, str) else "The file, as it is.",
+            "content": {m: {"schema": {"type": "string"}} for m in medias},
         }
     elif not d.enveloped:
         ok = {
