@@ -414,6 +414,7 @@ class Engine:
             # Re-attached after a restart, prepare() does not run again: the
             # values to redact are looked up by the names the adapter asks
             # for (the texts only shape the prompt, so none are read here).
+            # Blocking (files): the supervisor calls it in a thread.
             context = self._step_context(meta, step, agent, run.run_id, run.feedback_artifact)
             names = adapter.invocation(context).secrets
             return list(secrets.known_values(names, self.config.home).values())
@@ -487,7 +488,8 @@ class Engine:
                 feedback_text = await asyncio.to_thread(
                     self.store.read_artifact, meta.mission_id, feedback, PROMPT_INPUT_BYTES
                 )
-        return self._step_context(meta, step, agent, run_id, feedback, input_text, feedback_text)
+        context = await asyncio.to_thread(self._step_context, meta, step, agent, run_id, feedback)
+        return attrs.evolve(context, input_text=input_text, feedback_text=feedback_text)
 
     def _step_context(
         self,
@@ -496,9 +498,8 @@ class Engine:
         agent: AgentSpec,
         run_id: str,
         feedback: str | None,
-        input_text: str = "",
-        feedback_text: str | None = None,
     ) -> StepContext:
+        """The step's context without the input and feedback texts (it may read prompt templates: blocking)."""
         codegen = step.workspace_mode is WorkspaceMode.CODEGEN
         return StepContext(
             mission_id=meta.mission_id,
@@ -511,9 +512,7 @@ class Engine:
             prompt=agent.prompt or self._prompt_kind(step, codegen=codegen),
             input_artifact=step.input_artifact,
             output_artifact=step.output_artifact,
-            input_text=input_text,
             feedback_artifact=feedback,
-            feedback_text=feedback_text,
             codegen=codegen,
             artifacts_dir=ARTIFACTS_TARGET,
         )

@@ -282,7 +282,7 @@ class Supervisor:
         try:
             self._sandbox_of[run.run_id] = sandbox_id
             try:
-                output.keep_secret(launch.known_secrets())
+                output.keep_secret(await asyncio.to_thread(launch.known_secrets))
             except Exception:
                 log.exception("run.secrets_unknown", extra={"mission_id": mission_id, "run_id": run.run_id})
             already = output.raw_size() - (run.output_offset or 0)
