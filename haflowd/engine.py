@@ -36,6 +36,7 @@ import attrs
 
 from . import secrets
 from .agentfiles import regular_files
+from .agents.prompts import PromptLibrary
 from .agents.protocol import AgentAdapter, StepContext
 from .catalog import CODE_WORKFLOW, DEFAULT_WORKFLOW, Catalog, Definitions
 from .clock import utcnow
@@ -421,6 +422,15 @@ class Engine:
             self._watch_quota(meta, run)
             return spec
 
+        def known_secrets() -> list[str]:
+            # Re-attached after a restart, prepare() does not run again: the
+            # values to redact are looked up by the names the adapter asks
+            # for (the texts only shape the prompt, so none are read here).
+            # Blocking (files): the supervisor calls it in a thread.
+            context = self._step_context(meta, step, agent, run.run_id, run.feedback_artifact)
+            names = adapter.invocation(context).secrets
+            return list(secrets.known_values(names, self.config.home).values())
+
         return Launch(
             mission_id=meta.mission_id,
             run=run,
@@ -428,6 +438,7 @@ class Engine:
             parser=adapter.parser(),
             structured=adapter.structured,
             timeout_seconds=agent.timeout_seconds,
+            known_secrets=known_secrets,
         )
 
     def _watch_quota(self, meta: MissionMeta, run: StepRun) -> None:
@@ -545,6 +556,19 @@ class Engine:
                 feedback_text = await asyncio.to_thread(
                     self.store.read_artifact, meta.mission_id, feedback, PROMPT_INPUT_BYTES
                 )
+        context = await asyncio.to_thread(self._step_context, meta, step, agent, run_id, feedback)
+        return attrs.evolve(context, input_text=input_text, feedback_text=feedback_text)
+
+    def _step_context(
+        self,
+        meta: MissionMeta,
+        step: WorkflowStep,
+        agent: AgentSpec,
+        run_id: str,
+        feedback: str | None,
+    ) -> StepContext:
+        """The step's context without the input and feedback texts (it may read prompt templates: blocking)."""
+        codegen = step.workspace_mode is WorkspaceMode.CODEGEN
         return StepContext(
             mission_id=meta.mission_id,
             mission_title=meta.title,
@@ -553,15 +577,35 @@ class Engine:
             step_id=step.step_id,
             step_name=step.name,
             agent=agent,
-            prompt=agent.prompt or _prompt_kind(step),
+            prompt=agent.prompt or self._prompt_kind(step, codegen=codegen),
             input_artifact=step.input_artifact,
             output_artifact=step.output_artifact,
-            input_text=input_text,
             feedback_artifact=feedback,
-            feedback_text=feedback_text,
-            codegen=step.workspace_mode is WorkspaceMode.CODEGEN,
+            codegen=codegen,
             artifacts_dir=ARTIFACTS_TARGET,
         )
+
+    def _prompt_kind(self, step: WorkflowStep, *, codegen: bool) -> str:
+        """The default prompt template of a step.
+
+        A codegen step gets the codegen template whatever its id. A document
+        step gets the template named after its id without a numeric suffix
+        ("research-2" -> research.md) if there is one and it is a document
+        template; otherwise (oneshot's "draft", standard-feature's document
+        "implementation" step) the generic document template, which names
+        the output file: the codegen template does not, and a missing
+        template would fail the step before it starts.
+        """
+        if codegen:
+            return CODEGEN_PROMPT
+        kind = step.step_id.rstrip("0123456789-_") or step.step_id
+        if kind == CODEGEN_PROMPT:
+            return DOCUMENT_PROMPT
+        try:
+            PromptLibrary.for_home(self.config.home).template(kind)
+        except HaflowError:
+            return DOCUMENT_PROMPT
+        return kind
 
     def _fail_locked(self, meta: MissionMeta, message: str) -> None:
         self._save(meta, status=MissionStatus.FAILED, errors=(*meta.errors, message), last_error=message)
@@ -699,6 +743,7 @@ def _failure_message(step: WorkflowStep, failure: Failure) -> str:
     return f"Internal error while watching step '{step.name}' (see the daemon log); continue to retry."
 
 
-def _prompt_kind(step: WorkflowStep) -> str:
-    """The default prompt template of a step: its id without a numeric suffix."""
-    return step.step_id.rstrip("0123456789-_") or step.step_id
+#: The prompt template of every codegen step (it edits the work tree).
+CODEGEN_PROMPT = "implementation"
+#: The prompt template of a document step no template is named after.
+DOCUMENT_PROMPT = "document"

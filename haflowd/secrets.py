@@ -60,6 +60,15 @@ def write_value(home: Path, name: str, value: str) -> Path:
     return path
 
 
+def known_values(names: Iterable[str], home: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The values of those of ``names`` the daemon has (no error for the others)."""
+    environ = os.environ if environ is None else environ
+    wanted = list(dict.fromkeys(names))
+    stored = read_file(home / SECRETS_FILE) if wanted else {}
+    found = {name: environ.get(name) or stored.get(name, "") for name in wanted}
+    return {name: value for name, value in found.items() if value}
+
+
 def resolve(names: Iterable[str], home: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The values of ``names``: the daemon's environment first, then the secrets file.
 

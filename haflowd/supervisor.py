@@ -9,7 +9,8 @@ the engine's job, and the callback keeps this module free of the engine.
 
 Agents whose output is structured (JSON events) get two files: the raw
 events (``logs/<run>.events.jsonl``) and the readable log the adapter's
-parser makes of them (``logs/<run>.log``). Other agents' output is the log.
+parser makes of them (``logs/<run>.log``). Other agents' output is the log
+(their parser still reads it, for the run's outcome).
 
 Following a live sandbox is best effort (Docker 20.10's ``logs --follow``
 drops or repeats output around json-file rotation), so once the sandbox
@@ -19,6 +20,10 @@ to the byte (appending what is missing, or rewriting the part that differs
 through a temporary file renamed over it), streaming in bounded memory. When
 the raw events changed, the readable log is rebuilt from them with a fresh
 parser. The daemon's notes written before the output started are kept.
+
+Secret values the run was given are replaced by :data:`REDACTED` in every
+output line before it is written or parsed, so an agent that prints its API
+key leaves no trace of it in the logs, the run's ``result`` or its error.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import enum
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -56,6 +61,8 @@ MAX_EVENT_BYTES = 8 * 1024 * 1024
 NOTE_PREFIX = "[haflow] "
 #: Bytes compared, copied or written per step when reconciling a log.
 RECONCILE_CHUNK = 1024 * 1024
+#: What a secret value an agent printed is replaced with.
+REDACTED = b"[redacted]"
 
 
 @attrs.frozen
@@ -106,6 +113,9 @@ class Launch:
     #: A parser that has seen nothing (the supervisor copies ``parser``
     #: before use): it rebuilds the readable log if reconciling changed the events.
     spare_parser: OutputParser | None = None
+    #: The secret values to redact when re-attaching after a restart (a
+    #: fresh launch takes them from the prepared sandbox spec instead).
+    known_secrets: Callable[[], Iterable[str]] = attrs.field(default=tuple)
 
 
 OnEnd = Callable[[str, StepRun, RunEnd], Awaitable[None]]
@@ -122,6 +132,8 @@ class RunLog:
     #: Size of the readable log when the sandbox's output began (structured
     #: agents): what a rebuild keeps. None when unknown (re-attached).
     readable_start: int | None = None
+    #: Secret values, longest first (one that contains another goes whole).
+    secrets: tuple[bytes, ...] = ()
 
     @classmethod
     def open(cls, store: Store, mission_id: str, run_id: str, *, structured: bool) -> RunLog:
@@ -129,6 +141,20 @@ class RunLog:
         raw = store.open_events(mission_id, run_id) if structured else None
         raw_path = store.events_path(mission_id, run_id) if structured else None
         return cls(log_file, raw, store.log_path(mission_id, run_id), raw_path)
+
+    def keep_secret(self, values: Iterable[str]) -> None:
+        """Redact ``values`` from every output line from now on."""
+        found = {v.encode() for v in values if v} | set(self.secrets)
+        self.secrets = tuple(sorted(found, key=len, reverse=True))
+
+    def redact(self, item: bytes) -> bytes:
+        # Output comes in whole lines (see sandbox/lines.py), so a value is
+        # only missed if it straddles the cut of a line longer than the
+        # provider's limit (1 MiB by default).
+        for value in self.secrets:
+            if value in item:
+                item = item.replace(value, REDACTED)
+        return item
 
     def note(self, text: str) -> None:
         for line in text.splitlines() or [""]:
@@ -431,6 +457,7 @@ class Supervisor:
         try:
             try:
                 spec = await launch.prepare(output.note)
+                output.keep_secret(spec.secrets.values())
                 if (why := self._stops.get(run.run_id)) is not None:
                     await self._report(mission_id, run, RunEnd(None, stop=why))
                     return
@@ -478,21 +505,30 @@ class Supervisor:
             return
         try:
             self._sandbox_of[run.run_id] = sandbox_id
+            try:
+                output.keep_secret(await asyncio.to_thread(launch.known_secrets))
+            except Exception:
+                log.exception("run.secrets_unknown", extra={"mission_id": mission_id, "run_id": run.run_id})
             already = output.raw_size() - (run.output_offset or 0)
             launch = _with_spare_parser(launch)
-            if launch.structured and already:
-                # Rebuild the parser's state (usage so far) from the events kept.
-                self._replay(mission_id, run.run_id, launch.parser)
+            if already:
+                # Rebuild the parser's state (usage so far) from the output kept.
+                self._replay(mission_id, run.run_id, launch)
             log.info("run.reattached", extra={"mission_id": mission_id, "run_id": run.run_id, "log_bytes": already})
             await self._follow(launch, run, sandbox_id, output, skip_bytes=max(already, 0))
         finally:
             output.close()
 
-    def _replay(self, mission_id: str, run_id: str, parser: OutputParser) -> None:
-        with self.store.events_path(mission_id, run_id).open("rb") as f:
+    def _replay(self, mission_id: str, run_id: str, launch: Launch) -> None:
+        if launch.structured:
+            path = self.store.events_path(mission_id, run_id)
+        else:
+            path = self.store.log_path(mission_id, run_id)
+        with path.open("rb") as f:
             for raw in f:
-                if raw.endswith(b"\n"):
-                    parser.feed(raw[:-1].decode("utf-8", errors="replace"))
+                # Plain output shares its file with the daemon's notes.
+                if raw.endswith(b"\n") and not raw.startswith(NOTE_PREFIX.encode()):
+                    launch.parser.feed(raw[:-1].decode("utf-8", errors="replace"))
 
     async def _follow(self, launch: Launch, run: StepRun, sandbox_id: str, output: RunLog, *, skip_bytes: int) -> None:
         mission_id = launch.mission_id
@@ -556,7 +592,9 @@ class Supervisor:
         if path is None:
             return launch.parser
         try:
-            result = await _reconcile_file(self.sandbox.output(sandbox_id), path, run.output_offset or 0)
+            # The files hold redacted bytes: compare them with the stored output redacted alike.
+            stored = _redacted(self.sandbox.output(sandbox_id), output)
+            result = await _reconcile_file(stored, path, run.output_offset or 0)
         except (HaflowError, OSError) as exc:
             log.warning("run.reconcile_failed", extra={**ids, "error": str(exc)})
             return launch.parser
@@ -593,6 +631,9 @@ class Supervisor:
         pending = bytearray()
         overflow = False
         async for item in self.sandbox.output(sandbox_id):
+            # Before skipping: the files hold redacted bytes, and redaction
+            # of the same lines gives the same bytes again.
+            item = output.redact(item)
             if skip_bytes:
                 # Replayed from the start after a restart: drop what the
                 # files already hold, to the byte.
@@ -601,8 +642,6 @@ class Supervisor:
                     continue
                 item, skip_bytes = item[skip_bytes:], 0
             output.raw(item)
-            if not launch.structured:
-                continue
             if not overflow:
                 pending += item
                 if len(pending) > MAX_EVENT_BYTES:
@@ -610,13 +649,19 @@ class Supervisor:
                     overflow = True
             if item.endswith(b"\n"):
                 if overflow:
-                    output.readable([f"{NOTE_PREFIX}an event longer than {MAX_EVENT_BYTES} bytes was not parsed"])
+                    readable = [f"{NOTE_PREFIX}an event longer than {MAX_EVENT_BYTES} bytes was not parsed"]
                 else:
-                    output.readable(_feed(parser, bytes(pending[:-1])))
+                    readable = _feed(parser, bytes(pending[:-1]))
+                # Plain output is its own log; its parser only judges the run
+                # (aider's usage, result and errors are in its text).
+                if launch.structured:
+                    output.readable(readable)
                 pending.clear()
                 overflow = False
         if pending:
-            output.readable(_feed(parser, bytes(pending)))
+            readable = _feed(parser, bytes(pending))
+            if launch.structured:
+                output.readable(readable)
 
     def _remove_soon(self, sandbox_id: str) -> None:
         async def remove() -> None:
@@ -626,6 +671,16 @@ class Supervisor:
         task = asyncio.create_task(remove(), name=f"remove {sandbox_id}")
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)
+
+
+async def _redacted(items: AsyncIterator[bytes], output: RunLog) -> AsyncIterator[bytes]:
+    try:
+        async for item in items:
+            yield output.redact(item)
+    finally:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def _reconcile_file(items: AsyncIterator[bytes], path: Path, start: int) -> Reconciled:

@@ -14,7 +14,7 @@ from haflowd.catalog import builtin_dir
 from tests.agents.conftest import INPUT_TEXT, agent, step
 
 SPEC = agent(AdapterId.CLAUDE_CODE)
-SHIPPED = ("cleanup", "research", "planning", "implementation", "request-changes")
+SHIPPED = ("cleanup", "research", "planning", "implementation", "document", "request-changes")
 
 
 class TestRender:
@@ -41,7 +41,7 @@ class TestShippedTemplates:
         text = PromptLibrary().template(name)
         assert set(re.findall(r"\{([a-z_]+)\}", text)) <= PLACEHOLDERS
 
-    @pytest.mark.parametrize("name", ["cleanup", "research", "planning"])
+    @pytest.mark.parametrize("name", ["cleanup", "research", "planning", "document"])
     def test_document_steps_name_their_output(self, name: str) -> None:
         """A document step is told to write /mission/artifacts/<output>, on a marker line."""
         ctx = step(SPEC, prompt=name)

@@ -5,6 +5,8 @@
 # <cli>-<case>.json): "fake" (default) is a successful run that edits files;
 # any other case replays a failure and edits nothing.
 # HAFLOW_STANDIN_EXIT overrides the exit code.
+# HAFLOW_STANDIN_ECHO=NAME prints NAME=<its value> on both streams first, as
+# a careless agent might (the daemon must redact secret values).
 
 STANDIN_CASE=${HAFLOW_STANDIN_CASE:-fake}
 RECORDINGS=${HAFLOW_RECORDINGS:-/usr/share/haflow-recordings}
@@ -22,6 +24,11 @@ need() {
 # act PROMPT: what the recorded run did, done for real.
 act() {
     [ -n "$1" ] || usage_error "empty prompt (it is read from stdin)"
+    if [ -n "${HAFLOW_STANDIN_ECHO:-}" ]; then
+        eval "leaked=\${$HAFLOW_STANDIN_ECHO:-}"
+        printf '%s=%s\n' "$HAFLOW_STANDIN_ECHO" "$leaked"
+        printf '%s=%s\n' "$HAFLOW_STANDIN_ECHO" "$leaked" >&2
+    fi
     [ "$STANDIN_CASE" = fake ] || return 0
     if [ -d /workspace ] && [ -w /workspace ]; then
         printf 'hello from %s\n' "$STANDIN_NAME" > /workspace/hello.txt
