@@ -104,7 +104,9 @@ class EgressRuns:
             notes(f"egress: only {encode(allowlist) or 'nothing'} reachable, through the daemon's proxy")
         return [*agent_arguments(sidecar, allowlist), "--label", f"{LABEL_EGRESS}={encode(allowlist)}"]
 
-    async def _serve(self, run_id: str, allowlist: Allowlist, notes: Callable[[str], None] | None) -> EgressProxy:
+    async def _serve(
+        self, run_id: str, allowlist: Allowlist, notes: Callable[[str], None] | None
+    ) -> EgressProxy:
         def on_event(event: EgressEvent) -> None:
             verdict = "allowed" if event.allowed else f"refused ({event.reason})"
             log.info("egress.connection", extra={"run_id": run_id, "target": event.target, "allowed": event.allowed})
