@@ -19,8 +19,9 @@ from haflowd.config import Config
 from haflowd.sandbox.docker import instance_id
 from haflowd.sandbox.remote_docker import RemoteDockerProvider
 from haflowd.web.app import create_app, default_sandbox
-from tests.conftest import RAW_INPUT, api, create_mission, wait_status
+from tests.conftest import RAW_INPUT, api, create_mission, until, wait_status
 from tests.remote_engine import Engine
+from tests.test_code_missions import PLAN_DIFF, create, fingerprint, git, link, make_repo, step
 
 pytestmark = pytest.mark.docker
 
@@ -49,6 +50,18 @@ async def advance(client: Any, mission_id: str, *statuses: str) -> dict[str, Any
     status, body = await api(client, "POST", f"/api/missions/{mission_id}/continue")
     assert status == 200, body
     return await wait_status(client, mission_id, *statuses)
+
+
+def nothing_left_on(engine: Engine, instance: str):
+    """A check that no container or volume of ``instance`` is left on ``engine``."""
+
+    async def check() -> bool:
+        label = f"label=haflow.instance={instance}"
+        containers = engine.lines("ps", "--all", "--quiet", "--filter", label)
+        volumes = engine.lines("volume", "ls", "--quiet", "--filter", label)
+        return containers == [] and volumes == []
+
+    return check
 
 
 class TestRemoteMission:
@@ -94,13 +107,56 @@ class TestRemoteMission:
         for mounts in provider.mounts:
             assert mounts and {kind for kind, _ in mounts} == {"volume"}
             assert ("volume", "/mission/artifacts") in mounts
+        await until(nothing_left_on(remote_engine, instance))
 
-        async def nothing_left() -> bool:
-            label = f"label=haflow.instance={instance}"
-            containers = remote_engine.lines("ps", "--all", "--quiet", "--filter", label)
-            volumes = remote_engine.lines("volume", "ls", "--quiet", "--filter", label)
-            return containers == [] and volumes == []
+    @pytest.mark.timeout(300)
+    async def test_code_mission_to_delivery(
+        self, aiohttp_client: Any, remote_config: Config, remote_engine: Engine, tmp_path: Path, home: Path
+    ) -> None:
+        """A code mission's work tree travels to the remote engine and back: commit, diff, command, delivery."""
+        instance = instance_id(remote_config.home)
+        provider = InspectingProvider(
+            docker_host=remote_engine.host,
+            default_image=remote_config.agent_image,
+            instance=instance,
+            engine=remote_engine,
+        )
+        client = await aiohttp_client(create_app(remote_config, sandbox=provider))
+        repo = make_repo(tmp_path / "repo")
+        before = fingerprint(repo)
+        project = await link(client, repo)
+        meta = await create(client, project["project_id"])
+        mid = meta["mission_id"]
+        await step(client, mid, "waiting_human")
+        await step(client, mid, "waiting_human")
+        status, _ = await api(
+            client, "PUT", f"/api/missions/{mid}/artifacts/implementation-plan.md", json={"content": PLAN_DIFF}
+        )
+        assert status == 200
+        data = await step(client, mid, "waiting_code_review")
+        impl = data["runs"][-1]
+        assert impl["changes"] == {"files": 2, "insertions": 3, "deletions": 0}
+        status, body = await api(client, "GET", f"/api/missions/{mid}/git-status")
+        assert body["data"]["files"] == [{"path": "README.md", "status": "M"}, {"path": "src/greet.py", "status": "A"}]
 
-        async with asyncio.timeout(30):
-            while not await nothing_left():
-                await asyncio.sleep(0.1)
+        status, body = await api(
+            client, "POST", f"/api/missions/{mid}/run-command", json={"command": "cat README.md; echo x > README.md"}
+        )
+        assert status == 200, body
+        exec_id = body["data"]["executionId"]
+
+        async def finished() -> bool:
+            _, found = await api(client, "GET", f"/api/missions/{mid}/execution/{exec_id}")
+            return found["data"]["status"] != "running"
+
+        await until(finished, timeout=60)
+        _, found = await api(client, "GET", f"/api/missions/{mid}/execution/{exec_id}")
+        assert found["data"]["exitCode"] == 0 and "Hello from the mission." in found["data"]["output"]
+        assert (home / "missions" / mid / "workspace" / "README.md").read_text().endswith("Hello from the mission.\n")
+
+        status, body = await api(client, "POST", f"/api/missions/{mid}/deliver", json={})
+        assert status == 200, body
+        assert git(repo, "show", f"{meta['branch']}:src/greet.py").startswith("def greet")
+        assert fingerprint(repo) == before
+        assert provider.mounts and all({kind for kind, _ in mounts} == {"volume"} for mounts in provider.mounts)
+        await until(nothing_left_on(remote_engine, instance))
