@@ -200,6 +200,26 @@ class TestConformance:
         assert await provider.wait(sandbox_id) == 0
         assert await collect(provider, sandbox_id) == [b"the prompt\n", b"a.txt\n", b"a\n", b"refused\n"]
 
+    async def test_nested_read_only_mount(self, provider, started, make_spec, tmp_path: Path) -> None:
+        """A read-only folder inside a writable one (a work tree's .git) is read-only and stays as it was."""
+        work = tmp_path / "work"
+        (work / ".git").mkdir(parents=True)
+        (work / "a.txt").write_text("a\n")
+        gitdir = tmp_path / "git"
+        gitdir.mkdir()
+        (gitdir / "HEAD").write_text("ref: refs/heads/main\n")
+        mounts = (Mount(work, "/workspace"), Mount(gitdir, "/workspace/.git", read_only=True))
+        script = (
+            "cd /workspace && cat .git/HEAD && ({ echo x > .git/config; } 2>/dev/null || echo refused) && "
+            "echo b > b.txt && rm a.txt"
+        )
+        sandbox_id = await started(make_spec("sh", "-c", script, mounts=mounts))
+        assert await provider.wait(sandbox_id) == 0
+        assert await collect(provider, sandbox_id) == [b"ref: refs/heads/main\n", b"refused\n"]
+        assert sorted(p.name for p in work.iterdir()) == [".git", "b.txt"]
+        assert list((work / ".git").iterdir()) == []
+        assert [p.name for p in gitdir.iterdir()] == ["HEAD"]
+
     async def test_agent_user_owns_writable_mount(self, provider, started, make_spec) -> None:
         """The agent's non-root user can create files in the writable mount's root."""
         sandbox_id = await started(make_spec("sh", "-c", "id -u; touch /mission/artifacts/x && echo ok"))
