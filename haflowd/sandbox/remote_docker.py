@@ -169,6 +169,8 @@ class RemoteDockerProvider(DockerProvider):
     context: str | None = None
     max_back_bytes: int = MAX_BYTES
     max_back_members: int = MAX_MEMBERS
+    #: Seconds one tar stream (in or back) may take.
+    transfer_timeout: float = 600.0
 
     def __attrs_post_init__(self) -> None:
         if (self.docker_host is None) == (self.context is None):
@@ -309,9 +311,13 @@ class RemoteDockerProvider(DockerProvider):
             )
             try:
                 assert proc.stderr is not None
-                async with asyncio.timeout(600.0):
+                async with asyncio.timeout(self.transfer_timeout):
                     err = await proc.stderr.read()
                     code = await proc.wait()
+            except TimeoutError:
+                raise SandboxError(
+                    f"Copying {volume.source} to the remote engine took over {self.transfer_timeout} s"
+                ) from None
             finally:
                 await reap(proc)
         if code != 0:
@@ -385,14 +391,17 @@ class RemoteDockerProvider(DockerProvider):
         try:
             err_task = asyncio.ensure_future(proc.stderr.read())
             written = 0
-            with archive.open("wb") as out:
-                while chunk := await proc.stdout.read(_READ_SIZE):
-                    written += len(chunk)
-                    if written > cap:
-                        raise SandboxError(f"The agent's {target} is larger than {cap} bytes; not copied back")
-                    await asyncio.to_thread(out.write, chunk)
-            err = await err_task
-            code = await proc.wait()
+            async with asyncio.timeout(self.transfer_timeout):
+                with archive.open("wb") as out:
+                    while chunk := await proc.stdout.read(_READ_SIZE):
+                        written += len(chunk)
+                        if written > cap:
+                            raise SandboxError(f"The agent's {target} is larger than {cap} bytes; not copied back")
+                        await asyncio.to_thread(out.write, chunk)
+                err = await err_task
+                code = await proc.wait()
+        except TimeoutError:
+            raise SandboxError(f"Copying {target} back took over {self.transfer_timeout} s") from None
         finally:
             await reap(proc)
             if not err_task.done():
