@@ -296,6 +296,19 @@ class TestRemoteOnly:
         finally:
             await provider.remove(sandbox_id)
 
+    async def test_orphan_volumes_swept(self, target, provider) -> None:
+        """Volumes of this instance whose run has no container (a daemon died while filling) go at list()."""
+        labels = ["--label", "haflow.run_id=r-orphan01", "--label", f"haflow.instance={SESSION_INSTANCE}"]
+        target.engine.docker("volume", "create", *labels, "haflow-r-orphan01-0")
+        other = ["--label", "haflow.run_id=r-orphan02", "--label", "haflow.instance=someone-else"]
+        target.engine.docker("volume", "create", *other, "haflow-r-orphan02-0")
+        try:
+            await provider.list()
+            assert target.volumes("r-orphan01") == []
+            assert target.volumes("r-orphan02") == ["haflow-r-orphan02-0"]
+        finally:
+            target.engine.docker("volume", "rm", "--force", "haflow-r-orphan01-0", "haflow-r-orphan02-0")
+
     async def test_egress_is_refused(self, provider, make_spec) -> None:
         """An egress allowlist is refused on a remote engine, never run with an open network."""
         from haflowd.sandbox import SandboxError

@@ -47,7 +47,7 @@ from .docker import (
     _numeric_user,
 )
 from .lines import split_lines
-from .protocol import LABEL_MISSION, LABEL_RUN, SandboxError, SandboxSpec, SandboxUnavailable
+from .protocol import LABEL_MISSION, LABEL_RUN, SandboxError, SandboxInfo, SandboxSpec, SandboxUnavailable
 from .unpack import MAX_BYTES, MAX_MEMBERS, unpack_file, unpack_tree
 
 logger = logging.getLogger(__name__)
@@ -171,6 +171,8 @@ class RemoteDockerProvider(DockerProvider):
     max_back_members: int = MAX_MEMBERS
     #: Seconds one tar stream (in or back) may take.
     transfer_timeout: float = 600.0
+    #: Runs whose volumes are being filled (their container does not exist yet).
+    _starting: set[str] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         if (self.docker_host is None) == (self.context is None):
@@ -260,12 +262,15 @@ class RemoteDockerProvider(DockerProvider):
         existing = await self._cli("inspect", "--format", "{{.Id}}", "--", f"haflow-{spec.run_id}")
         if existing.returncode == 0:
             raise SandboxError(f"Could not start the agent container: haflow-{spec.run_id} is already in use")
+        self._starting.add(spec.run_id)
         try:
             await self._fill(spec, volumes)
             return await super().start(spec)
         except BaseException:
             await asyncio.shield(self._remove_volumes(spec.run_id))
             raise
+        finally:
+            self._starting.discard(spec.run_id)
 
     def _volume_labels(self, spec: SandboxSpec) -> list[str]:
         labels = [f"{LABEL_MISSION}={spec.mission_id}", f"{LABEL_RUN}={spec.run_id}"]
@@ -417,6 +422,26 @@ class RemoteDockerProvider(DockerProvider):
         run_id = await self._run_label(sandbox_id)
         await super().remove(sandbox_id)
         if run_id is not None:
+            await self._remove_volumes(run_id)
+
+    async def list(self) -> list[SandboxInfo]:
+        """Every container of this instance (see :meth:`DockerProvider.list`).
+
+        Volumes of this instance whose run has no container (a daemon that
+        died while filling them) are removed on the way.
+        """
+        found = await super().list()
+        if self.instance is not None:
+            await self._sweep_volumes({info.run_id for info in found} | self._starting)
+        return found
+
+    async def _sweep_volumes(self, live: set[str]) -> None:
+        filters = ["--filter", f"label={LABEL_RUN}", "--filter", f"label={LABEL_INSTANCE}={self.instance}"]
+        result = await self._cli("volume", "ls", *filters, "--format", f'{{{{.Label "{LABEL_RUN}"}}}}')
+        if result.returncode != 0:
+            return
+        for run_id in sorted(set(result.stdout.decode(errors="replace").split()) - live):
+            logger.info("sandbox.orphan_volumes_removed", extra={"run_id": run_id})
             await self._remove_volumes(run_id)
 
     async def _remove_volumes(self, run_id: str) -> None:
