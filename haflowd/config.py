@@ -56,6 +56,19 @@ class Config:
     auth: str = attrs.field(default="token", validator=attrs.validators.in_(("token", "none")))
     #: Client connections held at once; ``None``: just below the descriptor limit.
     max_connections: int | None = None
+    #: Where agents run: ``"docker"`` (the local engine, folders bind-mounted) or
+    #: ``"remote-docker"`` (an engine that does not share this disk; docs/remote.md).
+    sandbox: str = attrs.field(default="docker", validator=attrs.validators.in_(("docker", "remote-docker")))
+    #: The remote engine, as a ``DOCKER_HOST`` value (``ssh://user@host``, ``tcp://host:2376``) ...
+    docker_host: str | None = None
+    #: ... or as the name of a Docker context (e.g. one holding TLS material).
+    docker_context: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.sandbox == "remote-docker" and (self.docker_host is None) == (self.docker_context is None):
+            raise ValueError(
+                "HAFLOW_SANDBOX=remote-docker needs exactly one of HAFLOW_DOCKER_HOST and HAFLOW_DOCKER_CONTEXT"
+            )
 
     @property
     def missions_dir(self) -> Path:
@@ -91,6 +104,9 @@ class Config:
             "token": env.get("HAFLOW_TOKEN") or None,
             "auth": (env.get("HAFLOW_AUTH") or "token").lower(),
             "allowed_hosts": _csv(env.get("HAFLOW_ALLOWED_HOSTS")),
+            "sandbox": (env.get("HAFLOW_SANDBOX") or "docker").lower(),
+            "docker_host": env.get("HAFLOW_DOCKER_HOST") or None,
+            "docker_context": env.get("HAFLOW_DOCKER_CONTEXT") or None,
         }
         for key, name in (
             ("max_body_bytes", "HAFLOW_MAX_BODY_BYTES"),

@@ -36,9 +36,17 @@ STATIC = Path(__file__).parent / "static"
 def default_sandbox(config: Config) -> SandboxProvider:
     from ..sandbox.docker import DockerProvider, instance_id
 
-    return DockerProvider(
-        docker=config.docker, default_image=config.agent_image, instance=instance_id(config.home)
-    )
+    if config.sandbox == "remote-docker":
+        from ..sandbox.remote_docker import RemoteDockerProvider
+
+        return RemoteDockerProvider(
+            docker=config.docker,
+            default_image=config.agent_image,
+            instance=instance_id(config.home),
+            docker_host=config.docker_host,
+            context=config.docker_context,
+        )
+    return DockerProvider(docker=config.docker, default_image=config.agent_image, instance=instance_id(config.home))
 
 
 def create_app(

@@ -1,0 +1,150 @@
+"""Unpacking what a sandbox wrote back onto the daemon's disk, safely.
+
+A remote engine hands a writable mount back as a tar stream (``docker cp
+ctr:/target -``). The agent controlled every byte of it, so the archive is
+treated as hostile: member count and total size are capped, every name must
+lie under the archive's top folder, links that point out of it and special
+files are dropped (:func:`tarfile.data_filter`), and nothing reaches the
+destination until the whole archive has been unpacked next to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Collection
+from pathlib import Path
+
+from ..errors import SandboxError
+
+logger = logging.getLogger(__name__)
+
+#: Largest archive (sum of member sizes) taken back from a sandbox.
+MAX_BYTES = 1024 * 1024 * 1024
+#: Most members an archive taken back from a sandbox may hold.
+MAX_MEMBERS = 100_000
+
+
+class UnpackError(SandboxError):
+    """The archive a sandbox handed back breaks a limit or holds a bad name."""
+
+
+def _relative(name: str, top: str) -> str | None:
+    """``name`` relative to ``top`` ("" for top itself), or None if it is not under it."""
+    if "\0" in name or name.startswith("/"):
+        raise UnpackError(f"The sandbox's archive holds an absolute or invalid name: {name!r}")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnpackError(f"The sandbox's archive holds a name that climbs out: {name!r}")
+    if not parts or parts[0] != top:
+        return None
+    return "/".join(parts[1:])
+
+
+def _kept(rel: str, keep: Collection[str]) -> bool:
+    return any(rel == k or rel.startswith(k + "/") for k in keep)
+
+
+def _members(
+    tar: tarfile.TarFile, top: str, keep: Collection[str], max_bytes: int, max_members: int
+) -> list[tarfile.TarInfo]:
+    """The members under ``top``, renamed relative to it, after every check."""
+    chosen: list[tarfile.TarInfo] = []
+    total = 0
+    for count, member in enumerate(tar, start=1):
+        if count > max_members:
+            raise UnpackError(f"The sandbox's archive holds more than {max_members} entries")
+        total += max(0, member.size)
+        if total > max_bytes:
+            raise UnpackError(f"The sandbox's archive holds more than {max_bytes} bytes")
+        rel = _relative(member.name, top)
+        if rel is None:
+            raise UnpackError(f"The sandbox's archive holds {member.name!r}, outside {top!r}")
+        if not rel or _kept(rel, keep):
+            continue
+        if member.islnk():
+            target = _relative(member.linkname, top)
+            if target is None or not target:
+                logger.warning("unpack.link_skipped", extra={"member": rel})
+                continue
+            member = member.replace(linkname=target, deep=False)
+        chosen.append(member.replace(name=rel, deep=False))
+    return chosen
+
+
+def _lenient_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """:func:`tarfile.data_filter`, skipping (not failing on) what it refuses."""
+    try:
+        return tarfile.data_filter(member, dest)
+    except tarfile.FilterError as e:
+        # A link out of the folder or a device file: the agent's mistake or
+        # attack; the rest of its work still comes back.
+        logger.warning("unpack.member_skipped", extra={"member": member.name, "reason": type(e).__name__})
+        return None
+
+
+def unpack_tree(
+    archive: Path,
+    top: str,
+    dest: Path,
+    *,
+    keep: Collection[str] = (),
+    max_bytes: int = MAX_BYTES,
+    max_members: int = MAX_MEMBERS,
+) -> None:
+    """Replace the content of folder ``dest`` with the tree under ``top`` in ``archive``.
+
+    ``keep`` names top-level entries of ``dest`` left as they are (another
+    mount's place); the archive's entries there are ignored. The archive is
+    unpacked into a sibling folder first; only then is ``dest``'s content
+    swapped, entry by entry, so a refused archive leaves ``dest`` untouched.
+    """
+    if any("/" in k for k in keep):
+        raise UnpackError("Only top-level entries can be kept")
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.unpack-", dir=dest.parent))
+    try:
+        with tarfile.open(archive, mode="r:") as tar:
+            members = _members(tar, top, keep, max_bytes, max_members)
+            tar.extractall(staging, members=members, filter=_lenient_filter)  # noqa: S202 (checked members, data filter)
+        for child in list(dest.iterdir()):
+            if child.name in keep:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        for child in list(staging.iterdir()):
+            if child.name not in keep:
+                os.replace(child, dest / child.name)
+    except (tarfile.TarError, OSError) as e:
+        raise UnpackError(f"Could not unpack what the sandbox wrote: {e}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def unpack_file(archive: Path, name: str, dest: Path, *, max_bytes: int = MAX_BYTES) -> None:
+    """Replace file ``dest`` with the regular file ``name`` of ``archive`` (atomically)."""
+    try:
+        with tarfile.open(archive, mode="r:") as tar:
+            member = next((m for m in tar if posixpath.normpath(m.name) == name), None)
+            if member is None or not member.isreg():
+                raise UnpackError(f"The sandbox did not hand back {name!r} as a regular file")
+            if member.size > max_bytes:
+                raise UnpackError(f"The sandbox's {name!r} is larger than {max_bytes} bytes")
+            source = tar.extractfile(member)
+            assert source is not None
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.unpack-", dir=dest.parent)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(source, out)
+                os.replace(tmp, dest)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+    except (tarfile.TarError, OSError) as e:
+        raise UnpackError(f"Could not unpack what the sandbox wrote: {e}") from None

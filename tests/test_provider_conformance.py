@@ -1,0 +1,317 @@
+"""One behaviour for every sandbox provider: the local Docker one and the remote one.
+
+The remote provider runs against a second dockerd this session starts
+(:mod:`tests.remote_engine`), which shares no path with the host's folders:
+everything a run reads or writes travels as tar streams through volumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import attrs
+import pytest
+
+from haflowd.sandbox import Limits, Mount, SandboxProvider, SandboxSpec
+from haflowd.sandbox.docker import DockerProvider
+from haflowd.sandbox.remote_docker import RemoteDockerProvider
+from tests.docker_support import SESSION_INSTANCE
+from tests.remote_engine import Engine
+
+pytestmark = pytest.mark.docker
+
+
+@attrs.frozen
+class Target:
+    """A provider kind, the engine it runs on, and a way to make a fresh provider (a "restart")."""
+
+    kind: str
+    engine: Engine
+    make: Callable[[], SandboxProvider]
+
+    def inspect(self, sandbox_id: str) -> dict:
+        return json.loads(self.engine.docker("inspect", sandbox_id).stdout)[0]
+
+    def containers(self, run_id: str) -> list[str]:
+        return self.engine.lines("ps", "--all", "--quiet", "--filter", f"label=haflow.run_id={run_id}")
+
+    def volumes(self, run_id: str) -> list[str]:
+        return self.engine.lines("volume", "ls", "--quiet", "--filter", f"label=haflow.run_id={run_id}")
+
+
+@pytest.fixture(params=["local", "remote"])
+def target(request: pytest.FixtureRequest, docker_image: str) -> Target:
+    if request.param == "local":
+        return Target("local", Engine(), lambda: DockerProvider(default_image=docker_image, instance=SESSION_INSTANCE))
+    engine = request.getfixturevalue("remote_engine")
+    return Target(
+        "remote",
+        engine,
+        lambda: RemoteDockerProvider(docker_host=engine.host, default_image=docker_image, instance=SESSION_INSTANCE),
+    )
+
+
+@pytest.fixture
+def provider(target: Target) -> SandboxProvider:
+    return target.make()
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    folder = tmp_path / "artifacts"
+    folder.mkdir()
+    (folder / "raw-input.md").write_text("hello\nworld\n")
+    return folder
+
+
+@pytest.fixture
+def make_spec(docker_image: str, artifacts: Path):
+    def make(*command: str, **changes) -> SandboxSpec:
+        fields = dict(
+            mission_id="m-0000abcd",
+            run_id="r-" + uuid.uuid4().hex[:8],
+            step_id="cleanup",
+            image=docker_image,
+            command=command,
+            mounts=(Mount(artifacts, "/mission/artifacts"),),
+            limits=Limits(memory="128m", cpus=0.5, pids=64),
+        )
+        fields.update(changes)
+        return SandboxSpec(**fields)
+
+    return make
+
+
+@pytest.fixture
+async def started(provider: SandboxProvider, target: Target) -> AsyncIterator[Callable]:
+    """Start specs through the provider; afterwards remove them and prove nothing is left."""
+    runs: list[tuple[str, str]] = []
+
+    async def start(spec: SandboxSpec) -> str:
+        sandbox_id = await provider.start(spec)
+        runs.append((spec.run_id, sandbox_id))
+        return sandbox_id
+
+    yield start
+    for _, sandbox_id in runs:
+        await provider.remove(sandbox_id)
+    for run_id, _ in runs:
+        assert target.containers(run_id) == []
+        assert target.volumes(run_id) == []
+
+
+async def collect(provider: SandboxProvider, sandbox_id: str) -> list[bytes]:
+    return [item async for item in provider.output(sandbox_id)]
+
+
+class TestConformance:
+    def test_is_a_sandbox_provider(self, provider: SandboxProvider) -> None:
+        """Each provider implements the SandboxProvider protocol."""
+        assert isinstance(provider, SandboxProvider)
+
+    async def test_check_passes(self, provider: SandboxProvider) -> None:
+        """check() finds the engine and the agent image."""
+        await provider.check()
+
+    async def test_output_line_by_line(self, provider, started, make_spec) -> None:
+        """output() yields stdout and stderr merged, one line per item, from the beginning."""
+        sandbox_id = await started(make_spec("sh", "-c", "echo one; sleep 0.1; echo two >&2; sleep 0.1; printf three"))
+        assert await provider.wait(sandbox_id) == 0
+        assert await collect(provider, sandbox_id) == [b"one\n", b"two\n", b"three"]
+
+    async def test_output_follows_running(self, provider, started, make_spec) -> None:
+        """output() yields a line while the sandbox still runs, and ends when it exits."""
+        sandbox_id = await started(make_spec("sh", "-c", "echo first; sleep 1; echo second"))
+        items = provider.output(sandbox_id)
+        assert await anext(items) == b"first\n"
+        assert [item async for item in items] == [b"second\n"]
+
+    @pytest.mark.parametrize("code", [0, 1, 42])
+    async def test_exit_code(self, provider, started, make_spec, code: int) -> None:
+        """wait() returns the command's exit code."""
+        sandbox_id = await started(make_spec("sh", "-c", f"exit {code}"))
+        assert await provider.wait(sandbox_id) == code
+
+    async def test_time_limit(self, provider, started, make_spec) -> None:
+        """A run over its time limit is stopped, and its wait() then shows the signal."""
+        sandbox_id = await started(make_spec("sh", "-c", "echo up; sleep 600"))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(provider.wait(sandbox_id), 1.0)
+        await provider.stop(sandbox_id, grace_seconds=1)
+        assert await provider.wait(sandbox_id) in (137, 143)
+        assert await collect(provider, sandbox_id) == [b"up\n"]
+
+    async def test_cancel(self, provider, started, make_spec) -> None:
+        """stop() while output is followed ends the output; a second stop() is quiet."""
+        sandbox_id = await started(make_spec("sh", "-c", "echo up; sleep 600"))
+        items = provider.output(sandbox_id)
+        assert await anext(items) == b"up\n"
+        await provider.stop(sandbox_id, grace_seconds=0)
+        assert [item async for item in items] == []
+        assert await provider.wait(sandbox_id) in (137, 143)
+        await provider.stop(sandbox_id)
+
+    async def test_reattach_after_restart(self, target, started, make_spec) -> None:
+        """A new provider object lists a running sandbox and follows it from the beginning."""
+        spec = make_spec("sh", "-c", "echo before; sleep 2; echo after > /mission/artifacts/late.txt; echo after")
+        sandbox_id = await started(spec)
+        reborn = target.make()
+        found = {info.sandbox_id: info for info in await reborn.list()}
+        assert found[sandbox_id].run_id == spec.run_id
+        assert found[sandbox_id].running is True
+        assert await collect(reborn, sandbox_id) == [b"before\n", b"after\n"]
+        assert await reborn.wait(sandbox_id) == 0
+        assert found[sandbox_id].step_id == "cleanup"
+
+    async def test_collect_after_exit(self, provider, started, make_spec, artifacts: Path) -> None:
+        """What the command wrote, changed and deleted in a writable mount is on the host after wait()."""
+        script = (
+            "cd /mission/artifacts && tr a-z A-Z < raw-input.md > out.md && mkdir -p deep/er && "
+            "echo x > deep/er/f && ln -s out.md link && rm raw-input.md"
+        )
+        sandbox_id = await started(make_spec("sh", "-c", script))
+        assert await provider.wait(sandbox_id) == 0
+        assert (artifacts / "out.md").read_text() == "HELLO\nWORLD\n"
+        assert (artifacts / "deep" / "er" / "f").read_text() == "x\n"
+        assert (artifacts / "link").is_symlink() and (artifacts / "link").readlink() == Path("out.md")
+        assert not (artifacts / "raw-input.md").exists()
+
+    async def test_read_only_file_and_folder(self, provider, started, make_spec, tmp_path: Path) -> None:
+        """A read-only file mount and folder mount are readable, not writable, and keep symlinks."""
+        prompt = tmp_path / "prompt.md"
+        prompt.write_text("the prompt\n")
+        docs = tmp_path / "docs"
+        docs.mkdir()
+        (docs / "a.txt").write_text("a\n")
+        (docs / "to-a").symlink_to("a.txt")
+        mounts = (
+            Mount(tmp_path / "artifacts", "/mission/artifacts"),
+            Mount(prompt, "/mission/prompt.md", read_only=True),
+            Mount(docs, "/docs", read_only=True),
+        )
+        script = (
+            "cat /mission/prompt.md; readlink /docs/to-a; cat /docs/to-a; touch /docs/b 2>/dev/null || echo refused"
+        )
+        sandbox_id = await started(make_spec("sh", "-c", script, mounts=mounts))
+        assert await provider.wait(sandbox_id) == 0
+        assert await collect(provider, sandbox_id) == [b"the prompt\n", b"a.txt\n", b"a\n", b"refused\n"]
+
+    async def test_nested_read_only_mount(self, provider, started, make_spec, tmp_path: Path) -> None:
+        """A read-only folder inside a writable one (a work tree's .git) is read-only and stays as it was."""
+        work = tmp_path / "work"
+        (work / ".git").mkdir(parents=True)
+        (work / "a.txt").write_text("a\n")
+        gitdir = tmp_path / "git"
+        gitdir.mkdir()
+        (gitdir / "HEAD").write_text("ref: refs/heads/main\n")
+        mounts = (Mount(work, "/workspace"), Mount(gitdir, "/workspace/.git", read_only=True))
+        script = (
+            "cd /workspace && cat .git/HEAD && ({ echo x > .git/config; } 2>/dev/null || echo refused) && "
+            "echo b > b.txt && rm a.txt"
+        )
+        sandbox_id = await started(make_spec("sh", "-c", script, mounts=mounts))
+        assert await provider.wait(sandbox_id) == 0
+        assert await collect(provider, sandbox_id) == [b"ref: refs/heads/main\n", b"refused\n"]
+        assert sorted(p.name for p in work.iterdir()) == [".git", "b.txt"]
+        assert list((work / ".git").iterdir()) == []
+        assert [p.name for p in gitdir.iterdir()] == ["HEAD"]
+
+    async def test_agent_user_owns_writable_mount(self, provider, started, make_spec) -> None:
+        """The agent's non-root user can create files in the writable mount's root."""
+        sandbox_id = await started(make_spec("sh", "-c", "id -u; touch /mission/artifacts/x && echo ok"))
+        assert await provider.wait(sandbox_id) == 0
+        uid, ok = await collect(provider, sandbox_id)
+        assert uid != b"0\n" and ok == b"ok\n"
+
+    async def test_cleanup(self, target, provider, make_spec) -> None:
+        """remove() leaves no container and no volume of the run, and a second remove() is quiet."""
+        spec = make_spec("true")
+        sandbox_id = await provider.start(spec)
+        await provider.wait(sandbox_id)
+        await provider.remove(sandbox_id)
+        await provider.remove(sandbox_id)
+        assert target.containers(spec.run_id) == []
+        assert target.volumes(spec.run_id) == []
+
+    async def test_hardening(self, target, provider, started, make_spec) -> None:
+        """The container runs locked down as far as inspect shows, the same on both engines."""
+        sandbox_id = await started(make_spec("id", "-u"))
+        await provider.wait(sandbox_id)
+        info = target.inspect(sandbox_id)
+        host = info["HostConfig"]
+        assert host["CapDrop"] == ["ALL"]
+        assert host["SecurityOpt"] == ["no-new-privileges"]
+        assert host["ReadonlyRootfs"] is True
+        assert host["NetworkMode"] == "none"
+        assert host["PidsLimit"] == 64
+        assert host["Memory"] == 128 * 1024 * 1024
+        assert host["Privileged"] is False
+        assert list(host["Tmpfs"]) == ["/tmp"]
+        assert info["Config"]["User"] not in ("", "0", "root", "0:0")
+        kinds = {m["Type"] for m in info["Mounts"]}
+        assert kinds == ({"bind"} if target.kind == "local" else {"volume"})
+
+
+class TestRemoteOnly:
+    @pytest.fixture
+    def target(self, docker_image: str, remote_engine: Engine) -> Target:
+        return Target(
+            "remote",
+            remote_engine,
+            lambda: RemoteDockerProvider(
+                docker_host=remote_engine.host, default_image=docker_image, instance=SESSION_INSTANCE
+            ),
+        )
+
+    async def test_nothing_bind_mounted(self, target, provider, started, make_spec, artifacts: Path) -> None:
+        """No path of the daemon's host is mounted: only volumes, and the host folder is not among their sources."""
+        sandbox_id = await started(make_spec("true"))
+        await provider.wait(sandbox_id)
+        info = target.inspect(sandbox_id)
+        assert info["HostConfig"]["Binds"] in (None, [])
+        assert [(m["Type"], m["Destination"]) for m in info["Mounts"]] == [("volume", "/mission/artifacts")]
+        assert all(str(artifacts) not in m["Source"] for m in info["Mounts"])
+
+    async def test_links_out_do_not_come_back(self, provider, started, make_spec, artifacts: Path) -> None:
+        """A symlink the agent points out of the mount is dropped on the way back; the rest arrives."""
+        script = "cd /mission/artifacts && ln -s /etc/passwd out && ln -s ../../x up && echo ok > fine"
+        sandbox_id = await started(make_spec("sh", "-c", script))
+        assert await provider.wait(sandbox_id) == 0
+        assert (artifacts / "fine").read_text() == "ok\n"
+        assert not (artifacts / "out").is_symlink() and not (artifacts / "up").is_symlink()
+
+    async def test_oversized_output_is_refused(self, target, make_spec, artifacts: Path) -> None:
+        """A writable mount larger than the cap fails wait() and leaves the host folder as it was."""
+        provider = attrs.evolve(target.make(), max_back_bytes=64 * 1024)
+        spec = make_spec("sh", "-c", "dd if=/dev/zero of=/mission/artifacts/big bs=1024 count=200 2>/dev/null")
+        sandbox_id = await provider.start(spec)
+        try:
+            with pytest.raises(Exception, match=r"larger than|more than"):
+                await provider.wait(sandbox_id)
+            assert sorted(p.name for p in artifacts.iterdir()) == ["raw-input.md"]
+        finally:
+            await provider.remove(sandbox_id)
+
+    async def test_orphan_volumes_swept(self, target, provider) -> None:
+        """Volumes of this instance whose run has no container (a daemon died while filling) go at list()."""
+        labels = ["--label", "haflow.run_id=r-orphan01", "--label", f"haflow.instance={SESSION_INSTANCE}"]
+        target.engine.docker("volume", "create", *labels, "haflow-r-orphan01-0")
+        other = ["--label", "haflow.run_id=r-orphan02", "--label", "haflow.instance=someone-else"]
+        target.engine.docker("volume", "create", *other, "haflow-r-orphan02-0")
+        try:
+            await provider.list()
+            assert target.volumes("r-orphan01") == []
+            assert target.volumes("r-orphan02") == ["haflow-r-orphan02-0"]
+        finally:
+            target.engine.docker("volume", "rm", "--force", "haflow-r-orphan01-0", "haflow-r-orphan02-0")
+
+    async def test_egress_is_refused(self, provider, make_spec) -> None:
+        """An egress allowlist is refused on a remote engine, never run with an open network."""
+        from haflowd.sandbox import SandboxError
+
+        with pytest.raises(SandboxError, match="not supported"):
+            await provider.start(make_spec("true", egress=("example.com:443",)))
