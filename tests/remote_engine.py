@@ -63,8 +63,13 @@ def remote_engine(docker_image: str) -> Iterator[Engine]:
     socket = base / "d.sock"
     engine = Engine(f"unix://{socket}")
     log = (base / "dockerd.log").open("wb")
+    # Its own network namespace: a dockerd without a bridge removes the host's
+    # docker0 at start-up, which would break the first engine's containers.
+    unshare = shutil.which("unshare")
+    isolate = [unshare, "--net", "--"] if unshare else []
     proc = subprocess.Popen(
         [
+            *isolate,
             str(dockerd),
             "--data-root", str(base / "data"),
             "--exec-root", str(base / "x"),
