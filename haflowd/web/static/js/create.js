@@ -23,7 +23,7 @@ function fillProjectSelect(selectId) {
   if (!select) return;
   const keep = selectId ?? select.value;
   select.replaceChildren(h("option", { value: "" }, "None: a plain mission"),
-    (projects || []).map((p) => h("option", { value: p.project_id }, `${p.name} — ${p.path}`)));
+    ...(projects || []).map((p) => h("option", { value: p.project_id }, `${p.name} — ${p.path}`)));
   if ([...select.options].some((o) => o.value === keep)) select.value = keep;
   $("create-project-note").textContent = projectsError ? `Could not load projects: ${projectsError}` : "";
   projectChanged();
