@@ -843,7 +843,7 @@ class TestCodeReview:
         await page.locator(".command-button", has_text="cat README.md").click()
         await expect(page.locator("#command-status")).to_have_text("exit 0", timeout=WAIT_MS)
         await expect(page.locator("#command-output")).to_contain_text("Hello from the mission.")
-        await page.get_by_label("Command").fill("echo out; exit 3")
+        await page.get_by_role("textbox", name="Command", exact=True).fill("echo out; exit 3")
         await page.get_by_role("button", name="Run", exact=True).click()
         await expect(page.locator("#command-status")).to_have_text("exit 3", timeout=WAIT_MS)
         await expect(page.locator("#command-output")).to_contain_text("out")
