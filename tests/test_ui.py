@@ -778,7 +778,6 @@ class TestCodeMissionsFake:
         await expect(readme.locator(".dl-hunk")).to_have_count(1)
         binary = files.filter(has_text="logo.bin")
         await expect(binary.locator(".chip")).to_have_text("binary")
-        await ui.shot("ui-diff")
         await expect(page.locator("#main img, #main script")).to_have_count(0)
         assert await page.evaluate("window.__pwned") is None
         assert ui.dialogs == []
@@ -837,12 +836,17 @@ class TestCodeReview:
         impl = page.locator(".step").filter(has_text="Implementation")
         await impl.get_by_role("button", name="Show changes").first.click()
         await expect(impl.locator(".run-diff .diff-file")).to_have_count(2)
-        await ui.shot("ui-code-review")
+        await files.nth(1).locator("summary").click()
+        await expect(files.nth(1).locator(".dl-add")).to_have_count(2)
+        await page.locator("#code-changes").scroll_into_view_if_needed()
+        await ui.shot("ui-diff")
 
         # Commands: the test command and a free one, with live output and exit status.
         await page.locator(".command-button", has_text="cat README.md").click()
         await expect(page.locator("#command-status")).to_have_text("exit 0", timeout=WAIT_MS)
         await expect(page.locator("#command-output")).to_contain_text("Hello from the mission.")
+        await page.locator("#code-title").scroll_into_view_if_needed()
+        await ui.shot("ui-code-review")
         await page.get_by_role("textbox", name="Command", exact=True).fill("echo out; exit 3")
         await page.get_by_role("button", name="Run", exact=True).click()
         await expect(page.locator("#command-status")).to_have_text("exit 3", timeout=WAIT_MS)
