@@ -795,6 +795,48 @@ class TestCodeMissionsFake:
         assert ui.errors == []
 
 
+class TestUsage:
+    """Tokens and cost as the adapters report them (AGENTS.md), added to the daemon's answers in flight."""
+
+    @pytest.fixture
+    def agent_image(self) -> None:
+        return None
+
+    async def test_run_and_mission_usage_and_list_cost(self, ui: Session) -> None:
+        """Each run shows its tokens, cost and collapsible final message; the mission its total; the list its cost."""
+        page = ui.page
+        await ui.goto()
+        mission_id = await create_mission(ui, "Costly")
+        usage = {"input_tokens": 12500, "output_tokens": 340, "cost_usd": 0.0421, "model": "sonnet"}
+
+        async def with_usage(route: Route) -> None:
+            response = await route.fetch()
+            body = await response.json()
+            data = body["data"]
+            if isinstance(data, list):
+                for item in data:
+                    item["cost_usd"] = 0.0421
+            else:
+                data["usage"] = usage
+                for run in data.get("runs", []):
+                    run["usage"] = usage
+                    run["result"] = "All done. <script>window.__pwned='result'</script>"
+            await route.fulfill(response=response, json=body)
+
+        await page.route(f"**/api/missions/{mission_id}", with_usage)
+        await page.route("**/api/missions", with_usage)
+        await ui.goto(f"#/m/{mission_id}")
+        await wait_for_gate(page, "Review Structured")
+        await expect(page.locator("#mission-usage")).to_have_text("12.5k in · 340 out · $0.04 · sonnet")
+        run = page.locator(".run").first
+        await expect(run.locator(".run-usage")).to_have_text("12.5k in · 340 out · $0.04 · sonnet")
+        await expect(run.locator(".run-result-text")).to_be_hidden()
+        await run.locator(".run-result summary").click()
+        await expect(run.locator(".run-result-text")).to_have_text("All done. <script>window.__pwned='result'</script>")
+        await expect(page.locator(".mission-item .mission-cost")).to_have_text("$0.04")
+        assert await page.evaluate("window.__pwned") is None
+
+
 class TestCodeReview:
     """The code-review walk with real agents (Docker): the stand-in applies the plan's diff."""
 
