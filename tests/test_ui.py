@@ -761,11 +761,12 @@ class TestCodeMissionsFake:
             (work / "many" / f"f{i:04}.txt").write_text(f"line {i}\n")
         (work / "evil.html").write_text(HOSTILE_FILE)
         (work / "logo.bin").write_bytes(bytes(range(256)) * 4)
+        (work / "link-to-readme").symlink_to("README.md")
         (work / "README.md").write_text("# Demo\nA small project.\n<script>window.__pwned='readme'</script>\n")
         await page.get_by_role("button", name="Show diff").click()
         files = page.locator("#diff-view .diff-file")
-        await expect(files).to_have_count(1003, timeout=10_000)
-        await expect(page.locator("#diff-view .diff-summary")).to_contain_text("1003 files changed")
+        await expect(files).to_have_count(1004, timeout=10_000)
+        await expect(page.locator("#diff-view .diff-summary")).to_contain_text("1004 files changed")
         await expect(page.locator("#diff-view .diff-text")).to_have_count(0)
         evil = files.filter(has_text="evil.html")
         await expect(evil.locator(".diff-status")).to_have_text("A")
@@ -778,6 +779,19 @@ class TestCodeMissionsFake:
         await expect(readme.locator(".dl-hunk")).to_have_count(1)
         binary = files.filter(has_text="logo.bin")
         await expect(binary.locator(".chip")).to_have_text("binary")
+        link = files.filter(has_text="link-to-readme")
+        await expect(link.locator(".chip")).to_have_text("symlink")
+        await link.locator("summary").click()
+        await expect(link.locator(".dl-add")).to_have_text("+README.md\n")
+
+        # Past the daemon's limit the diff is cut: marked, and an opened file reads its own diff.
+        (work / "zz-big.txt").write_text("x" * 99 + "\n" * 1 + ("y" * 99 + "\n") * 25_000)
+        await page.get_by_role("button", name="Refresh diff").click()
+        await expect(page.locator("#diff-view .diff-truncated").first).to_be_visible()
+        readme = page.locator("#diff-view .diff-file").filter(has_text="README.md")
+        await readme.locator("summary").click()
+        await expect(readme.locator(".dl-hunk")).to_have_count(1)
+        assert ("GET", f"{ui.base}/api/missions/{mission_id}/git-diff/README.md") in ui.requests
         await expect(page.locator("#main img, #main script")).to_have_count(0)
         assert await page.evaluate("window.__pwned") is None
         assert ui.dialogs == []
