@@ -36,7 +36,8 @@ export function renderCode(detail) {
     return;
   }
   el.hidden = false;
-  if (!view || view.missionId !== detail.mission_id) {
+  // A new mission, or the page was laid out again (another mission was shown in between).
+  if (!view || view.missionId !== detail.mission_id || !el.querySelector("#code-info")) {
     view = fresh(detail.mission_id);
     el.replaceChildren(
       h("h2", { class: "card-title", id: "code-title" }, "Code"),
