@@ -889,7 +889,7 @@ class TestCodeReview:
         await expect(files.nth(0).locator(".dl-add")).to_have_text("+Hello from the mission.\n")
         await expect(page.locator("#code-commits .commit")).to_have_count(1)
         await expect(page.locator("#code-commits .commit")).to_contain_text("+3")
-        impl = page.locator(".step").filter(has_text="Implementation")
+        impl = page.locator(".step").filter(has=page.locator(".step-name", has_text=re.compile(r"^Implementation$")))
         await impl.get_by_role("button", name="Show changes").first.click()
         await expect(impl.locator(".run-diff .diff-file")).to_have_count(2)
         await files.nth(1).locator("summary").click()
@@ -913,6 +913,7 @@ class TestCodeReview:
         await page.get_by_label("Feedback for the agent").fill("Fine, keep it.")
         await page.get_by_role("button", name="Send feedback & re-run").click()
         await expect(impl.locator(".run")).to_have_count(2, timeout=WAIT_MS)
+        await expect(impl.locator(".run-exit").nth(1)).to_have_text("exit 0")
         await wait_for_gate(page, "Code Review")
         detail = await ui.api("GET", f"/api/missions/{mission_id}")
         assert "feedback-1.md" in detail["artifacts"]
@@ -921,7 +922,8 @@ class TestCodeReview:
         await page.get_by_role("button", name="Deliver branch").click()
         await expect(page.locator("#deliver-result")).to_contain_text(detail["branch"])
         commit = git(repo, "rev-parse", f"refs/heads/{detail['branch']}").strip()
-        assert commit == detail["runs"][-1].get("commit", commit)
+        commits = await ui.api("GET", f"/api/missions/{mission_id}/commits")
+        assert commit == commits[-1]["sha"]
         await expect(page.locator("#patch-download")).to_be_visible()
         async with page.expect_download() as download:
             await page.locator("#patch-download").click()
