@@ -732,7 +732,8 @@ class TestCodeMissionsFake:
 
     async def test_link_create_diff_and_delete(self, ui: Session, tmp_path: Path, home: Path) -> None:
         """A repository is linked from the form (a bad path answered inline), a code mission shows its branch,
-        a 1,000-file diff lists fast with hunks built on expand, hostile diff text stays inert, and delete asks first."""
+        a 1,000-file diff lists fast with hunks built on expand, hostile diff text stays inert,
+        and delete asks first."""
         page = ui.page
         repo = make_repo(tmp_path / "repo")
         await ui.goto("#/new")
