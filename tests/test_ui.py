@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 from urllib.parse import parse_qs, urlsplit
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from haflowd.config import Config
 from haflowd.sandbox import SandboxProvider
 from tests.docker_support import engine_problem
 from tests.fakes import Behaviour, FakeSandbox
+from tests.test_code_missions import PLAN_DIFF, git, make_repo
 
 pytestmark = pytest.mark.browser
 
@@ -695,3 +697,238 @@ class TestLayout:
         if SCREENSHOTS:
             await page.screenshot(path=str(Path(SCREENSHOTS) / "ui-empty-dark.png"))
         await context.close()
+
+
+HOSTILE_FILE = '<img src=x onerror="window.__pwned=\'diff\';alert(1)">\n<script>window.__pwned="diff-script"</script>\n'
+
+
+async def link_from_ui(page: Page, repo: Path, name: str, test_command: str = "") -> None:
+    """Link a repository through the new-mission form's dialog; it ends up chosen."""
+    await page.get_by_role("button", name="Link a repository…").click()
+    dialog = page.locator("#project-dialog")
+    await dialog.get_by_label("Path").fill(str(repo))
+    await dialog.get_by_label("Name (optional)").fill(name)
+    if test_command:
+        await dialog.get_by_label("Test command (optional)").fill(test_command)
+    await dialog.get_by_role("button", name="Link repository").click()
+    await expect(dialog).to_be_hidden()
+    await expect(page.get_by_label("Project")).to_have_value(re.compile(r"^p-[0-9a-f]{8}$"))
+
+
+async def create_code_mission_from_ui(page: Page, title: str) -> str:
+    await page.get_by_label("Title").fill(title)
+    await page.get_by_label("Raw input").fill("Greet the users of the app.")
+    await page.get_by_role("button", name="Create mission").click()
+    await expect(page.locator("#code-branch")).to_contain_text("feature/")
+    return page.url.rsplit("/", 1)[-1]
+
+
+class TestCodeMissionsFake:
+    """Code missions in the page with the fake sandbox: linking, the diff view, safety, deletion."""
+
+    @pytest.fixture
+    def agent_image(self) -> None:
+        return None
+
+    async def test_link_create_diff_and_delete(self, ui: Session, tmp_path: Path, home: Path) -> None:
+        """A repository is linked from the form (a bad path answered inline), a code mission shows its branch,
+        a 1,000-file diff lists fast with hunks built on expand, hostile diff text stays inert,
+        and delete asks first."""
+        page = ui.page
+        repo = make_repo(tmp_path / "repo")
+        await ui.goto("#/new")
+        await expect(page.get_by_label("Workflow")).to_have_value("standard-feature")
+        await page.get_by_role("button", name="Link a repository…").click()
+        dialog = page.locator("#project-dialog")
+        await dialog.get_by_label("Path").fill(str(tmp_path / "nowhere"))
+        await dialog.get_by_role("button", name="Link repository").click()
+        await expect(page.locator("#project-error")).to_be_visible()
+        await dialog.get_by_role("button", name="Cancel").click()
+        await expect(dialog).to_be_hidden()
+        await link_from_ui(page, repo, "Demo app")
+        await expect(page.get_by_label("Workflow")).to_have_value("code-feature")
+        await expect(page.get_by_label("Base ref (optional)")).to_be_visible()
+        mission_id = await create_code_mission_from_ui(page, "Greet users")
+        meta = await ui.api("GET", f"/api/missions/{mission_id}")
+        await expect(page.locator("#code-project")).to_contain_text("Demo app")
+        await expect(page.locator("#code-base")).to_have_text(meta["base_commit"][:8])
+        await wait_for_gate(page, "Review Structured")
+        await expect(page.locator("#request-changes")).to_be_visible()
+
+        # Uncommitted work in the mission's tree is part of its diff: 1,000 files and a hostile one.
+        work = home / "missions" / mission_id / "workspace"
+        (work / "many").mkdir()
+        for i in range(1000):
+            (work / "many" / f"f{i:04}.txt").write_text(f"line {i}\n")
+        (work / "evil.html").write_text(HOSTILE_FILE)
+        (work / "logo.bin").write_bytes(bytes(range(256)) * 4)
+        (work / "link-to-readme").symlink_to("README.md")
+        (work / "README.md").write_text("# Demo\nA small project.\n<script>window.__pwned='readme'</script>\n")
+        await page.get_by_role("button", name="Show diff").click()
+        files = page.locator("#diff-view .diff-file")
+        await expect(files).to_have_count(1004, timeout=10_000)
+        await expect(page.locator("#diff-view .diff-summary")).to_contain_text("1004 files changed")
+        await expect(page.locator("#diff-view .diff-text")).to_have_count(0)
+        evil = files.filter(has_text="evil.html")
+        await expect(evil.locator(".diff-status")).to_have_text("A")
+        await evil.locator("summary").click()
+        await expect(evil.locator(".diff-text")).to_contain_text("<img src=x onerror=")
+        await expect(evil.locator(".dl-add")).to_have_count(2)
+        readme = files.filter(has_text="README.md")
+        await expect(readme.locator(".diff-status")).to_have_text("M")
+        await readme.locator("summary").click()
+        await expect(readme.locator(".dl-hunk")).to_have_count(1)
+        binary = files.filter(has_text="logo.bin")
+        await expect(binary.locator(".chip")).to_have_text("binary")
+        link = files.filter(has_text="link-to-readme")
+        await expect(link.locator(".chip")).to_have_text("symlink")
+        await link.locator("summary").click()
+        await expect(link.locator(".dl-add")).to_have_text("+README.md\n")
+
+        # Past the daemon's limit the diff is cut: marked, and an opened file reads its own diff.
+        (work / "zz-big.txt").write_text("x" * 99 + "\n" * 1 + ("y" * 99 + "\n") * 25_000)
+        await page.get_by_role("button", name="Refresh diff").click()
+        await expect(page.locator("#diff-view .diff-truncated").first).to_be_visible()
+        readme = page.locator("#diff-view .diff-file").filter(has_text="README.md")
+        await readme.locator("summary").click()
+        await expect(readme.locator(".dl-hunk")).to_have_count(1)
+        assert ("GET", f"{ui.base}/api/missions/{mission_id}/git-diff/README.md") in ui.requests
+        await expect(page.locator("#main img, #main script")).to_have_count(0)
+        assert await page.evaluate("window.__pwned") is None
+        assert ui.dialogs == []
+        assert not [u for _, u in ui.requests if u.endswith("/x")]
+
+        # Delete asks first; cancelling keeps the mission.
+        await page.get_by_role("button", name="Delete").click()
+        await page.locator("#confirm-cancel").click()
+        assert (await ui.api("GET", f"/api/missions/{mission_id}"))["mission_id"] == mission_id
+        await page.get_by_role("button", name="Delete").click()
+        await page.locator("#confirm-ok").click()
+        await expect(page.get_by_role("heading", name="Start your first mission")).to_be_visible()
+        assert await ui.api("GET", "/api/missions") == []
+        assert not (home / "missions" / mission_id).exists()
+        assert ui.errors == []
+
+
+class TestUsage:
+    """Tokens and cost as the adapters report them (AGENTS.md), added to the daemon's answers in flight."""
+
+    @pytest.fixture
+    def agent_image(self) -> None:
+        return None
+
+    async def test_run_and_mission_usage_and_list_cost(self, ui: Session) -> None:
+        """Each run shows its tokens, cost and collapsible final message; the mission its total; the list its cost."""
+        page = ui.page
+        await ui.goto()
+        mission_id = await create_mission(ui, "Costly")
+        usage = {"input_tokens": 12500, "output_tokens": 340, "cost_usd": 0.0421, "model": "sonnet"}
+
+        async def with_usage(route: Route) -> None:
+            response = await route.fetch()
+            body = await response.json()
+            data = body["data"]
+            if isinstance(data, list):
+                for item in data:
+                    item["cost_usd"] = 0.0421
+            else:
+                data["usage"] = usage
+                for run in data.get("runs", []):
+                    run["usage"] = usage
+                    run["result"] = "All done. <script>window.__pwned='result'</script>"
+            await route.fulfill(response=response, json=body)
+
+        await page.route(f"**/api/missions/{mission_id}", with_usage)
+        await page.route("**/api/missions", with_usage)
+        await ui.goto(f"#/m/{mission_id}")
+        await wait_for_gate(page, "Review Structured")
+        await expect(page.locator("#mission-usage")).to_have_text("12.5k in · 340 out · $0.04 · sonnet")
+        run = page.locator(".run").first
+        await expect(run.locator(".run-usage")).to_have_text("12.5k in · 340 out · $0.04 · sonnet")
+        await expect(run.locator(".run-result-text")).to_be_hidden()
+        await run.locator(".run-result summary").click()
+        await expect(run.locator(".run-result-text")).to_have_text("All done. <script>window.__pwned='result'</script>")
+        await expect(page.locator(".mission-item .mission-cost")).to_have_text("$0.04")
+        assert await page.evaluate("window.__pwned") is None
+
+
+class TestCodeReview:
+    """The code-review walk with real agents (Docker): the stand-in applies the plan's diff."""
+
+    @pytest.fixture
+    def agent_image(self, request: pytest.FixtureRequest) -> str:
+        if os.environ.get("HAFLOW_UI_SANDBOX") == "fake":
+            pytest.skip("the code review needs real Docker agents")
+        return str(request.getfixturevalue("docker_image"))
+
+    @pytest.mark.timeout(400)
+    async def test_review_command_request_changes_deliver(self, ui: Session, tmp_path: Path, home: Path) -> None:
+        """Through the page: diff with hunks, a command's live output, request changes, deliver into the repository."""
+        from haflowd.sandbox.docker import instance_id
+        from tests.docker_support import OWNED_INSTANCES
+
+        OWNED_INSTANCES.add(instance_id(home))
+        page = ui.page
+        repo = make_repo(tmp_path / "repo")
+        await ui.goto("#/new")
+        await link_from_ui(page, repo, "Demo", test_command="cat README.md")
+        mission_id = await create_code_mission_from_ui(page, "Greet users")
+        await wait_for_gate(page, "Review Structured")
+        await page.get_by_role("button", name="Approve & continue").click()
+        await wait_for_gate(page, "Review Plan")
+        await ui.api("PUT", f"/api/missions/{mission_id}/artifacts/implementation-plan.md", {"content": PLAN_DIFF})
+        await expect(gate_panel(page).locator(".rendered")).to_contain_text("Add a greeting")
+        await page.get_by_role("button", name="Approve & continue").click()
+        await wait_for_gate(page, "Code Review")
+
+        # The diff: file list first, hunks on expand; the commit and the run's own diff.
+        files = page.locator("#diff-view .diff-file")
+        await expect(files).to_have_count(2)
+        await expect(files.nth(0)).to_contain_text("README.md")
+        await expect(files.nth(1).locator(".diff-status")).to_have_text("A")
+        await files.nth(0).locator("summary").click()
+        await expect(files.nth(0).locator(".dl-add")).to_have_text("+Hello from the mission.\n")
+        await expect(page.locator("#code-commits .commit")).to_have_count(1)
+        await expect(page.locator("#code-commits .commit")).to_contain_text("+3")
+        impl = page.locator(".step").filter(has=page.locator(".step-name", has_text=re.compile(r"^Implementation$")))
+        await impl.get_by_role("button", name="Show changes").first.click()
+        await expect(impl.locator(".run-diff .diff-file")).to_have_count(2)
+        await files.nth(1).locator("summary").click()
+        await expect(files.nth(1).locator(".dl-add")).to_have_count(2)
+        await page.locator("#code-changes").scroll_into_view_if_needed()
+        await ui.shot("ui-diff")
+
+        # Commands: the test command and a free one, with live output and exit status.
+        await page.locator(".command-button", has_text="cat README.md").click()
+        await expect(page.locator("#command-status")).to_have_text("exit 0", timeout=WAIT_MS)
+        await expect(page.locator("#command-output")).to_contain_text("Hello from the mission.")
+        await page.locator("#code-title").scroll_into_view_if_needed()
+        await ui.shot("ui-code-review")
+        await page.get_by_role("textbox", name="Command", exact=True).fill("echo out; exit 3")
+        await page.get_by_role("button", name="Run", exact=True).click()
+        await expect(page.locator("#command-status")).to_have_text("exit 3", timeout=WAIT_MS)
+        await expect(page.locator("#command-output")).to_contain_text("out")
+
+        # Request changes: the implementation runs again, then back at the review.
+        await page.locator("#request-changes summary").click()
+        await page.get_by_label("Feedback for the agent").fill("Fine, keep it.")
+        await page.get_by_role("button", name="Send feedback & re-run").click()
+        await expect(impl.locator(".run")).to_have_count(2, timeout=WAIT_MS)
+        await expect(impl.locator(".run-exit").nth(1)).to_have_text("exit 0")
+        await wait_for_gate(page, "Code Review")
+        detail = await ui.api("GET", f"/api/missions/{mission_id}")
+        assert "feedback-1.md" in detail["artifacts"]
+
+        # Deliver: the branch appears in the user's repository.
+        await page.get_by_role("button", name="Deliver branch").click()
+        await expect(page.locator("#deliver-result")).to_contain_text(detail["branch"])
+        commit = git(repo, "rev-parse", f"refs/heads/{detail['branch']}").strip()
+        commits = await ui.api("GET", f"/api/missions/{mission_id}/commits")
+        assert commit == commits[-1]["sha"]
+        await expect(page.locator("#patch-download")).to_be_visible()
+        async with page.expect_download() as download:
+            await page.locator("#patch-download").click()
+        patch = Path(await (await download.value).path()).read_text()
+        assert patch.startswith("From ")
+        assert ui.errors == []
+        assert ui.dialogs == []

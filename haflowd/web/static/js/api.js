@@ -99,3 +99,20 @@ function askForToken(rejected) {
   });
   return tokenPrompt;
 }
+
+/** GET a file that is not JSON (the mission's patch) with the same auth, and save it as a download. */
+export async function download(path, filename) {
+  const res = await send("GET", path);
+  if (!res.ok) {
+    const payload = await readJson(res);
+    throw new ApiError(res.status, (payload && payload.error) || `Download failed (HTTP ${res.status}).`);
+  }
+  const url = URL.createObjectURL(await res.blob());
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = filename;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}

@@ -77,3 +77,22 @@ export function refreshRelativeTimes() {
     if (el.textContent !== text) el.textContent = text;
   }
 }
+
+function tokens(n) {
+  if (n === undefined || n === null) return "?";
+  return n >= 10000 ? `${(n / 1000).toFixed(1)}k` : String(n);
+}
+
+export function costText(usd) {
+  if (usd === undefined || usd === null) return "";
+  return usd < 0.01 && usd > 0 ? `$${usd.toFixed(4)}` : `$${usd.toFixed(2)}`;
+}
+
+/** Usage as one line: "1.2k in · 340 out · $0.02 · model". */
+export function usageText(usage) {
+  const parts = [`${tokens(usage.input_tokens)} in`, `${tokens(usage.output_tokens)} out`];
+  if (usage.cached_input_tokens) parts.push(`${tokens(usage.cached_input_tokens)} cached`);
+  if (usage.cost_usd !== undefined) parts.push(costText(usage.cost_usd));
+  if (usage.model) parts.push(usage.model);
+  return parts.join(" · ");
+}

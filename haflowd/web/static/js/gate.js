@@ -4,7 +4,7 @@ import { api } from "./api.js";
 import { confirmDialog } from "./dialog.js";
 import { $, h } from "./dom.js";
 import { renderArtifactInto, renderArtifacts } from "./artifacts.js";
-import { continueMission } from "./mission.js";
+import { continueMission, requestChanges } from "./mission.js";
 import {
   discardEdits, editorFailed, editorIdle, editorInput, editorSaved, editorSaving, isDirty,
   setArtifactContent, setEditorTab, state,
@@ -71,10 +71,11 @@ function gatePanel(step, ed, content) {
       }
     },
   }, label);
+  const codeReview = step && step.type === "code-review";
   return h("div", { class: "card panel panel-gate" },
     h("div", { class: "panel-head" },
       h("div", {},
-        h("p", { class: "eyebrow" }, "Your review"),
+        h("p", { class: "eyebrow" }, codeReview ? "Code review" : "Your review"),
         h("h2", { class: "panel-title" }, step ? step.name : "Review"),
         h("p", { class: "muted" }, ed.filename
           ? ["Read ", h("span", { class: "mono" }, ed.filename), ", fix what is wrong, then approve to continue."]
@@ -93,7 +94,32 @@ function gatePanel(step, ed, content) {
         "Preview shows the last saved version. Save to see your edits here."),
       h("div", { class: "rendered", id: "gate-preview" })) : null,
     ed.filename ? h("div", { class: "pane", id: "gate-pane-edit", role: "tabpanel", "aria-labelledby": "gate-tab-edit" },
-      editor) : null);
+      editor) : null,
+    changesBox(codeReview));
+}
+
+/** "Request changes": the feedback goes to the agent step before this gate, which runs again. */
+function changesBox(codeReview) {
+  const box = h("textarea", { id: "feedback-input", class: "feedback", rows: "3", spellcheck: "true",
+    "aria-label": "Feedback for the agent",
+    placeholder: codeReview ? "What should the agent change in the code?" : "What should the agent change?" });
+  const error = h("p", { class: "field-error", id: "feedback-error", hidden: true });
+  const send = async (event) => {
+    event.preventDefault();
+    const feedback = box.value.trim();
+    error.hidden = Boolean(feedback);
+    error.textContent = feedback ? "" : "Write what should change first.";
+    if (!feedback) return box.focus();
+    if (isDirty() && !(await confirmLeaveEdits())) return;
+    await requestChanges(feedback);
+  };
+  return h("details", { class: "request-changes", id: "request-changes" },
+    h("summary", {}, "Request changes"),
+    h("form", { class: "feedback-form", onSubmit: send },
+      h("p", { class: "muted" }, "The previous agent step runs again with your feedback; the mission then comes back to this review."),
+      box, error,
+      h("div", { class: "form-actions" },
+        h("button", { class: "button", type: "submit", id: "feedback-send" }, "Send feedback & re-run"))));
 }
 
 function updateGate(detail, ed, content) {

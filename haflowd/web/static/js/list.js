@@ -3,7 +3,7 @@
 import { api } from "./api.js";
 import { $, h, replaceKeepFocus } from "./dom.js";
 import { isRunning, isWaiting } from "./facts.js";
-import { statusBadge, timeEl } from "./format.js";
+import { costText, statusBadge, timeEl } from "./format.js";
 import { setMissions, state } from "./state.js";
 
 export async function refreshList() {
@@ -55,7 +55,8 @@ function missionItem(m, active) {
       h("span", { class: "chip" }, m.type),
       h("span", { class: "mission-step" }, m.current_step_name || ""),
       h("span", { class: "dot", "aria-hidden": "true" }, "·"),
-      timeEl(m.updated_at))));
+      timeEl(m.updated_at),
+      m.cost_usd !== undefined ? h("span", { class: "mission-cost", title: "Cost so far" }, costText(m.cost_usd)) : null)));
 }
 
 /** The home page: a first-mission guide, or how many missions wait. */

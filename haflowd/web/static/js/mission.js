@@ -3,10 +3,11 @@
 
 import { ApiError, api } from "./api.js";
 import { renderArtifacts } from "./artifacts.js";
+import { renderCode } from "./code.js";
 import { confirmDialog } from "./dialog.js";
 import { $, h, replaceKeepFocus, sameSignature } from "./dom.js";
 import { isRunning } from "./facts.js";
-import { statusBadge, statusLabel, timeEl } from "./format.js";
+import { statusBadge, statusLabel, timeEl, usageText } from "./format.js";
 import { confirmLeaveEdits, renderGate } from "./gate.js";
 import { refreshList } from "./list.js";
 import { refreshLiveLog, refreshOpenLogs, renderRunning } from "./log.js";
@@ -44,6 +45,7 @@ function missionSkeleton() {
     h("header", { class: "mission-header", id: "mv-header" }),
     h("div", { id: "mv-alerts" }),
     h("section", { id: "mv-action", class: "mv-action" }),
+    h("section", { id: "mv-code", class: "card code-card", "aria-labelledby": "code-title", hidden: true }),
     h("div", { class: "mission-columns" },
       h("section", { id: "mv-timeline", class: "card timeline-card", "aria-labelledby": "timeline-title" }),
       h("section", { id: "mv-artifacts", class: "card artifacts-card", "aria-labelledby": "artifacts-title" })));
@@ -75,6 +77,7 @@ export function renderMission() {
   renderHeader(detail);
   renderAlerts();
   renderAction(detail);
+  renderCode(detail);
   renderTimeline(detail, state.openLogs);
   renderArtifacts(detail, state.selectedArtifact, state.artifactMode);
 }
@@ -83,7 +86,7 @@ function renderHeader(detail) {
   const el = $("mv-header");
   const wf = detail.workflow || { name: detail.workflow_id, steps: [] };
   if (sameSignature(el, [detail.title, detail.status, detail.type, wf.name, detail.updated_at,
-    detail.current_step, state.actionBusy])) return;
+    detail.current_step, state.actionBusy, detail.usage])) return;
   const canComplete = detail.status !== "completed";
   replaceKeepFocus(el,
     h("div", { class: "mission-heading" },
@@ -93,12 +96,16 @@ function renderHeader(detail) {
         h("span", { class: "chip" }, detail.type),
         h("span", { class: "muted" }, wf.name),
         h("span", { class: "muted mono" }, detail.mission_id),
-        h("span", { class: "muted" }, "updated ", timeEl(detail.updated_at)))),
+        h("span", { class: "muted" }, "updated ", timeEl(detail.updated_at)),
+        detail.usage ? h("span", { class: "muted usage", id: "mission-usage", title: "Tokens and cost over every run" },
+          usageText(detail.usage)) : null)),
     h("div", { class: "mission-tools" },
       canComplete
         ? h("button", { class: "button button-small", type: "button", "data-focus-key": "mark-completed",
           disabled: state.actionBusy, onClick: markCompleted }, "Mark completed")
-        : null));
+        : null,
+      h("button", { class: "button button-small button-danger-quiet", type: "button", id: "mission-delete",
+        "data-focus-key": "delete", disabled: state.actionBusy, onClick: deleteMission }, "Delete")));
 }
 
 function renderAlerts() {
@@ -207,6 +214,37 @@ async function markCompleted() {
   if (!ok) return;
   if (!(await confirmLeaveEdits())) return;
   await runAction("Mark completed", () => api("POST", missionPath("/mark-completed")));
+}
+
+async function deleteMission() {
+  const detail = state.detail;
+  const ok = await confirmDialog({
+    title: "Delete this mission?",
+    message: `“${detail.title}” is removed with its artifacts, logs and work tree. A running step is stopped. ` +
+      "A branch you delivered stays in your repository. This cannot be undone.",
+    confirmLabel: "Delete mission",
+    danger: true,
+  });
+  if (!ok) return;
+  if (!(await confirmLeaveEdits())) return;
+  setActionBusy(true);
+  setActionError(null);
+  try {
+    await api("DELETE", missionPath(""));
+  } catch (err) {
+    setActionBusy(false);
+    setActionError(`Delete failed: ${err.message}`);
+    renderMission();
+    return;
+  }
+  setActionBusy(false);
+  await refreshList().catch(() => {});
+  location.hash = "#/";
+}
+
+/** Send the gate's feedback: the agent step before the gate runs again with it. */
+export function requestChanges(feedback) {
+  return runAction("Request changes", () => api("POST", missionPath("/request-changes"), { feedback }));
 }
 
 export function continueMission(label) {

@@ -30,6 +30,7 @@ export const state = {
   selectedArtifact: null, // filename shown in the artifact browser
   artifactMode: "rendered",
   openLogs: new Map(), // run_id -> log (see newLog), plus error
+  openRunDiffs: new Set(), // run_ids whose diff the timeline shows
   liveLog: newLog(null),
   renderCache: new Map(), // `${mission}/${file}` -> { content, html }
   actionBusy: false,
@@ -61,6 +62,7 @@ export function setRoute(route) {
   state.selectedArtifact = null;
   state.artifactMode = "rendered";
   state.openLogs.clear();
+  state.openRunDiffs.clear();
   state.liveLog = newLog(null);
   state.actionError = null;
 }
@@ -170,6 +172,11 @@ export function discardEdits() {
 
 export function openRunLog(runId) {
   state.openLogs.set(runId, newLog(runId));
+}
+
+export function toggleRunDiff(runId) {
+  if (state.openRunDiffs.has(runId)) state.openRunDiffs.delete(runId);
+  else state.openRunDiffs.add(runId);
 }
 
 export function closeRunLog(runId) {
