@@ -685,7 +685,9 @@ async def _redacted(items: AsyncIterator[bytes], output: RunLog) -> AsyncIterato
 
 async def _reconcile_file(items: AsyncIterator[bytes], path: Path, start: int) -> Reconciled:
     """Make ``path`` from ``start`` on equal to ``items``, chunk by chunk, off the loop."""
-    rec = await asyncio.to_thread(_Reconciler, path, start)
+    # Made here, not in a thread: a cancellation while a thread made it would
+    # lose the object with its file open. Opening costs nothing that grows.
+    rec = _Reconciler(path, start)
     try:
         batch = bytearray()
         async for item in items:
