@@ -340,3 +340,39 @@ class TestSecrets:
         for path in home.rglob("*"):
             if path.is_file() and path != home / "secrets.env":
                 assert value.encode() not in path.read_bytes(), path
+
+
+class TestPromptKinds:
+    @pytest.mark.timeout(120)
+    async def test_step_without_its_own_template(self, daemon, home: Path, standin_image: str, monkeypatch) -> None:
+        """oneshot's "draft" step (no draft.md) gets the generic document prompt naming its output, and succeeds."""
+        cli = BY_ID["claude-code"]
+        monkeypatch.setenv(cli.secret, "sk-test-" + random.token_hex(8))
+        write_agent(home, "planning-agent", cli, standin_image)
+        client = await daemon()
+        mid = (await create_mission(client, workflowId="oneshot"))["mission_id"]
+        data = await run_step(client, mid, "waiting_human", "failed")
+        assert data["status"] == "waiting_human", data.get("last_error")
+        prompt = (mission_dir(home, mid) / "prompts" / f"{data['runs'][0]['run_id']}.md").read_text()
+        assert prompt.startswith('You are the Draft step of the mission "Dark mode" (a feature).')
+        assert prompt.endswith("Output file: /mission/artifacts/implementation-plan.md\n")
+        assert data["artifacts"]["implementation-plan.md"].startswith("# Written by the claude stand-in")
+
+    @pytest.mark.timeout(180)
+    async def test_document_implementation_step(self, daemon, home: Path, standin_image: str, monkeypatch) -> None:
+        """standard-feature's implementation step writes a document: it gets the document prompt, not the codegen one."""
+        cli = BY_ID["codex"]
+        monkeypatch.setenv(cli.secret, "sk-test-" + random.token_hex(8))
+        write_agent(home, "impl-agent", cli, standin_image)
+        client = await daemon()
+        mid = (await create_mission(client))["mission_id"]
+        # Each continue approves a gate, which starts the next agent step.
+        for _ in range(4):
+            status, body = await api(client, "POST", f"/api/missions/{mid}/continue")
+            assert status == 200, body
+            data = await wait_status(client, mid, "waiting_human", "failed", timeout=90)
+            assert data["status"] == "waiting_human", data.get("last_error")
+        assert data["status"] == "waiting_human" and data["current_step"] == 7, data.get("last_error")
+        prompt = (mission_dir(home, mid) / "prompts" / f"{data['runs'][-1]['run_id']}.md").read_text()
+        assert prompt.startswith('You are the Implementation step of the mission "Dark mode"')
+        assert "Output file: /mission/artifacts/implementation-result.json" in prompt and "Workspace:" not in prompt
