@@ -332,6 +332,39 @@ class TestRestart:
         assert log == expected + b"[agent] wrote structured-text.md\n"
         assert all(r.removed for r in fake.runs.values())
 
+    async def test_reattach_redacts_secrets(
+        self, aiohttp_client: Any, config: Config, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After a restart the re-attached run's output is still redacted: the secret is looked up again by name."""
+        import json
+
+        value = "sk-restart-0123456789abcdef"
+        monkeypatch.setenv("HAFLOW_TEST_KEY", value)
+        folder = config.home / "workflows" / "agents"
+        folder.mkdir(parents=True)
+        command = ["haflow-agent", "{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"]
+        agent = {"agent_id": "cleanup-agent", "command": command, "secrets": ["HAFLOW_TEST_KEY"]}
+        (folder / "cleanup-agent.json").write_text(json.dumps(agent))
+        gate = asyncio.Event()
+        fake.behaviours["cleanup"] = Behaviour(gate=gate, extra_lines=(f"key {value} twice {value}\n".encode(),))
+        client = await aiohttp_client(create_app(config, sandbox=fake))
+        mid = (await create_mission(client))["mission_id"]
+        await cont(client, mid)
+        await until(lambda: _has_tail(client, mid, "starting step"))
+        await client.close()
+
+        gate.set()
+        await until(lambda: _exited(fake))
+        client = await aiohttp_client(create_app(config, sandbox=fake))
+        data = await wait_status(client, mid, "waiting_human")
+        log = (config.missions_dir / mid / "logs" / f"{data['runs'][0]['run_id']}.log").read_bytes()
+        assert log == (
+            b"[agent] cleanup-agent starting step cleanup\n"
+            b"key [redacted] twice [redacted]\n"
+            b"[agent] wrote structured-text.md\n"
+        )
+        assert fake.started[0].secrets == {"HAFLOW_TEST_KEY": value}
+
     async def test_orphans_are_removed_at_start(self, aiohttp_client: Any, config: Config, fake: FakeSandbox) -> None:
         """Sandboxes labelled for a mission that no longer exists are removed at start-up."""
         from haflowd.sandbox import SandboxSpec

@@ -23,7 +23,7 @@ from haflowd.models import Usage
 from haflowd.sandbox.docker import DockerProvider, instance_id
 from haflowd.sandbox.protocol import SandboxSpec
 from haflowd.web.app import create_app
-from tests.conftest import RAW_INPUT, api, create_mission, detail, until, wait_status
+from tests.conftest import RAW_INPUT, api, create_mission, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, haflow_containers
 from tests.test_code_missions import create, git, link, make_repo
 
@@ -176,13 +176,16 @@ def cli(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Cli:
 class TestSuccess:
     @pytest.mark.timeout(180)
     async def test_recording_reaches_the_run(self, daemon, home: Path, standin_image: str, cli: Cli) -> None:
-        """The step succeeds with the recording's usage and final message, a readable log and the raw events kept; the mission sums two runs."""
+        """The run gets the recording's usage and result, a readable log, the raw events; the mission sums two runs."""
         write_agent(home, "cleanup-agent", cli, standin_image)
         client = await daemon()
         mid = (await create_mission(client))["mission_id"]
         data = await run_step(client, mid, "waiting_human", "failed")
         assert data["status"] == "waiting_human", data.get("last_error")
-        assert data["artifacts"]["structured-text.md"] == f"# Written by the {cli.adapter.split('-')[0]} stand-in\n\n{RAW_INPUT}\n"
+        assert (
+            data["artifacts"]["structured-text.md"]
+            == f"# Written by the {cli.adapter.split('-')[0]} stand-in\n\n{RAW_INPUT}\n"
+        )
         (run,) = data["runs"]
         assert run["exit_code"] == 0
         assert run["usage"] == usage_json(cli.usage)
@@ -246,7 +249,9 @@ class TestFailures:
 
 class TestCodegen:
     @pytest.mark.timeout(240)
-    async def test_edit_becomes_a_commit(self, daemon, home: Path, tmp_path: Path, standin_image: str, cli: Cli) -> None:
+    async def test_edit_becomes_a_commit(
+        self, daemon, home: Path, tmp_path: Path, standin_image: str, cli: Cli
+    ) -> None:
         """On a linked repository the stand-in's edit in /workspace becomes the run's commit."""
         write_agent(home, "codegen-agent", cli, standin_image)
         client = await daemon()
@@ -264,9 +269,9 @@ class TestCodegen:
         prompt = (mission_dir(home, mid) / "prompts" / f"{run['run_id']}.md").read_text()
         assert "Workspace: /workspace" in prompt and "Output file:" not in prompt
         name = cli.adapter.split("-")[0]
-        status, body = await api(client, "GET", f"/api/missions/{mid}/git-diff")
+        _, body = await api(client, "GET", f"/api/missions/{mid}/git-diff")
         assert f"+hello from {name}" in body["data"]["diff"]
-        status, body = await api(client, "GET", f"/api/missions/{mid}/commits")
+        _, body = await api(client, "GET", f"/api/missions/{mid}/commits")
         assert [c["sha"] for c in body["data"]] == [run["commit"]]
         assert git(repo, "status", "--porcelain") == ""
         await until(no_containers_left, timeout=30)
@@ -303,7 +308,7 @@ class TestSecrets:
         cli: Cli,
         source: str,
     ) -> None:
-        """A random secret value echoed by the agent is redacted: no file under HAFLOW_HOME and no API answer holds it."""
+        """A random secret value the agent echoes is redacted: no file under HAFLOW_HOME, no API answer holds it."""
         value = "sk-e2e-" + random.token_hex(16)
         monkeypatch.delenv(cli.secret)
         if source == "environment":
@@ -340,3 +345,39 @@ class TestSecrets:
         for path in home.rglob("*"):
             if path.is_file() and path != home / "secrets.env":
                 assert value.encode() not in path.read_bytes(), path
+
+
+class TestPromptKinds:
+    @pytest.mark.timeout(120)
+    async def test_step_without_its_own_template(self, daemon, home: Path, standin_image: str, monkeypatch) -> None:
+        """oneshot's "draft" step (no draft.md) gets the generic document prompt naming its output, and succeeds."""
+        cli = BY_ID["claude-code"]
+        monkeypatch.setenv(cli.secret, "sk-test-" + random.token_hex(8))
+        write_agent(home, "planning-agent", cli, standin_image)
+        client = await daemon()
+        mid = (await create_mission(client, workflowId="oneshot"))["mission_id"]
+        data = await run_step(client, mid, "waiting_human", "failed")
+        assert data["status"] == "waiting_human", data.get("last_error")
+        prompt = (mission_dir(home, mid) / "prompts" / f"{data['runs'][0]['run_id']}.md").read_text()
+        assert prompt.startswith('You are the Draft step of the mission "Dark mode" (a feature).')
+        assert prompt.endswith("Output file: /mission/artifacts/implementation-plan.md\n")
+        assert data["artifacts"]["implementation-plan.md"].startswith("# Written by the claude stand-in")
+
+    @pytest.mark.timeout(180)
+    async def test_document_implementation_step(self, daemon, home: Path, standin_image: str, monkeypatch) -> None:
+        """standard-feature's implementation step writes a document: it gets the document prompt, not codegen's."""
+        cli = BY_ID["codex"]
+        monkeypatch.setenv(cli.secret, "sk-test-" + random.token_hex(8))
+        write_agent(home, "impl-agent", cli, standin_image)
+        client = await daemon()
+        mid = (await create_mission(client))["mission_id"]
+        # Each continue approves a gate, which starts the next agent step.
+        for _ in range(4):
+            status, body = await api(client, "POST", f"/api/missions/{mid}/continue")
+            assert status == 200, body
+            data = await wait_status(client, mid, "waiting_human", "failed", timeout=90)
+            assert data["status"] == "waiting_human", data.get("last_error")
+        assert data["status"] == "waiting_human" and data["current_step"] == 7, data.get("last_error")
+        prompt = (mission_dir(home, mid) / "prompts" / f"{data['runs'][-1]['run_id']}.md").read_text()
+        assert prompt.startswith('You are the Implementation step of the mission "Dark mode"')
+        assert "Output file: /mission/artifacts/implementation-result.json" in prompt and "Workspace:" not in prompt
