@@ -16,7 +16,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from haflowd.sandbox import Limits, Mount, SandboxProvider, SandboxSpec
+from haflowd.sandbox import Limits, Mount, SandboxError, SandboxProvider, SandboxSpec
 from haflowd.sandbox.docker import DockerProvider
 from haflowd.sandbox.remote_docker import RemoteDockerProvider
 from tests.docker_support import SESSION_INSTANCE
@@ -309,9 +309,36 @@ class TestRemoteOnly:
         finally:
             target.engine.docker("volume", "rm", "--force", "haflow-r-orphan01-0", "haflow-r-orphan02-0")
 
+    async def test_writable_mount_outside_roots_refused(self, target, make_spec, tmp_path: Path) -> None:
+        """With writable_roots set, a writable mount elsewhere is refused before anything is created."""
+        provider = attrs.evolve(target.make(), writable_roots=(tmp_path / "home",))
+        spec = make_spec("true")
+        with pytest.raises(SandboxError, match="outside"):
+            await provider.start(spec)
+        assert target.volumes(spec.run_id) == [] and target.containers(spec.run_id) == []
+
+    async def test_forged_writable_label_refused(self, target, docker_image: str, tmp_path: Path) -> None:
+        """A container whose label names a host folder outside the daemon's gets nothing written there."""
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (outside / "keep.txt").write_text("mine")
+        forged = json.dumps([[str(outside), "/mission/artifacts", False, []]])
+        run = target.engine.docker(
+            "run", "--detach", "--label", "haflow.run_id=r-forged01", "--label", f"haflow.remote.writable={forged}",
+            "--mount", "type=volume,src=haflow-r-forged01-0,dst=/mission/artifacts",
+            "--user", "0", docker_image, "sh", "-c", "echo evil > /mission/artifacts/evil",
+        )  # fmt: skip
+        sandbox_id = run.stdout.decode().strip()
+        provider = attrs.evolve(target.make(), writable_roots=(tmp_path / "home",))
+        try:
+            with pytest.raises(SandboxError, match="outside"):
+                await provider.wait(sandbox_id)
+            assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+        finally:
+            target.engine.docker("rm", "--force", "--volumes", sandbox_id)
+            target.engine.docker("volume", "rm", "--force", "haflow-r-forged01-0")
+
     async def test_egress_is_refused(self, provider, make_spec) -> None:
         """An egress allowlist is refused on a remote engine, never run with an open network."""
-        from haflowd.sandbox import SandboxError
-
         with pytest.raises(SandboxError, match="not supported"):
             await provider.start(make_spec("true", egress=("example.com:443",)))

@@ -80,6 +80,7 @@ class TestRemoteMission:
             default_image=remote_config.agent_image,
             instance=instance,
             engine=remote_engine,
+            writable_roots=(remote_config.home,),
         )
         client = await aiohttp_client(create_app(remote_config, sandbox=provider))
         mid = (await create_mission(client))["mission_id"]
@@ -120,6 +121,7 @@ class TestRemoteMission:
             default_image=remote_config.agent_image,
             instance=instance,
             engine=remote_engine,
+            writable_roots=(remote_config.home,),
         )
         client = await aiohttp_client(create_app(remote_config, sandbox=provider))
         repo = make_repo(tmp_path / "repo")

@@ -169,6 +169,11 @@ class RemoteDockerProvider(DockerProvider):
     context: str | None = None
     max_back_bytes: int = MAX_BYTES
     max_back_members: int = MAX_MEMBERS
+    #: Folders that writable mounts must lie in (the daemon's home); empty: any.
+    #: The list of writable mounts is read back from a label of the remote
+    #: container, so an engine that forged it could otherwise choose where
+    #: on this host files are unpacked.
+    writable_roots: tuple[Path, ...] = ()
     #: Seconds one tar stream (in or back) may take.
     transfer_timeout: float = 600.0
     #: Runs whose volumes are being filled (their container does not exist yet).
@@ -217,6 +222,14 @@ class RemoteDockerProvider(DockerProvider):
         except OSError as e:
             raise SandboxUnavailable(f"The Docker CLI cannot be run ({e.strerror})") from None
 
+    def _check_writable(self, source: Path) -> Path:
+        """``source`` resolved, refused unless it lies in one of ``writable_roots``."""
+        resolved = source.resolve()
+        roots = [root.resolve() for root in self.writable_roots]
+        if roots and not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+            raise SandboxError(f"Refusing to write back to {source}: it is outside the daemon's folders")
+        return resolved
+
     def _owner(self) -> tuple[int, int]:
         owner = _numeric_user(self.user) or _numeric_user(UNPRIVILEGED_USER)
         assert owner is not None
@@ -258,6 +271,9 @@ class RemoteDockerProvider(DockerProvider):
         """Fill the run's volumes from the mounts' sources, then start the container."""
         volumes = plan_volumes(spec)
         self.run_args(spec)  # refuses what cannot run before anything is created
+        for volume in volumes:
+            if not volume.read_only:
+                self._check_writable(volume.source)
         _checked_ref(spec.run_id, "run id")
         existing = await self._cli("inspect", "--format", "{{.Id}}", "--", f"haflow-{spec.run_id}")
         if existing.returncode == 0:
@@ -368,19 +384,27 @@ class RemoteDockerProvider(DockerProvider):
         text = result.stdout.decode(errors="replace").strip()
         if result.returncode != 0 or not text or text == "<no value>":
             raise SandboxError(f"Lost track of the agent container's files: {result.error}")
-        for source, target, is_file, keep in json.loads(text):
+        try:
+            writable = [
+                (self._check_writable(Path(a)), str(b), bool(c), [str(k) for k in d]) for a, b, c, d in json.loads(text)
+            ]
+        except (ValueError, TypeError):
+            raise SandboxError("The agent container's list of writable mounts is not ours") from None
+        for source, target, is_file, keep in writable:
+            if not target.startswith("/") or "\0" in target:
+                raise SandboxError("The agent container's list of writable mounts is not ours")
             with tempfile.TemporaryDirectory(prefix="haflow-back-") as folder:
                 archive = Path(folder) / "back.tar"
                 await self._copy_out(sandbox_id, target, archive)
                 member = posixpath.basename(target)
                 if is_file:
-                    await asyncio.to_thread(unpack_file, archive, member, Path(source), max_bytes=self.max_back_bytes)
+                    await asyncio.to_thread(unpack_file, archive, member, source, max_bytes=self.max_back_bytes)
                 else:
                     await asyncio.to_thread(
                         unpack_tree,
                         archive,
                         member,
-                        Path(source),
+                        source,
                         keep=tuple(keep),
                         max_bytes=self.max_back_bytes,
                         max_members=self.max_back_members,

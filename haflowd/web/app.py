@@ -45,6 +45,7 @@ def default_sandbox(config: Config) -> SandboxProvider:
             instance=instance_id(config.home),
             docker_host=config.docker_host,
             context=config.docker_context,
+            writable_roots=(config.home,),
         )
     return DockerProvider(docker=config.docker, default_image=config.agent_image, instance=instance_id(config.home))
 
