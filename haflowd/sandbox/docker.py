@@ -184,7 +184,7 @@ class DockerProvider:
         self._cli_slots = asyncio.Semaphore(self.max_cli)
         self._egress = EgressRuns(docker=self.docker, instance=self.instance, user=self.user)
         label = None if self.instance is None else f"{LABEL_INSTANCE}={self.instance}"
-        self._exits = ExitWatch(binary=self._binary, inspect=self._inspect_state, label=label)
+        self._exits = ExitWatch(binary=self._binary, inspect=self._inspect_state, label=label, env=self._cli_env)
 
     @property
     def exits(self) -> ExitWatch:
@@ -200,6 +200,10 @@ class DockerProvider:
         return self._egress
 
     # -- plumbing ---------------------------------------------------------
+
+    def _cli_env(self) -> Mapping[str, str] | None:
+        """The environment of long-lived CLI processes (``None``: the daemon's own)."""
+        return None
 
     def _binary(self) -> str:
         found = shutil.which(self.docker)

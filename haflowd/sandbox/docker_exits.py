@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import attrs
 
@@ -57,6 +57,8 @@ class ExitWatch:
     binary: Callable[[], str]
     inspect: Callable[[str], Awaitable[Completed]]
     label: str | None = None
+    #: The CLI's environment (``None``: the daemon's), e.g. pointed at a remote engine.
+    env: Callable[[], Mapping[str, str] | None] = lambda: None
     _waiters: dict[str, set[asyncio.Future[int]]] = attrs.field(factory=dict, init=False)
     _exits: collections.OrderedDict[str, int] = attrs.field(factory=collections.OrderedDict, init=False)
     _task: asyncio.Task[None] | None = attrs.field(default=None, init=False)
@@ -222,11 +224,13 @@ class ExitWatch:
         if self.label is not None:
             argv[2:2] = ["--filter", f"label={self.label}"]
         try:
+            env = self.env()
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL,
+                env=dict(env) if env is not None else None,
             )
         except OSError as e:
             raise SandboxUnavailable(f"The Docker CLI cannot be run ({e.strerror})") from None

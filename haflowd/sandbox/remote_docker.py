@@ -198,6 +198,9 @@ class RemoteDockerProvider(DockerProvider):
             env["DOCKER_CONTEXT"] = self.context
         return env
 
+    def _cli_env(self) -> Mapping[str, str] | None:
+        return self.target_env()
+
     async def _cli(
         self,
         *args: str,
