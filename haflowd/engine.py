@@ -35,7 +35,7 @@ from typing import Any
 import attrs
 
 from . import secrets
-from .agentfiles import regular_files
+from .agentfiles import is_regular, regular_files
 from .agents.prompts import PromptLibrary
 from .agents.protocol import AgentAdapter, StepContext
 from .catalog import CODE_WORKFLOW, DEFAULT_WORKFLOW, Catalog, Definitions
@@ -66,7 +66,7 @@ from .quota_watch import QuotaWatch
 from .sandbox.protocol import Mount, SandboxError, SandboxInfo, SandboxProvider, SandboxSpec
 from .store import Store
 from .supervisor import NOTE_PREFIX, Failure, FailureKind, Launch, RunEnd, Stop, Supervisor
-from .workspaces.protocol import ARTIFACTS_TARGET, LogLine, Repositories, Workspace
+from .workspaces.protocol import ARTIFACTS_TARGET, Collected, LogLine, Repositories, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -607,6 +607,24 @@ class Engine:
             return DOCUMENT_PROMPT
         return kind
 
+    def _write_codegen_report(
+        self, mission_id: str, step: WorkflowStep, collected: Collected, result: str | None
+    ) -> None:
+        """Give the code review its artifact when the agent wrote none (real CLIs commit code, not reports)."""
+        assert step.output_artifact is not None
+        if is_regular(self.store.artifacts_dir(mission_id) / step.output_artifact):
+            return
+        lines = [f"# {step.name}", "", result.strip() if result else "The agent left no message.", ""]
+        if collected.commit and collected.changes:
+            c = collected.changes
+            lines.append(
+                f"Commit `{collected.commit[:12]}`: {c.files} files changed, +{c.insertions} -{c.deletions}."
+            )
+        else:
+            lines.append("The work tree is unchanged: no commit.")
+        with contextlib.suppress(OSError, HaflowError):
+            self.store.write_artifact(mission_id, step.output_artifact, "\n".join(lines) + "\n")
+
     def _fail_locked(self, meta: MissionMeta, message: str) -> None:
         self._save(meta, status=MissionStatus.FAILED, errors=(*meta.errors, message), last_error=message)
         log.info("mission.failed", extra={"mission_id": meta.mission_id, "error": message})
@@ -675,6 +693,10 @@ class Engine:
             collected = await workspace.collect(meta, step, run.run_id, end.exit_code, note)
             problem = collected.problem
             changes.update(commit=collected.commit, changes=collected.changes)
+            if problem is None and step.workspace_mode is WorkspaceMode.CODEGEN and step.output_artifact:
+                await asyncio.to_thread(
+                    self._write_codegen_report, mission_id, step, collected, outcome.result if outcome else None
+                )
         run = attrs.evolve(
             run,
             finished_at=run.finished_at or utcnow(),

@@ -27,6 +27,8 @@ class Behaviour:
     #: When set, the agent waits for it after its first line (a "slow" agent).
     gate: asyncio.Event | None = None
     extra_lines: tuple[bytes, ...] = ()
+    #: Like a real CLI at a codegen step: change the work tree, write no output artifact.
+    code_only: bool = False
 
 
 @attrs.define
@@ -84,7 +86,10 @@ class FakeSandbox:
             await behaviour.gate.wait()
         for line in behaviour.extra_lines:
             run.emit(line)
-        if behaviour.exit_code == 0:
+        if behaviour.code_only:
+            tree = next(Path(m.source) for m in spec.mounts if m.target == "/workspace")
+            (tree / "added-by-agent.txt").write_text("hello\n")
+        elif behaviour.exit_code == 0:
             folder = Path(spec.mounts[0].source)
             content = (folder / inp).read_text() if inp else ""
             (folder / out).write_text(f"# {step_id} (by {agent_id})\n\n{content}")

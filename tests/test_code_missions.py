@@ -206,6 +206,23 @@ class TestCodeMissionCreation:
         second = fake.started[1]
         assert second.env.get("HAFLOW_FEEDBACK_ARTIFACT") == "feedback-1.md"
 
+    async def test_codegen_without_a_report_gets_one(self, client: TestClient, fake: FakeSandbox, tmp_path: Path) -> None:
+        """A codegen agent that commits code but writes no report (as real CLIs do) leaves the review a summary."""
+        from tests.fakes import Behaviour
+
+        repo = make_repo(tmp_path / "repo")
+        project = await link(client, repo)
+        mid = (await create(client, project["project_id"]))["mission_id"]
+        fake.behaviours["implementation"] = Behaviour(code_only=True)
+        for expected in ("waiting_human", "waiting_human", "waiting_code_review"):
+            await api(client, "POST", f"/api/missions/{mid}/continue")
+            data = await wait_status(client, mid, expected, "failed")
+            assert data["status"] == expected, data.get("last_error")
+        run = data["runs"][-1]
+        report = data["artifacts"]["implementation-result.md"]
+        assert report.startswith("# Implementation\n\nThe agent left no message.")
+        assert f"Commit `{run['commit'][:12]}`: 1 files changed, +1 -0." in report
+
     async def test_delete_mission(self, client: TestClient, home: Path) -> None:
         """DELETE removes the mission's folder; the mission is gone from the list."""
         status, body = await api(client, "POST", "/api/missions", json={"title": "t", "type": "fix", "rawInput": "x"})
