@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import posixpath
-import tarfile
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import IO
 import attrs
 
 from ..proc import Completed, reap
+from .areas import pack_path
 from .docker import (
     LABEL_INSTANCE,
     UNPRIVILEGED_USER,
@@ -139,20 +139,8 @@ def plan_volumes(spec: SandboxSpec) -> list[_Volume]:
 
 
 def pack(volume: _Volume, out: IO[bytes], uid: int, gid: int) -> None:
-    """Write a tar stream of ``volume.source`` to ``out``, owned by ``uid:gid``.
-
-    Symlinks are stored as symlinks (never followed); sockets, pipes and
-    devices are left out.
-    """
-
-    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
-            return None
-        info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
-        return info
-
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        tar.add(volume.source, arcname=volume.member, recursive=True, filter=owned)
+    """Write the tar stream that fills ``volume``, owned by ``uid:gid``."""
+    pack_path(volume.source, volume.member, out, uid, gid)
 
 
 @attrs.define
