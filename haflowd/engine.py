@@ -515,7 +515,7 @@ class Engine:
         command = invocation.command
         if invocation.stdin is not None:
             prompt = await asyncio.to_thread(self.store.write_prompt, meta.mission_id, run_id, invocation.stdin)
-            mounts = (*mounts, Mount(prompt, PROMPT_TARGET, read_only=True))
+            mounts = (*mounts, Mount(prompt, PROMPT_TARGET, read_only=True, name="prompt"))
             # A fixed script; the agent's argv follows as "$@", never parsed by a shell.
             command = ("/bin/sh", "-c", f'exec "$@" < {PROMPT_TARGET}', "sh", *command)
         try:

@@ -104,7 +104,7 @@ class Executions:
             image=image,
             # The person's command runs in the sandbox's shell, never the host's.
             command=("/bin/sh", "-c", command),
-            mounts=(Mount(copy, "/workspace"),),
+            mounts=(Mount(copy, "/workspace", name="workspace"),),
             workdir="/workspace",
             limits=attrs.evolve(COMMAND_LIMITS, timeout_seconds=timeout),
         )

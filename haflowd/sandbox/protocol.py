@@ -36,13 +36,28 @@ LABEL_RUN = "haflow.run_id"
 LABEL_STEP = "haflow.step_id"
 
 
+#: What a writable area may hand back at most, unless its step says otherwise.
+DEFAULT_AREA_BYTES = 1024 * 1024 * 1024
+DEFAULT_AREA_FILES = 100_000
+
+
 @attrs.frozen
 class Mount:
-    """A host folder bind-mounted into the sandbox."""
+    """An area of a step: a folder or file of the daemon's, seen at ``target`` in the sandbox.
+
+    A provider that shares the daemon's disk binds ``source``; the others
+    carry it as a tar stream (:mod:`haflowd.sandbox.areas`) and, unless
+    ``read_only``, bring it back after the run, refusing more than
+    ``max_bytes`` in ``max_files`` entries.
+    """
 
     source: Path
     target: str
     read_only: bool = False
+    #: What the area is (``artifacts``, ``workspace``, ``git``, ``prompt``), for messages and labels.
+    name: str = ""
+    max_bytes: int = DEFAULT_AREA_BYTES
+    max_files: int = DEFAULT_AREA_FILES
 
 
 @attrs.frozen

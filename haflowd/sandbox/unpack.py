@@ -50,12 +50,21 @@ def _kept(rel: str, keep: Collection[str]) -> bool:
 
 
 def _members(
-    tar: tarfile.TarFile, top: str, keep: Collection[str], max_bytes: int, max_members: int
+    tar: tarfile.TarFile,
+    top: str,
+    keep: Collection[str],
+    max_bytes: int,
+    max_members: int,
+    others: Collection[str] = (),
 ) -> list[tarfile.TarInfo]:
     """The members under ``top``, renamed relative to it, after every check."""
     chosen: list[tarfile.TarInfo] = []
     total = 0
-    for count, member in enumerate(tar, start=1):
+    count = 0
+    for member in tar:
+        if others and any(_relative(member.name, other) is not None for other in others):
+            continue
+        count += 1
         if count > max_members:
             raise UnpackError(f"The sandbox's archive holds more than {max_members} entries")
         total += max(0, member.size)
@@ -95,11 +104,14 @@ def unpack_tree(
     keep: Collection[str] = (),
     max_bytes: int = MAX_BYTES,
     max_members: int = MAX_MEMBERS,
+    others: Collection[str] = (),
 ) -> None:
     """Replace the content of folder ``dest`` with the tree under ``top`` in ``archive``.
 
     ``keep`` names top-level entries of ``dest`` left as they are (another
-    mount's place); the archive's entries there are ignored. The archive is
+    mount's place); the archive's entries there are ignored. ``others`` names
+    further top-level folders the archive may hold (other areas of one
+    stream): skipped here; any other name outside ``top`` is refused. The archive is
     unpacked into a sibling folder first; only then is ``dest``'s content
     swapped, entry by entry, so a refused archive leaves ``dest`` untouched.
     """
@@ -109,7 +121,7 @@ def unpack_tree(
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.unpack-", dir=dest.parent))
     try:
         with tarfile.open(archive, mode="r:") as tar:
-            members = _members(tar, top, keep, max_bytes, max_members)
+            members = _members(tar, top, keep, max_bytes, max_members, others)
             tar.extractall(staging, members=members, filter=_lenient_filter)  # noqa: S202 (checked members, data filter)
         for child in list(dest.iterdir()):
             if child.name in keep:

@@ -18,7 +18,7 @@ class ArtifactsWorkspace:
     store: Store
 
     async def prepare(self, mission: MissionMeta, step: WorkflowStep, run_id: str, log: LogLine) -> tuple[Mount, ...]:
-        return (Mount(self.store.artifacts_dir(mission.mission_id), ARTIFACTS_TARGET),)
+        return (Mount(self.store.artifacts_dir(mission.mission_id), ARTIFACTS_TARGET, name="artifacts"),)
 
     async def collect(
         self, mission: MissionMeta, step: WorkflowStep, run_id: str, exit_code: int, log: LogLine

@@ -97,10 +97,10 @@ class CodeWorkspace:
         _mount_point(clone.work_tree / ".git")
         return (
             *mounts,
-            Mount(clone.work_tree, WORKSPACE_TARGET, read_only=not codegen),
+            Mount(clone.work_tree, WORKSPACE_TARGET, read_only=not codegen, name="workspace"),
             # The git directory is never the agent's to write: hooks, config
             # and attributes there would run code in the daemon's git.
-            Mount(clone.git_dir, f"{WORKSPACE_TARGET}/.git", read_only=True),
+            Mount(clone.git_dir, f"{WORKSPACE_TARGET}/.git", read_only=True, name="git"),
         )
 
     async def collect(
