@@ -296,6 +296,22 @@ class TestRemoteOnly:
         finally:
             await provider.remove(sandbox_id)
 
+    async def test_area_cap_declared_by_the_step(self, provider, make_spec, artifacts: Path) -> None:
+        """An area's own ``max_bytes`` bounds what comes back, below the provider's cap."""
+        spec = make_spec(
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/mission/artifacts/big bs=1024 count=200 2>/dev/null",
+            mounts=(Mount(artifacts, "/mission/artifacts", name="artifacts", max_bytes=64 * 1024),),
+        )
+        sandbox_id = await provider.start(spec)
+        try:
+            with pytest.raises(Exception, match=r"larger than|more than"):
+                await provider.wait(sandbox_id)
+            assert sorted(p.name for p in artifacts.iterdir()) == ["raw-input.md"]
+        finally:
+            await provider.remove(sandbox_id)
+
     async def test_orphan_volumes_swept(self, target, provider) -> None:
         """Volumes of this instance whose run has no container (a daemon died while filling) go at list()."""
         labels = ["--label", "haflow.run_id=r-orphan01", "--label", f"haflow.instance={SESSION_INSTANCE}"]

@@ -76,6 +76,9 @@ class _Volume:
     read_only: bool
     #: Top-level entries another mount occupies (left alone on the way back).
     keep: tuple[str, ...] = ()
+    #: The area's own caps on what may come back.
+    max_bytes: int = MAX_BYTES
+    max_files: int = MAX_MEMBERS
 
     @property
     def fill_parent(self) -> str:
@@ -118,7 +121,18 @@ def plan_volumes(spec: SandboxSpec) -> list[_Volume]:
             parent = posixpath.dirname(target)
             if parent == "/" or parent in targets or any(v.is_file and v.target == parent for v in volumes):
                 raise SandboxError(f"Cannot mount the file {mount.target!r} on a remote engine (its folder is taken)")
-            volumes.append(_Volume(name, source, parent, posixpath.basename(target), True, mount.read_only))
+            volumes.append(
+                _Volume(
+                    name,
+                    source,
+                    parent,
+                    posixpath.basename(target),
+                    True,
+                    mount.read_only,
+                    max_bytes=mount.max_bytes,
+                    max_files=mount.max_files,
+                )
+            )
             continue
         nested = [t[len(target) + 1 :] for t in targets if t.startswith(target + "/")]
         nested += [
@@ -132,7 +146,15 @@ def plan_volumes(spec: SandboxSpec) -> list[_Volume]:
             )
         volumes.append(
             _Volume(
-                name, source, target, posixpath.basename(target), False, mount.read_only, tuple(sorted(set(nested)))
+                name,
+                source,
+                target,
+                posixpath.basename(target),
+                False,
+                mount.read_only,
+                tuple(sorted(set(nested))),
+                mount.max_bytes,
+                mount.max_files,
             )
         )
     return volumes
@@ -250,7 +272,14 @@ class RemoteDockerProvider(DockerProvider):
         for volume in volumes:
             extra += ["--mount", volume.mount_arg(fill=False)]
         writable = [
-            [str(v.source), v.target if not v.is_file else posixpath.join(v.target, v.member), v.is_file, list(v.keep)]
+            [
+                str(v.source),
+                v.target if not v.is_file else posixpath.join(v.target, v.member),
+                v.is_file,
+                list(v.keep),
+                v.max_bytes,
+                v.max_files,
+            ]
             for v in volumes
             if not v.read_only
         ]
@@ -376,20 +405,18 @@ class RemoteDockerProvider(DockerProvider):
         if result.returncode != 0 or not text or text == "<no value>":
             raise SandboxError(f"Lost track of the agent container's files: {result.error}")
         try:
-            writable = [
-                (self._check_writable(Path(a)), str(b), bool(c), [str(k) for k in d]) for a, b, c, d in json.loads(text)
-            ]
+            writable = [self._writable_entry(entry) for entry in json.loads(text)]
         except (ValueError, TypeError):
             raise SandboxError("The agent container's list of writable mounts is not ours") from None
-        for source, target, is_file, keep in writable:
+        for source, target, is_file, keep, max_bytes, max_files in writable:
             if not target.startswith("/") or "\0" in target:
                 raise SandboxError("The agent container's list of writable mounts is not ours")
             with tempfile.TemporaryDirectory(prefix="haflow-back-") as folder:
                 archive = Path(folder) / "back.tar"
-                await self._copy_out(sandbox_id, target, archive)
+                await self._copy_out(sandbox_id, target, archive, max_bytes, max_files)
                 member = posixpath.basename(target)
                 if is_file:
-                    await asyncio.to_thread(unpack_file, archive, member, source, max_bytes=self.max_back_bytes)
+                    await asyncio.to_thread(unpack_file, archive, member, source, max_bytes=max_bytes)
                 else:
                     await asyncio.to_thread(
                         unpack_tree,
@@ -397,13 +424,33 @@ class RemoteDockerProvider(DockerProvider):
                         member,
                         source,
                         keep=tuple(keep),
-                        max_bytes=self.max_back_bytes,
-                        max_members=self.max_back_members,
+                        max_bytes=max_bytes,
+                        max_members=max_files,
                     )
 
-    async def _copy_out(self, sandbox_id: str, target: str, archive: Path) -> None:
+    def _writable_entry(self, entry: list[object]) -> tuple[Path, str, bool, list[str], int, int]:
+        """One entry of the writable-mounts label, with caps no larger than this provider's.
+
+        Containers started before areas had caps carry four fields.
+        """
+        source, target, is_file, keep = entry[:4]
+        caps = [int(c) for c in entry[4:6] if isinstance(c, int)]
+        max_bytes = min([self.max_back_bytes, *caps[:1]])
+        max_files = min([self.max_back_members, *caps[1:2]])
+        if not isinstance(keep, list):
+            raise TypeError("keep")
+        return (
+            self._check_writable(Path(str(source))),
+            str(target),
+            bool(is_file),
+            [str(k) for k in keep],
+            max_bytes,
+            max_files,
+        )
+
+    async def _copy_out(self, sandbox_id: str, target: str, archive: Path, max_bytes: int, max_files: int) -> None:
         """``docker cp ctr:target -`` into ``archive``, killed once it exceeds the cap."""
-        cap = self.max_back_bytes + 1024 * self.max_back_members + 1024 * 1024
+        cap = max_bytes + 1024 * max_files + 1024 * 1024
         proc = await self._stream(
             "cp", f"{sandbox_id}:{target}", "-", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE
         )
