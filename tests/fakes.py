@@ -54,6 +54,10 @@ class FakeRun:
 @attrs.define
 class FakeSandbox:
     behaviours: dict[str, Behaviour] = attrs.field(factory=dict)
+    #: Behaviour by mission id, before ``behaviours``: runs start in the
+    #: background after ``continue`` answered, so swapping ``behaviours``
+    #: between missions would race with their starts.
+    for_mission: dict[str, Behaviour] = attrs.field(factory=dict)
     runs: dict[str, FakeRun] = attrs.field(factory=dict)
     unavailable: str | None = None
     #: When set, start() waits for it (a slow image build or container start).
@@ -79,7 +83,7 @@ class FakeSandbox:
 
     async def _act(self, run: FakeRun) -> None:
         spec = run.spec
-        behaviour = self.behaviours.get(spec.step_id, Behaviour())
+        behaviour = self.for_mission.get(spec.mission_id) or self.behaviours.get(spec.step_id, Behaviour())
         step_id, agent_id, inp, out = spec.command[1:5]
         run.emit(f"[agent] {agent_id} starting step {step_id}\n".encode())
         if behaviour.gate is not None:

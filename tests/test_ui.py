@@ -621,12 +621,13 @@ class TestLayout:
         """Missions in every state; returns the one waiting at a gate and the running one's release."""
         done = await create_mission(ui, "Dark mode toggle in settings")
         await ui.api("POST", f"/api/missions/{done}/mark-completed")
-        fake.behaviours["cleanup"] = Behaviour(exit_code=2)
-        await create_mission(ui, "Fix flaky export test")
+        failing = await create_mission(ui, "Fix flaky export test", start=False)
+        fake.for_mission[failing] = Behaviour(exit_code=2)
+        await ui.api("POST", f"/api/missions/{failing}/continue")
         release = asyncio.Event()
-        fake.behaviours["cleanup"] = Behaviour(gate=release)
-        await create_mission(ui, "Rate-limit the public API")
-        fake.behaviours["cleanup"] = Behaviour()
+        running = await create_mission(ui, "Rate-limit the public API", start=False)
+        fake.for_mission[running] = Behaviour(gate=release)
+        await ui.api("POST", f"/api/missions/{running}/continue")
         await create_mission(ui, "Hotfix: crash on empty title", start=False)
         gate = await create_mission(ui, "Export missions as CSV")
         return gate, release
