@@ -154,7 +154,7 @@ def login_url(config: Config) -> str:
     host = f"[{config.host}]" if ":" in config.host else config.host
     if host in WILDCARD_HOSTS or host == "[::]":
         host = "127.0.0.1"
-    base = f"http://{host}:{config.port}/"
+    base = f"{'https' if config.tls else 'http'}://{host}:{config.port}/"
     return f"{base}?token={config.token}" if config.token else base
 
 
