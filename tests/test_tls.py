@@ -71,6 +71,13 @@ class TestConfig:
         context = server_context(config)
         assert context is not None and context.minimum_version == ssl.TLSVersion.TLSv1_2
 
+    def test_tls_does_not_replace_the_token(self, tmp_path: Path, cert: tuple[Path, Path]) -> None:
+        """Listening beyond loopback for pods still needs the daemon's token, HTTPS or not."""
+        env = {"HAFLOW_TLS_CERT": str(cert[0]), "HAFLOW_TLS_KEY": str(cert[1])}
+        exposed = Config.from_env(env, home=tmp_path, host="0.0.0.0")  # noqa: S104 - never bound here
+        with pytest.raises(HaflowError, match="without a token"):
+            create_app(exposed, sandbox=FakeSandbox())
+
     def test_unusable_files_are_named(self, tmp_path: Path, cert: tuple[Path, Path]) -> None:
         """A missing key file, or a key that is not one, fails with a message naming the file."""
         missing = Config.from_env(

@@ -288,6 +288,12 @@ class TestTickets:
                 t.join()
             assert sum(t is not None for t in won) == 1
 
+    async def test_head_does_not_use_the_token_up(self, client: TestClient, plans: list[AreaPlan]) -> None:
+        """HEAD is no download (refused like any unrouted method); the token still opens the GET afterwards."""
+        token = issue(client, plans, "in")
+        assert (await client.head(IN, headers=bearer(token))).status in (401, 405)
+        assert (await client.get(IN, headers=bearer(token))).status == 200
+
     async def test_wrong_direction_is_refused_and_keeps_the_ticket(
         self, client: TestClient, plans: list[AreaPlan]
     ) -> None:

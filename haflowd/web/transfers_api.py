@@ -86,7 +86,8 @@ def _retrieve(task: asyncio.Future[None]) -> None:
         log.warning("transfer.pack_failed", extra={"error": str(exc)})
 
 
-@routes.get(IN_PATH)
+# No HEAD: it would use the token up for nothing.
+@routes.get(IN_PATH, allow_head=False)
 @described(
     "A run's areas as one tar stream (aN/ per area), for the pod's init container; the token is used up",
     media=TAR,
