@@ -74,7 +74,7 @@ class TestConfig:
     def test_tls_does_not_replace_the_token(self, tmp_path: Path, cert: tuple[Path, Path]) -> None:
         """Listening beyond loopback for pods still needs the daemon's token, HTTPS or not."""
         env = {"HAFLOW_TLS_CERT": str(cert[0]), "HAFLOW_TLS_KEY": str(cert[1])}
-        exposed = Config.from_env(env, home=tmp_path, host="0.0.0.0")  # noqa: S104 - never bound here
+        exposed = Config.from_env(env, home=tmp_path, host="0.0.0.0")  # never bound here
         with pytest.raises(HaflowError, match="without a token"):
             create_app(exposed, sandbox=FakeSandbox())
 
