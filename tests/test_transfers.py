@@ -90,7 +90,8 @@ def issue(client: TestClient, plans: list[AreaPlan], direction: str, run_id: str
 
 
 def tar_of(*entries: tuple[str, bytes | str | None]) -> bytes:
-    """A tar stream: (name, bytes) a file, (name, None) a folder, (name, "->target") a symlink."""
+    """A tar stream: (name, bytes) a file, (name, None) a folder, (name, "->target") a symlink,
+    (name, "=>target") a hard link, (name, "|") a named pipe."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, content in entries:
@@ -98,8 +99,12 @@ def tar_of(*entries: tuple[str, bytes | str | None]) -> bytes:
             if content is None:
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 tar.addfile(info)
+            elif content == "|":
+                info.type = tarfile.FIFOTYPE
+                tar.addfile(info)
             elif isinstance(content, str):
-                info.type, info.linkname = tarfile.SYMTYPE, content.removeprefix("->")
+                kind = tarfile.LNKTYPE if content.startswith("=>") else tarfile.SYMTYPE
+                info.type, info.linkname = kind, content[2:]
                 tar.addfile(info)
             else:
                 info.size, info.mode = len(content), 0o644
@@ -217,10 +222,15 @@ class TestOut:
             ((("a0/link", "->/etc/passwd"),), "link"),
             ((("a0/pkg", None), ("a0/pkg/up", "->../../../outside")), "link"),
             (tuple((f"a0/f{i}.txt", b"x") for i in range(25)), "more than 20 entries"),
+            ((("a0/hard", "=>a1/HEAD"),), "outside 'a0'"),
+            ((("a0/pipe", "|"),), "special file"),
             ((("elsewhere/x", b"evil"),), "outside 'a0'"),
             ((("a0/big.bin", b"\0" * 10_001),), "more than 10000 bytes"),
         ],
-        ids=["absolute", "dotdot", "symlink-absolute", "symlink-climbs", "too-many", "other-top", "too-big"],
+        ids=[
+            "absolute", "dotdot", "symlink-absolute", "symlink-climbs", "too-many",
+            "hardlink-out", "fifo", "other-top", "too-big",
+        ],
     )
     async def test_hostile_archive_is_422_and_changes_nothing(
         self, client: TestClient, plans: list[AreaPlan], mounts: list[Mount], entries: Any, why: str
