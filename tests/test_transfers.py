@@ -342,6 +342,19 @@ class TestTickets:
         assert resp.status == 204
         assert (mounts[0].source / "after.py").read_text() == "1"
 
+    async def test_start_up_sweeps_expired_tickets(
+        self, aiohttp_client: Any, config: Config, home: Path, plans: list[AreaPlan]
+    ) -> None:
+        """A daemon starting removes tickets that expired while it was down, and a crash's temp files."""
+        root = home / "transfers"
+        TransferTickets(root, clock=lambda: 1_000_000.0).issue(
+            run_id=RUN, plans=plans, direction="out", uid=1, gid=1, ttl_seconds=60
+        )
+        live = TransferTickets(root).issue(run_id=RUN, plans=plans, direction="out", uid=1, gid=1, ttl_seconds=60)
+        (root / ".tmp-upload-0123.tar").write_bytes(b"half")
+        await aiohttp_client(create_app(config, sandbox=FakeSandbox()))
+        assert [p.name for p in root.iterdir()] == [hashlib.sha256(live.encode()).hexdigest() + ".json"]
+
     def test_file_holds_no_token_and_is_private(self, home: Path, plans: list[AreaPlan], mounts: list[Mount]) -> None:
         """The ticket is <sha256 of token>.json (0600, folder 0700) with the areas, never the token."""
         tickets = TransferTickets(home / "transfers")

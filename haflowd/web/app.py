@@ -90,7 +90,6 @@ def create_app(
     app[SANDBOX] = sandbox
     app[LIST_CACHE] = ListCache()
     app[TRANSFERS] = transfers
-    app.on_startup.append(_sweep_transfers)
     app.cleanup_ctx.append(_supervisor)
 
     # Before ``routes``: its catch-all answers every other /api path with 404.
@@ -132,14 +131,12 @@ async def _supervisor(app: web.Application) -> AsyncIterator[None]:
     count = app[STORE].load()
     app[PROJECTS].load()
     log.info("daemon.started", extra={"version": __version__, "missions": count, "home": str(config.home)})
+    # Before the engine re-attaches runs (whose provider may issue tickets): tickets that
+    # expired while the daemon was down, and the temp files of a crash.
+    await asyncio.to_thread(app[TRANSFERS].sweep)
     await engine.start()
     yield
     await engine.close()
-
-
-async def _sweep_transfers(app: web.Application) -> None:
-    # Tickets that expired while the daemon was down, and temp files of a crash.
-    await asyncio.to_thread(app[TRANSFERS].sweep)
 
 
 async def _revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
