@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import json
+import os
 import stat
 import tarfile
 import threading
@@ -159,6 +160,30 @@ class TestIn:
         assert resp.status == 200
         with pytest.raises(ClientPayloadError):
             await resp.read()
+
+    async def test_slow_pods_do_not_hold_the_daemons_threads(
+        self, client: TestClient, plans: list[AreaPlan], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """More stalled downloads than the default executor has workers: the daemon's other file I/O still runs."""
+        release = threading.Event()
+
+        def stalled(plans: Any, out: IO[bytes], uid: int, gid: int) -> None:
+            out.write(b"x" * 1024)
+            out.flush()
+            release.wait(30)  # a pod that does not read on
+
+        monkeypatch.setattr(transfers_api, "pack_areas", stalled)
+        count = min(32, (os.cpu_count() or 1) + 4) + 2
+        responses = [await client.get(IN, headers=bearer(issue(client, plans, "in"))) for _ in range(count)]
+        try:
+            for resp in responses:
+                assert resp.status == 200 and len(await resp.content.readexactly(1024)) == 1024
+            # Would hang (and time out) if the stalled packers held every worker of the default executor.
+            assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), timeout=20) == "free"
+        finally:
+            release.set()
+        for resp in responses:
+            assert await resp.read() == b""
 
     async def test_failure_before_the_first_byte_is_an_envelope(
         self, client: TestClient, plans: list[AreaPlan], mounts: list[Mount]

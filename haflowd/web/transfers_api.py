@@ -21,9 +21,11 @@ retried with fresh tickets).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import IO
 
@@ -80,6 +82,37 @@ def _pack(plans: tuple[AreaPlan, ...], uid: int, gid: int, fd: int) -> None:
         pack_areas(plans, out, uid, gid)
 
 
+def _packer(plans: tuple[AreaPlan, ...], uid: int, gid: int, fd: int) -> asyncio.Future[None]:
+    """Run :func:`_pack` in a thread of its own; the future settles when it ends.
+
+    Not the default executor: a download lasts as long as the pod takes to
+    read it, and a few slow pods must not hold every worker the daemon's
+    other file I/O runs on.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            _pack(plans, uid, gid, fd)
+        except BaseException as e:  # handed to the loop, which decides
+            error = e
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=run, name="haflow-transfer-in", daemon=True).start()
+    return future
+
+
 def _retrieve(task: asyncio.Future[None]) -> None:
     # A packer stopped by a closed pipe (the client went away) is expected; nobody awaits it then.
     if not task.cancelled() and (exc := task.exception()) is not None and not isinstance(exc, BrokenPipeError):
@@ -107,7 +140,7 @@ async def transfer_in(request: web.Request) -> web.StreamResponse:
         pipe.close()
         os.close(write_fd)
         raise
-    packing = asyncio.ensure_future(asyncio.to_thread(_pack, ticket.plans, ticket.uid, ticket.gid, write_fd))
+    packing = _packer(ticket.plans, ticket.uid, ticket.gid, write_fd)
     response: web.StreamResponse | None = None
     try:
         chunk = await reader.read(CHUNK)
