@@ -170,16 +170,23 @@ class TestIn:
         def stalled(plans: Any, out: IO[bytes], uid: int, gid: int) -> None:
             out.write(b"x" * 1024)
             out.flush()
-            release.wait(30)  # a pod that does not read on
+            release.wait(60)  # a pod that does not read on
 
         monkeypatch.setattr(transfers_api, "pack_areas", stalled)
         count = min(32, (os.cpu_count() or 1) + 4) + 2
-        responses = [await client.get(IN, headers=bearer(issue(client, plans, "in"))) for _ in range(count)]
-        try:
-            for resp in responses:
+        tokens = [issue(client, plans, "in") for _ in range(count)]
+        responses = []
+
+        async def stall_them_all() -> str:
+            for token in tokens:
+                resp = await client.get(IN, headers=bearer(token))
+                responses.append(resp)
                 assert resp.status == 200 and len(await resp.content.readexactly(1024)) == 1024
+            return await asyncio.to_thread(lambda: "free")
+
+        try:
             # Would hang (and time out) if the stalled packers held every worker of the default executor.
-            assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), timeout=20) == "free"
+            assert await asyncio.wait_for(stall_them_all(), timeout=20) == "free"
         finally:
             release.set()
         for resp in responses:
