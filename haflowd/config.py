@@ -20,6 +20,10 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 DEFAULT_HOME = "~/.haflow"
 
 
+class ConfigError(ValueError):
+    """A setting, or a combination of settings, that cannot work; the message names them."""
+
+
 def home_from_env(env: Mapping[str, str]) -> Path:
     """The data folder named by the environment, ``~`` expanded."""
     return Path(env.get("HAFLOW_HOME") or env.get("haflow_HOME") or DEFAULT_HOME).expanduser()
@@ -27,6 +31,10 @@ def home_from_env(env: Mapping[str, str]) -> Path:
 
 def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in (value or "").split(",") if item.strip())
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser().absolute() if value else None
 
 
 @attrs.frozen
@@ -63,12 +71,23 @@ class Config:
     docker_host: str | None = None
     #: ... or as the name of a Docker context (e.g. one holding TLS material).
     docker_context: str | None = None
+    #: PEM certificate (chain) and private key: both set, the daemon speaks HTTPS
+    #: (TLS 1.2 or later), e.g. for pods of a remote engine fetching a run's areas.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.sandbox == "remote-docker" and (self.docker_host is None) == (self.docker_context is None):
             raise ValueError(
                 "HAFLOW_SANDBOX=remote-docker needs exactly one of HAFLOW_DOCKER_HOST and HAFLOW_DOCKER_CONTEXT"
             )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("HTTPS needs both HAFLOW_TLS_CERT and HAFLOW_TLS_KEY (or neither, for plain HTTP)")
+
+    @property
+    def tls(self) -> bool:
+        """Whether the daemon serves HTTPS."""
+        return self.tls_cert is not None
 
     @property
     def missions_dir(self) -> Path:
@@ -107,6 +126,8 @@ class Config:
             "sandbox": (env.get("HAFLOW_SANDBOX") or "docker").lower(),
             "docker_host": env.get("HAFLOW_DOCKER_HOST") or None,
             "docker_context": env.get("HAFLOW_DOCKER_CONTEXT") or None,
+            "tls_cert": _path(env.get("HAFLOW_TLS_CERT")),
+            "tls_key": _path(env.get("HAFLOW_TLS_KEY")),
         }
         for key, name in (
             ("max_body_bytes", "HAFLOW_MAX_BODY_BYTES"),

@@ -44,6 +44,10 @@ class UnsupportedMediaType(HaflowError):
     """A body that is not JSON."""
 
 
+class Unprocessable(HaflowError):
+    """A well-formed body whose content is refused (an archive breaking a limit or holding a bad name)."""
+
+
 class StorageFull(HaflowError):
     """The disk under HAFLOW_HOME is full."""
 

@@ -551,4 +551,4 @@ class TestGenerated:
             assert op["summary"] == mark.summary
             assert str(mark.status) in op["responses"]
             assert {str(c) for c in mark.errors} <= set(op["responses"])
-            assert ("requestBody" in op) == (mark.request is not None)
+            assert ("requestBody" in op) == (mark.request is not None or mark.body_media is not None)

@@ -144,6 +144,7 @@ def serve(args: argparse.Namespace) -> int:
     from ..web.app import create_app
     from ..web.auth import ensure_token, login_url, token_path
     from ..web.reload import lifecycle
+    from ..web.tls import server_context
 
     try:
         config, _ = ensure_token(_config(args))
@@ -155,13 +156,15 @@ def serve(args: argparse.Namespace) -> int:
         print(f"haflowd: {problem}", file=sys.stderr)
         return 1
     try:
+        ssl_context = server_context(config)
         app = create_app(config)
     except HaflowError as exc:
         print(f"haflowd: {exc.message}", file=sys.stderr)
         return 1
     app.cleanup_ctx.append(lifecycle)
     host = f"[{config.host}]" if ":" in config.host else config.host
-    print(f"haflowd {__version__} listening on http://{host}:{config.port}", flush=True)
+    scheme = "https" if config.tls else "http"
+    print(f"haflowd {__version__} listening on {scheme}://{host}:{config.port}", flush=True)
     print(f"missions: {config.missions_dir}", flush=True)
     if config.token is not None and os.environ.get("HAFLOW_TOKEN"):
         # The user chose this token: never echo it into a terminal or the journal.
@@ -179,6 +182,7 @@ def serve(args: argparse.Namespace) -> int:
                 config.host,
                 config.port,
                 max_connections=config.max_connections,
+                ssl_context=ssl_context,
                 shutdown_timeout=5,
                 access_log=logging.getLogger("haflowd.access"),
                 access_log_class=daemon_log.RequestLogger,

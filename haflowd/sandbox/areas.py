@@ -17,7 +17,7 @@ from typing import IO
 import attrs
 
 from .protocol import Mount, SandboxError
-from .unpack import unpack_file, unpack_tree
+from .unpack import unpack_file, unpack_tree, vet_file, vet_tree
 
 
 def pack_path(source: Path, member: str, out: IO[bytes], uid: int, gid: int) -> None:
@@ -140,3 +140,27 @@ def unpack_areas(archive: Path, plans: Sequence[AreaPlan]) -> None:
             )
         else:
             unpack_file(archive, f"{plan.member}/{plan.file_name}", source, max_bytes=plan.mount.max_bytes)
+
+
+def vet_areas(archive: Path, plans: Sequence[AreaPlan]) -> None:
+    """Raise :class:`~haflowd.sandbox.unpack.UnpackError` unless every writable area of ``archive`` comes back whole.
+
+    Run before :func:`unpack_areas` when one refused area must leave all of
+    them untouched; stricter than unpacking (links out of an area and
+    special files are refused, not dropped). Nothing is written.
+    """
+    members = [plan.member for plan in plans]
+    for plan in plans:
+        if not plan.writable:
+            continue
+        if plan.file_name is None:
+            vet_tree(
+                archive,
+                plan.member,
+                keep=plan.keep,
+                max_bytes=plan.mount.max_bytes,
+                max_members=plan.mount.max_files,
+                others=[m for m in members if m != plan.member],
+            )
+        else:
+            vet_file(archive, f"{plan.member}/{plan.file_name}", max_bytes=plan.mount.max_bytes)

@@ -160,3 +160,58 @@ def unpack_file(archive: Path, name: str, dest: Path, *, max_bytes: int = MAX_BY
                 raise
     except (tarfile.TarError, OSError) as e:
         raise UnpackError(f"Could not unpack what the sandbox wrote: {e}") from None
+
+
+#: Where :func:`vet_tree` pretends to unpack: never created, so links are judged by their names alone.
+_VET_DEST = "/nonexistent-haflow-vet/area"
+
+
+def vet_tree(
+    archive: Path,
+    top: str,
+    *,
+    keep: Collection[str] = (),
+    max_bytes: int = MAX_BYTES,
+    max_members: int = MAX_MEMBERS,
+    others: Collection[str] = (),
+) -> None:
+    """Raise :class:`UnpackError` for what :func:`unpack_tree` would refuse *or silently drop*.
+
+    Stricter than unpacking, for callers that must refuse a whole upload
+    before touching anything: besides the caps and names, a link leading
+    out of ``top`` or a special file (device, pipe) is refused here, where
+    :func:`unpack_tree` would skip it and keep the rest. Nothing is written.
+    """
+    try:
+        with tarfile.open(archive, mode="r:") as tar:
+            for member in _members(tar, top, keep, max_bytes, max_members, others):
+                _vet_member(member, top)
+            for member in tar:
+                # _members skips hard links that leave ``top``; here they are refused.
+                rel = _relative(member.name, top)
+                if rel and not _kept(rel, keep) and member.islnk() and not _relative(member.linkname, top):
+                    raise UnpackError(f"The archive's {member.name!r} links to {member.linkname!r}, outside {top!r}")
+    except tarfile.TarError as e:
+        raise UnpackError(f"Not a readable tar archive: {e}") from None
+
+
+def _vet_member(member: tarfile.TarInfo, top: str) -> None:
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        raise UnpackError(f"The archive's {top}/{member.name} is a special file (device, pipe or socket)")
+    try:
+        tarfile.data_filter(member, _VET_DEST)
+    except tarfile.FilterError as e:
+        raise UnpackError(f"The archive's {top}/{member.name} is refused: {e}") from None
+
+
+def vet_file(archive: Path, name: str, *, max_bytes: int = MAX_BYTES) -> None:
+    """Raise :class:`UnpackError` unless :func:`unpack_file` would take ``name`` from ``archive``."""
+    try:
+        with tarfile.open(archive, mode="r:") as tar:
+            member = next((m for m in tar if posixpath.normpath(m.name) == name), None)
+    except tarfile.TarError as e:
+        raise UnpackError(f"Not a readable tar archive: {e}") from None
+    if member is None or not member.isreg():
+        raise UnpackError(f"The archive does not hold {name!r} as a regular file")
+    if member.size > max_bytes:
+        raise UnpackError(f"The archive's {name!r} is larger than {max_bytes} bytes")

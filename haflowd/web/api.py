@@ -49,6 +49,7 @@ STATUS_OF: tuple[tuple[type[HaflowError], int], ...] = (
     (errors.Conflict, 409),
     (errors.PayloadTooLarge, 413),
     (errors.UnsupportedMediaType, 415),
+    (errors.Unprocessable, 422),
     (errors.StorageReadOnly, 503),
     (errors.StorageFull, 507),
 )

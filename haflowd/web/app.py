@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator
@@ -19,14 +20,16 @@ from ..engine import Engine
 from ..models import WorkspaceMode
 from ..projects import ProjectStore
 from ..sandbox.protocol import SandboxProvider
+from ..sandbox.transfers import TransferTickets
 from ..store import Store
 from ..workspaces.artifacts import ArtifactsWorkspace
 from ..workspaces.code import CodeWorkspace
-from . import code_api, health, openapi
+from . import code_api, health, openapi, transfers_api
 from .api import envelope_middleware, routes
 from .auth import auth_guard, check_exposure, login
 from .browser_guard import browser_guard
-from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, PROJECTS, SANDBOX, STORE
+from .described import ticket_route
+from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, PROJECTS, SANDBOX, STORE, TRANSFERS
 from .list_cache import ListCache
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,8 @@ def create_app(
     store = Store(config.missions_dir)
     projects = ProjectStore(config.projects_dir)
     definitions = Definitions(catalog or load_definitions(config))
+    # Before the sandbox: a provider whose pods share no disk issues tickets here.
+    transfers = TransferTickets(config.home / "transfers", writable_roots=(config.home,))
     sandbox = sandbox or default_sandbox(config)
     code = CodeWorkspace(store, projects.get, config.home)
     engine = Engine(
@@ -84,12 +89,14 @@ def create_app(
     app[DEFINITIONS] = definitions
     app[SANDBOX] = sandbox
     app[LIST_CACHE] = ListCache()
+    app[TRANSFERS] = transfers
     app.cleanup_ctx.append(_supervisor)
 
     # Before ``routes``: its catch-all answers every other /api path with 404.
     health.setup(app)
     app.router.add_routes(openapi.routes)
     app.router.add_routes(code_api.routes)
+    app.router.add_routes(transfers_api.routes)
     app.router.add_routes(routes)
     if STATIC.is_dir():
         app.router.add_get("/", _index)
@@ -112,7 +119,8 @@ def create_app(
     )
     for route in list(app.router.routes()):
         if route.method != "*" and route.resource is not None and str(route.resource.canonical).startswith("/api"):
-            cors.add(route)
+            if not ticket_route(route.handler):  # pods, not browsers, use the transfer routes
+                cors.add(route)
     return app
 
 
@@ -123,6 +131,9 @@ async def _supervisor(app: web.Application) -> AsyncIterator[None]:
     count = app[STORE].load()
     app[PROJECTS].load()
     log.info("daemon.started", extra={"version": __version__, "missions": count, "home": str(config.home)})
+    # Before the engine re-attaches runs (whose provider may issue tickets): tickets that
+    # expired while the daemon was down, and the temp files of a crash.
+    await asyncio.to_thread(app[TRANSFERS].sweep)
     await engine.start()
     yield
     await engine.close()

@@ -17,6 +17,11 @@ requests still say ``Host: evil.example``. Only loopback names, the bind
 address, names listed in ``HAFLOW_ALLOWED_HOSTS`` and (when bound to a
 wildcard address) IP literals, which no rebinding attack can produce, are
 accepted.
+
+The two transfer routes (``/api/transfers/in`` and ``/out``, marked
+``auth="ticket"`` beside their handlers) are the one exception to the token
+rule: a pod has no daemon token and its handler accepts only a one-time
+ticket. The ``Host`` check applies to them as to everything else.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from aiohttp import web
 
 from ..config import LOOPBACK_HOSTS, Config
 from ..errors import Forbidden, HaflowError, Unauthorized
+from .described import ticket_route
 from .keys import CONFIG
 
 log = logging.getLogger(__name__)
@@ -148,7 +154,7 @@ def login_url(config: Config) -> str:
     host = f"[{config.host}]" if ":" in config.host else config.host
     if host in WILDCARD_HOSTS or host == "[::]":
         host = "127.0.0.1"
-    base = f"http://{host}:{config.port}/"
+    base = f"{'https' if config.tls else 'http'}://{host}:{config.port}/"
     return f"{base}?token={config.token}" if config.token else base
 
 
@@ -157,6 +163,10 @@ def _authenticated(request: web.Request, token: str) -> bool:
         return True
     cookie = request.cookies.get(COOKIE)
     return cookie is not None and hmac.compare_digest(cookie.encode(), token.encode())
+
+
+def _ticket_route(request: web.Request) -> bool:
+    return ticket_route(request.match_info.handler)
 
 
 async def login(request: web.Request) -> None:
@@ -186,7 +196,9 @@ async def auth_guard(request: web.Request, handler: Handler) -> web.StreamRespon
             raise Forbidden(message)
         raise web.HTTPForbidden(text=message)
     # CORS preflights carry no credentials by design; browser_guard vets their origin.
-    if config.token is not None and is_api and request.method != "OPTIONS":
+    # A transfer route (a pod fetching or handing back a run's areas) holds no daemon
+    # token: its handler accepts its one-time ticket and nothing else.
+    if config.token is not None and is_api and request.method != "OPTIONS" and not _ticket_route(request):
         if not _authenticated(request, config.token):
             raise Unauthorized(
                 "Missing or wrong token: send 'Authorization: Bearer <token>' (the token is in "

@@ -5,6 +5,8 @@ request that carries an ``Origin`` is served only when that origin is the
 daemon's own, a loopback origin (while the daemon itself is on loopback) or
 one configured explicitly; and a write with a body must be JSON, which a
 page cannot send cross-origin without a CORS preflight we would refuse.
+The transfer routes (``auth="ticket"``) take a tar body instead; the
+``Origin`` rule holds for them all the same.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from aiohttp import web
 
 from ..config import LOOPBACK_HOSTS, Config
 from ..errors import Forbidden, UnsupportedMediaType
+from .described import ticket_route
 from .keys import CONFIG
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -50,7 +53,9 @@ async def browser_guard(request: web.Request, handler: Handler) -> web.StreamRes
     origin = request.headers.get("Origin")
     if origin is not None and not origin_allowed(origin, request.app[CONFIG], request.host):
         raise Forbidden(f"Origin {origin!r} is not allowed to use this API")
-    if request.method in WRITE_METHODS and _has_body(request):
+    # A transfer route takes a tar stream from a pod, which sends no Origin (a
+    # browser would, and is stopped above); its handler checks the media type.
+    if request.method in WRITE_METHODS and _has_body(request) and not ticket_route(request.match_info.handler):
         if request.content_type != "application/json":
             raise UnsupportedMediaType("Request bodies must be sent as application/json")
     return await handler(request)

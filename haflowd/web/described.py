@@ -19,7 +19,7 @@ The OpenAPI document lists the routes of the app's router; a route under
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import attrs
 
@@ -49,6 +49,12 @@ class Description:
     query: Mapping[str, tuple[dict[str, Any], str]] = attrs.field(factory=dict)
     #: The media type (or types) of an answer that is not JSON (``text/x-patch``).
     media: str | tuple[str, ...] | None = None
+    #: The media type of a request body that is not JSON (``application/x-tar``).
+    body_media: str | None = None
+    #: ``"daemon"``: the daemon's token or login cookie. ``"ticket"``: only a
+    #: one-time transfer token, checked by the handler; the middlewares
+    #: waive the daemon's token and the JSON-body rule for such a route.
+    auth: Literal["daemon", "ticket"] = "daemon"
 
 
 def described(
@@ -62,6 +68,8 @@ def described(
     enveloped: bool = True,
     query: Mapping[str, tuple[dict[str, Any], str]] | None = None,
     media: str | tuple[str, ...] | None = None,
+    body_media: str | None = None,
+    auth: Literal["daemon", "ticket"] = "daemon",
 ) -> Callable[[F], F]:
     """Attach a :class:`Description` to a handler; the handler is returned unchanged."""
     description = Description(
@@ -74,6 +82,8 @@ def described(
         enveloped=enveloped,
         query=dict(query or {}),
         media=media,
+        body_media=body_media,
+        auth=auth,
     )
 
     def mark(handler: F) -> F:
@@ -86,3 +96,9 @@ def described(
 def description_of(handler: object) -> Description | None:
     """The description attached to ``handler``, if any."""
     return getattr(handler, _ATTRIBUTE, None)
+
+
+def ticket_route(handler: object) -> bool:
+    """Whether ``handler`` (a matched route's) authenticates by a one-time transfer ticket alone."""
+    description = description_of(handler)
+    return description is not None and description.auth == "ticket"

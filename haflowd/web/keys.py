@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from ..engine import Engine
     from ..projects import ProjectStore
     from ..sandbox.protocol import SandboxProvider
+    from ..sandbox.transfers import TransferTickets
     from ..store import Store
     from .list_cache import ListCache
 
@@ -24,3 +25,5 @@ PROJECTS: web.AppKey[ProjectStore] = web.AppKey("projects")
 DEFINITIONS: web.AppKey[Definitions] = web.AppKey("definitions")
 SANDBOX: web.AppKey[SandboxProvider] = web.AppKey("sandbox")
 LIST_CACHE: web.AppKey[ListCache] = web.AppKey("list_cache")
+#: One-time tickets of pods' transfers (``/api/transfers/in`` and ``/out``).
+TRANSFERS: web.AppKey[TransferTickets] = web.AppKey("transfers")

@@ -263,10 +263,13 @@ def _error(description: str) -> dict[str, Any]:
 
 
 def _operation(path: str, d: Description, gen: _Generator) -> dict[str, Any]:
-    if d.media is not None:
+    if d.status == 204:
+        ok: dict[str, Any] = {"description": "Done; no content."}
+    elif d.media is not None:
         medias = (d.media,) if isinstance(d.media, str) else d.media
-        ok: dict[str, Any] = {
-            "description": "The answer, as text." if isinstance(d.media, str) else "The file, as it is.",
+        as_text = isinstance(d.media, str) and d.media.startswith("text/")
+        ok = {
+            "description": "The answer, as text." if as_text else "The file, as it is.",
             "content": {m: {"schema": {"type": "string"}} for m in medias},
         }
     elif not d.enveloped:
@@ -299,6 +302,14 @@ def _operation(path: str, d: Description, gen: _Generator) -> dict[str, Any]:
         op["parameters"] = parameters
     if d.request is not None:
         op["requestBody"] = {"required": True, "content": {JSON: {"schema": gen.type_schema(d.request, request=True)}}}
+    elif d.body_media is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {d.body_media: {"schema": {"type": "string", "contentMediaType": d.body_media}}},
+        }
+    if d.auth == "ticket":
+        # Neither the daemon's token nor "no credentials": only the one-time ticket.
+        op["security"] = [{"transferTicket": []}]
     return op
 
 
@@ -380,7 +391,14 @@ def _build(operations: Iterable[tuple[str, str, Description]]) -> dict[str, Any]
             "schemas": gen.schemas,
             "parameters": parameters,
             "responses": _responses(),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "transferTicket": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A one-time token a sandbox provider issued for one transfer of a run's areas.",
+                },
+            },
         },
         # Either no credentials (loopback without token) or the bearer token.
         "security": [{}, {"bearer": []}],

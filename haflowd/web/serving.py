@@ -14,6 +14,7 @@ import contextlib
 import logging
 import resource
 import signal
+import ssl
 import time
 from typing import Any
 
@@ -72,9 +73,18 @@ class CappedFactory:
 
 
 async def serve(
-    app: web.Application, host: str, port: int, *, max_connections: int | None = None, **runner_args: Any
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    max_connections: int | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    **runner_args: Any,
 ) -> None:
-    """Run ``app`` on ``host:port`` until SIGINT or SIGTERM; raises OSError if it cannot listen."""
+    """Run ``app`` on ``host:port`` (HTTPS with ``ssl_context``) until SIGINT or SIGTERM.
+
+    Raises OSError if it cannot listen.
+    """
     limit = max_connections or connection_cap(raise_fd_limit())
     runner = web.AppRunner(app, handle_signals=False, **runner_args)
     await runner.setup()
@@ -84,11 +94,14 @@ async def serve(
     try:
         factory = CappedFactory(runner.server, limit) if runner.server is not None else None
         assert factory is not None
-        server = await loop.create_server(factory, host, port, reuse_address=True, backlog=128)
+        server = await loop.create_server(factory, host, port, reuse_address=True, backlog=128, ssl=ssl_context)
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stop.set)
-        log.info("daemon.listening", extra={"host": host, "port": port, "max_connections": limit})
+        log.info(
+            "daemon.listening",
+            extra={"host": host, "port": port, "max_connections": limit, "tls": ssl_context is not None},
+        )
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
