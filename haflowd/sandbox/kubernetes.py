@@ -357,9 +357,7 @@ class KubernetesProvider:
         except BaseException:
             await asyncio.shield(self._discard(name))
             raise
-        logger.info(
-            "sandbox.started", extra={"mission_id": spec.mission_id, "run_id": spec.run_id, "sandbox_id": name}
-        )
+        logger.info("sandbox.started", extra={"mission_id": spec.mission_id, "run_id": spec.run_id, "sandbox_id": name})
         return name
 
     async def _complete(self, spec: SandboxSpec, plans: list[AreaPlan], job: dict[str, Any], *, resumed: bool) -> None:
@@ -583,7 +581,6 @@ class _Chunk:
 
     position: int
     data: bytes
-
 
 
 def _checked(sandbox_id: str) -> str:

@@ -146,7 +146,11 @@ class FakeCluster:
             return
         if has_collect:
             assert collect is not None
-            self._set(pod, "collect", {"terminated": {"exitCode": collect, "reason": "Completed" if collect == 0 else "Error"}})
+            self._set(
+                pod,
+                "collect",
+                {"terminated": {"exitCode": collect, "reason": "Completed" if collect == 0 else "Error"}},
+            )
         ok = code == 0 and (collect in (0, None) or not has_collect)
         pod["status"]["phase"] = "Succeeded" if ok else "Failed"
         self._finish(job, "Complete" if ok else "Failed", "" if ok else "BackoffLimitExceeded")
@@ -283,7 +287,9 @@ class FakeCluster:
             name = obj["metadata"]["name"]
             if name in store:
                 where = f"{kind}.{group}" if group else kind
-                return status(409, "AlreadyExists", f'{where} "{name}" already exists', name=name, group=group, kind=kind)
+                return status(
+                    409, "AlreadyExists", f'{where} "{name}" already exists', name=name, group=group, kind=kind
+                )
             obj["metadata"]["namespace"] = request.match_info["ns"]
             obj["metadata"]["uid"] = str(uuid.uuid4())
             obj["metadata"]["resourceVersion"] = "1"
@@ -320,7 +326,9 @@ class FakeCluster:
             if store.pop(name, None) is None:
                 where = f"{kind}.{group}" if group else kind
                 return status(404, "NotFound", f'{where} "{name}" not found', name=name, group=group, kind=kind)
-            return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name}})
+            return web.json_response(
+                {"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name}}
+            )
 
         return handler
 
@@ -333,7 +341,11 @@ class FakeCluster:
             del self.pods[pod_name]
         # Garbage collection: what the Job owns goes with it.
         for store in (self.secrets, self.policies):
-            for key in [k for k, o in store.items() if any(r.get("name") == name for r in o["metadata"].get("ownerReferences", []))]:
+            for key in [
+                k
+                for k, o in store.items()
+                if any(r.get("name") == name for r in o["metadata"].get("ownerReferences", []))
+            ]:
                 del store[key]
         self._changed(name)
         return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name}})

@@ -154,7 +154,9 @@ class TestStart:
         assert job["spec"]["suspend"] is False
         uid = job["metadata"]["uid"]
         for obj in (rig.cluster.secrets[JOB], rig.cluster.policies[JOB]):
-            assert obj["metadata"]["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job", "name": JOB, "uid": uid}]
+            assert obj["metadata"]["ownerReferences"] == [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": JOB, "uid": uid}
+            ]
         order = [(m, p.rsplit("/", 2)[-2:]) for m, p in rig.cluster.requests if m in ("POST", "PATCH")]
         assert order == [
             ("POST", ["agents", "jobs"]),
@@ -186,8 +188,10 @@ class TestStart:
 
     async def test_half_created_run_is_completed(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
         """A Job a crashed start left suspended is completed with fresh tokens, never created twice."""
-        rig.cluster.jobs[JOB] = {**job_manifest(spec, rig.settings), "metadata": {
-            **job_manifest(spec, rig.settings)["metadata"], "uid": "old-uid"}}
+        rig.cluster.jobs[JOB] = {
+            **job_manifest(spec, rig.settings),
+            "metadata": {**job_manifest(spec, rig.settings)["metadata"], "uid": "old-uid"},
+        }
         rig.cluster.secrets[JOB] = {"metadata": {"name": JOB}, "data": {TOKEN_IN_KEY: "c3RhbGU="}}
         assert await provider.start(spec) == JOB
         assert rig.issuer.revoked == ["r-0000beef"]
@@ -330,7 +334,7 @@ class TestWait:
         """When collect fails, wait() says the files did not come back."""
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.exit(sandbox_id, 0, collect=22)
-        with pytest.raises(SandboxError, match="files did not come back.*22"):
+        with pytest.raises(SandboxError, match=r"files did not come back.*22"):
             await provider.wait(sandbox_id)
 
     async def test_fetch_failure(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
@@ -447,7 +451,7 @@ class TestCheck:
             settings=rig.settings, issuer=rig.issuer, api_client=client_factory(f"http://127.0.0.1:{port}")
         )
         providers.append(provider)
-        with pytest.raises(SandboxUnavailable, match="cannot be reached.*HAFLOW_KUBECONFIG"):
+        with pytest.raises(SandboxUnavailable, match=r"cannot be reached.*HAFLOW_KUBECONFIG"):
             await provider.check()
 
     async def test_forbidden(self, rig: Rig, provider: KubernetesProvider) -> None:
