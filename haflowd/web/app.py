@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp_cors
 from aiohttp import web
@@ -18,7 +20,7 @@ from ..config import Config
 from ..engine import Engine
 from ..models import WorkspaceMode
 from ..projects import ProjectStore
-from ..sandbox.protocol import SandboxProvider
+from ..sandbox.protocol import SandboxProvider, SandboxUnavailable
 from ..store import Store
 from ..workspaces.artifacts import ArtifactsWorkspace
 from ..workspaces.code import CodeWorkspace
@@ -29,6 +31,9 @@ from .browser_guard import browser_guard
 from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, PROJECTS, SANDBOX, STORE
 from .list_cache import ListCache
 
+if TYPE_CHECKING:
+    from ..sandbox.kube_manifests import KubeSettings
+
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
@@ -36,6 +41,8 @@ STATIC = Path(__file__).parent / "static"
 def default_sandbox(config: Config) -> SandboxProvider:
     from ..sandbox.docker import DockerProvider, instance_id
 
+    if config.sandbox == "kubernetes":
+        return _kubernetes_sandbox(config)
     if config.sandbox == "remote-docker":
         from ..sandbox.remote_docker import RemoteDockerProvider
 
@@ -48,6 +55,46 @@ def default_sandbox(config: Config) -> SandboxProvider:
             writable_roots=(config.home,),
         )
     return DockerProvider(docker=config.docker, default_image=config.agent_image, instance=instance_id(config.home))
+
+
+def kube_settings(config: Config) -> KubeSettings:
+    """The Kubernetes provider's settings from the configuration (EXPERIMENTAL)."""
+    from ..sandbox.docker import instance_id
+    from ..sandbox.kube_manifests import DEFAULT_TRANSFER_IMAGE, KubeSettings
+
+    assert config.kube_daemon_url is not None  # Config refuses kubernetes without it
+    try:
+        return KubeSettings(
+            daemon_url=config.kube_daemon_url,
+            namespace=config.kube_namespace,
+            instance=instance_id(config.home),
+            transfer_image=config.kube_transfer_image or DEFAULT_TRANSFER_IMAGE,
+            daemon_cidr=config.kube_daemon_cidr,
+        )
+    except ValueError as e:
+        raise SandboxUnavailable(f"Invalid Kubernetes setting: {e}") from None
+
+
+def _kubernetes_sandbox(config: Config) -> SandboxProvider:
+    """The EXPERIMENTAL Kubernetes Jobs provider; needs the ``kubernetes`` extra."""
+    if importlib.util.find_spec("kubernetes_asyncio") is None:
+        raise SandboxUnavailable(
+            "HAFLOW_SANDBOX=kubernetes needs the kubernetes extra: pip install 'haflowd[kubernetes]'"
+        )
+    settings = kube_settings(config)
+    # TODO(transfers): the issuer is haflowd.sandbox.transfers.TransferTickets, with the daemon's
+    # /api/transfers/{in,out} endpoints, written on another branch and not in this tree yet. Once merged:
+    #     from ..sandbox.kubernetes import KubernetesProvider, kubeconfig_client
+    #     from ..sandbox.transfers import TransferTickets
+    #     return KubernetesProvider(
+    #         settings=settings,
+    #         issuer=<the app's TransferTickets, shared with the transfer endpoints>,
+    #         api_client=kubeconfig_client(config.kubeconfig, config.kube_context),
+    #     )
+    raise SandboxUnavailable(
+        f"HAFLOW_SANDBOX=kubernetes (namespace {settings.namespace}) needs the daemon's file transfer endpoints "
+        "(/api/transfers), which this build of haflowd lacks"
+    )
 
 
 def create_app(
