@@ -88,6 +88,8 @@ class FakeCluster:
     logs: dict[str, LogStream] = attrs.field(factory=dict)
     #: Every request: (method, path).
     requests: list[tuple[str, str]] = attrs.field(factory=list)
+    #: The Authorization header of every request.
+    credentials: list[str | None] = attrs.field(factory=list)
     #: Log requests answered so far.
     log_opens: int = 0
     #: What a stop (pod deadline) does to the agent: its exit code, and whether collect finishes in time.
@@ -277,6 +279,7 @@ class FakeCluster:
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        self.credentials.append(request.headers.get("Authorization"))
         if self.refuse is not None:
             return status(self.refuse, "Forbidden", 'jobs.batch is forbidden: User "haflow" cannot list resource')
         return await handler(request)

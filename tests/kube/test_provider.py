@@ -18,7 +18,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 from haflowd.sandbox import Limits, Mount, SandboxError, SandboxInfo, SandboxProvider, SandboxSpec, SandboxUnavailable
 from haflowd.sandbox.areas import AreaPlan
 from haflowd.sandbox.kube_manifests import TOKEN_IN_KEY, TOKEN_OUT_KEY, KubeSettings, job_manifest
-from haflowd.sandbox.kubernetes import KILLED, ApiClientFactory, KubernetesProvider
+from haflowd.sandbox.kubernetes import KILLED, ApiClientFactory, KubernetesProvider, kubeconfig_client
 from haflowd.sandbox.lines import split_lines
 from tests.kube.fake_apiserver import FakeCluster
 
@@ -458,4 +458,36 @@ class TestCheck:
         """An account without the rights is SandboxUnavailable naming the RBAC rules it needs."""
         rig.cluster.refuse = 403
         with pytest.raises(SandboxUnavailable, match=r"403.*pods/log"):
+            await provider.check()
+
+    async def test_kubeconfig(self, rig: Rig, providers, tmp_path: Path) -> None:
+        """kubeconfig_client() reads a kubeconfig's server, context and credentials."""
+        kubeconfig = tmp_path / "kubeconfig"
+        server = str(rig.server.make_url("")).rstrip("/")
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "fake", "cluster": {"server": server}}],
+                    "users": [{"name": "haflow", "user": {"token": "kube-token-1"}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "haflow"}}],
+                    "current-context": "elsewhere",
+                }
+            )
+        )
+        provider = KubernetesProvider(
+            settings=rig.settings, issuer=rig.issuer, api_client=kubeconfig_client(str(kubeconfig), "fake")
+        )
+        providers.append(provider)
+        await provider.check()
+        assert rig.cluster.credentials == ["Bearer kube-token-1"]
+
+    async def test_kubeconfig_missing(self, rig: Rig, providers, tmp_path: Path) -> None:
+        """A kubeconfig that cannot be read is SandboxUnavailable naming the settings to fix."""
+        provider = KubernetesProvider(
+            settings=rig.settings, issuer=rig.issuer, api_client=kubeconfig_client(str(tmp_path / "none"), None)
+        )
+        providers.append(provider)
+        with pytest.raises(SandboxUnavailable, match="HAFLOW_KUBECONFIG"):
             await provider.check()
