@@ -37,7 +37,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import aiohttp
@@ -426,10 +426,19 @@ class KubernetesProvider:
         received = 0
         failures = 0
         while True:
-            job, pod = await self._state(name)
+            if failures:
+                if failures >= _LOG_TRIES:
+                    raise SandboxError(f"Could not read the agent's log after {failures} tries")
+                await asyncio.sleep(self.poll_seconds)
+            try:
+                job, pod = await self._state(name)
+            except SandboxError as e:
+                failures += 1
+                logger.info("sandbox.log_state_failed", extra={"sandbox_id": name, "error": e.message})
+                continue
             agent = _container_state(pod, AGENT) if pod is not None else {}
             if "running" not in agent and "terminated" not in agent:
-                phase = (pod or {}).get("status", {}).get("phase")
+                phase = ((pod or {}).get("status") or {}).get("phase")
                 if (job is None and pod is None) or (pod is None and job is not None and _finished(job)):
                     break  # gone, or ended without a pod: nothing (more) to read
                 if phase in ("Succeeded", "Failed"):
@@ -438,24 +447,29 @@ class KubernetesProvider:
                 continue
             assert pod is not None
             exited = "terminated" in agent
-            pod_name = str(pod["metadata"]["name"])
             try:
-                async for chunk in self._log(pod_name):
-                    # Every connection reads the log from its start: skip what was received before.
-                    if chunk.position + len(chunk.data) <= received:
-                        continue
-                    fresh = chunk.data[received - chunk.position :]
-                    received += len(fresh)
-                    buf += fresh
-                    for item in split_lines(buf, self.max_line_bytes, final=False):
-                        yield item
-                failures = 0
-            except (SandboxError, aiohttp.ClientError, OSError, TimeoutError) as e:
-                failures += 1
+                async with contextlib.aclosing(self._log(str(pod["metadata"]["name"]))) as chunks:
+                    async for chunk in chunks:
+                        # Every connection reads the log from its start: skip what was received before.
+                        if chunk.position + len(chunk.data) <= received:
+                            continue
+                        fresh = chunk.data[received - chunk.position :]
+                        received += len(fresh)
+                        failures = 0
+                        buf += fresh
+                        for item in split_lines(buf, self.max_line_bytes, final=False):
+                            yield item
+            except TimeoutError:
+                # Silent for log_idle_seconds: maybe a dead connection, maybe a quiet agent. Reopen.
+                continue
+            except (SandboxError, aiohttp.ClientError, OSError) as e:
+                # Dropped: reopen and skip what arrived. While the agent runs, following is
+                # best effort and never gives up; an exited agent's log must be readable.
                 logger.info("sandbox.log_reconnect", extra={"sandbox_id": name, "error": str(e) or type(e).__name__})
-                if exited and failures >= _LOG_TRIES:
-                    raise SandboxError(f"Could not read the agent's log: {e}") from None
-                await asyncio.sleep(self.poll_seconds)
+                if exited:
+                    failures += 1
+                else:
+                    await asyncio.sleep(self.poll_seconds)
                 continue
             if exited:
                 break
@@ -463,7 +477,7 @@ class KubernetesProvider:
         for item in split_lines(buf, self.max_line_bytes, final=True):
             yield item
 
-    async def _log(self, pod_name: str) -> AsyncIterator[_Chunk]:
+    async def _log(self, pod_name: str) -> AsyncGenerator[_Chunk, None]:
         """The ``agent`` container's log from its start, as chunks with their offset in this stream."""
         response = await self._open(
             f"reading the log of {pod_name}",

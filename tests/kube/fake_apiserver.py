@@ -95,6 +95,8 @@ class FakeCluster:
     #: What a stop (pod deadline) does to the agent: its exit code, and whether collect finishes in time.
     stop_exit_code: int = 143
     stop_collect_code: int = 0
+    #: Answer log requests with this status (e.g. 500), when set.
+    log_error: int | None = None
     #: Answer every request with this status (e.g. 403), when set.
     refuse: int | None = None
 
@@ -382,6 +384,8 @@ class FakeCluster:
         if pod is None:
             return status(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
         assert request.query.get("container") == "agent"
+        if self.log_error is not None:
+            return status(self.log_error, "InternalError", "the node's log cannot be read")
         job = pod["metadata"]["labels"]["job-name"]
         stream = self.logs[job]
         state = next(s["state"] for s in pod["status"]["containerStatuses"] if s["name"] == "agent")

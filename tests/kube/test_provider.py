@@ -283,6 +283,15 @@ class TestOutput:
         assert await collect(provider, sandbox_id) == [b"a\n", b"b\n"]
         assert await collect(provider, sandbox_id) == [b"a\n", b"b\n"]
 
+    async def test_unreadable_log_of_exited_agent(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+        """An exited agent's log that cannot be read is an error after a few tries, not an endless wait."""
+        sandbox_id = await running(rig, provider, spec)
+        rig.cluster.exit(sandbox_id, 0)
+        rig.cluster.log_error = 500
+        with pytest.raises(SandboxError, match="Could not read the agent's log"):
+            await collect(provider, sandbox_id)
+        assert sum(1 for m, p in rig.cluster.requests if p.endswith("/log")) == 5
+
     async def test_rotation_limitation(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
         """After a rotation the older bytes are gone: the follower skips by count (documented limitation)."""
         sandbox_id = await running(rig, provider, spec)
