@@ -352,6 +352,10 @@ class KubernetesProvider:
                 logger.info("sandbox.already_started", extra={"run_id": spec.run_id, "sandbox_id": name})
                 return name
             created, resumed = existing, True
+        except BaseException:
+            # Cut off (cancelled, connection lost) after the request went out: the Job may exist.
+            await asyncio.shield(self._discard(name))
+            raise
         try:
             await self._complete(spec, plans, created, resumed=resumed)
         except BaseException:

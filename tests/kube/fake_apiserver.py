@@ -95,6 +95,8 @@ class FakeCluster:
     #: What a stop (pod deadline) does to the agent: its exit code, and whether collect finishes in time.
     stop_exit_code: int = 143
     stop_collect_code: int = 0
+    #: When set, creating a Job stores it and then hangs until this is set (a lost answer).
+    hang_creates: asyncio.Event | None = None
     #: Answer log requests with this status (e.g. 500), when set.
     log_error: int | None = None
     #: Answer every request with this status (e.g. 403), when set.
@@ -302,6 +304,8 @@ class FakeCluster:
             store[name] = obj
             if kind == "jobs" and not obj["spec"].get("suspend"):
                 self._make_pod(obj)
+            if self.hang_creates is not None:
+                await self.hang_creates.wait()
             return web.json_response(obj, status=201)
 
         return handler

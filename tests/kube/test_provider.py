@@ -214,6 +214,19 @@ class TestStart:
         assert rig.cluster.jobs == {} and rig.cluster.policies == {} and rig.cluster.pods == {}
         assert rig.issuer.revoked == ["r-0000beef"]
 
+    async def test_cancelled_start_leaves_nothing(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+        """A start cancelled while the Job was being created removes the Job the server made anyway."""
+        rig.cluster.hang_creates = asyncio.Event()
+        task = asyncio.ensure_future(provider.start(spec))
+        async with asyncio.timeout(10):
+            while JOB not in rig.cluster.jobs:
+                await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert rig.cluster.jobs == {} and rig.issuer.revoked == ["r-0000beef"]
+        rig.cluster.hang_creates.set()
+
     async def test_unrestricted_network_refused(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
         """A step asking for an open network is refused before anything is created."""
         with pytest.raises(SandboxError, match="unrestricted network"):
