@@ -26,6 +26,19 @@ again by name and labels, so a restarted daemon re-attaches.
   ``terminationGracePeriodSeconds`` (fixed at creation; the ``grace_seconds``
   argument cannot change it), and the pod object with its log stays for
   :meth:`output`. Deleting the pod or the Job would take the log with it.
+  The wrapper passes SIGTERM to the agent and records its exit, so
+  ``collect`` still sends the files back if it can within the grace period;
+  if it cannot, :meth:`~KubernetesProvider.wait` still returns the agent's
+  code (the run was stopped anyway) and logs ``sandbox.files_lost_on_stop``.
+* A Job failed at its own ``activeDeadlineSeconds`` (the backstop while the
+  daemon is away; the Job controller deletes the pod) waits as :data:`KILLED`;
+  an evicted or otherwise disrupted pod raises :class:`SandboxError` naming
+  the disruption; so does a failed ``fetch`` or ``collect`` container.
+
+The tokens come from a :class:`TransferIssuer`. A run's out-token is used
+long after :meth:`~KubernetesProvider.start`: the issuer must keep its
+tickets across a daemon restart, or the files of runs that end while the
+daemon was away do not come back.
 """
 
 from __future__ import annotations
