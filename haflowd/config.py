@@ -64,9 +64,12 @@ class Config:
     auth: str = attrs.field(default="token", validator=attrs.validators.in_(("token", "none")))
     #: Client connections held at once; ``None``: just below the descriptor limit.
     max_connections: int | None = None
-    #: Where agents run: ``"docker"`` (the local engine, folders bind-mounted) or
-    #: ``"remote-docker"`` (an engine that does not share this disk; docs/remote.md).
-    sandbox: str = attrs.field(default="docker", validator=attrs.validators.in_(("docker", "remote-docker")))
+    #: Where agents run: ``"docker"`` (the local engine, folders bind-mounted),
+    #: ``"remote-docker"`` (an engine that does not share this disk; docs/remote.md) or
+    #: ``"kubernetes"`` (EXPERIMENTAL: Jobs in a cluster, files through /api/transfers).
+    sandbox: str = attrs.field(
+        default="docker", validator=attrs.validators.in_(("docker", "remote-docker", "kubernetes"))
+    )
     #: The remote engine, as a ``DOCKER_HOST`` value (``ssh://user@host``, ``tcp://host:2376``) ...
     docker_host: str | None = None
     #: ... or as the name of a Docker context (e.g. one holding TLS material).
@@ -75,6 +78,18 @@ class Config:
     #: (TLS 1.2 or later), e.g. for pods of a remote engine fetching a run's areas.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: ``"kubernetes"`` (EXPERIMENTAL): agents run as Jobs in this namespace, ...
+    kube_namespace: str = "default"
+    #: ... of the cluster named by this kubeconfig (default: ``$KUBECONFIG``, ``~/.kube/config``, or in-cluster) ...
+    kubeconfig: str | None = None
+    #: ... and this context of it (default: its current context).
+    kube_context: str | None = None
+    #: The ``https://`` address pods reach this daemon's transfer endpoints at (required for Kubernetes).
+    kube_daemon_url: str | None = None
+    #: Where pods reach the daemon, as a CIDR, for the runs' NetworkPolicy (default: the URL's IP address).
+    kube_daemon_cidr: str | None = None
+    #: The image of the pods' file transfer containers (``sh``, ``tar``, ``curl``); None: the provider's default.
+    kube_transfer_image: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.sandbox == "remote-docker" and (self.docker_host is None) == (self.docker_context is None):
@@ -83,6 +98,13 @@ class Config:
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("HTTPS needs both HAFLOW_TLS_CERT and HAFLOW_TLS_KEY (or neither, for plain HTTP)")
+        if self.sandbox == "kubernetes":
+            if not self.kube_daemon_url:
+                raise ConfigError(
+                    "The kubernetes sandbox needs HAFLOW_KUBE_DAEMON_URL, the https:// address pods reach the daemon at"
+                )
+            if not self.kube_daemon_url.startswith("https://"):
+                raise ConfigError(f"HAFLOW_KUBE_DAEMON_URL must be an https:// address, not {self.kube_daemon_url!r}")
 
     @property
     def tls(self) -> bool:
@@ -128,6 +150,12 @@ class Config:
             "docker_context": env.get("HAFLOW_DOCKER_CONTEXT") or None,
             "tls_cert": _path(env.get("HAFLOW_TLS_CERT")),
             "tls_key": _path(env.get("HAFLOW_TLS_KEY")),
+            "kube_namespace": env.get("HAFLOW_KUBE_NAMESPACE") or "default",
+            "kubeconfig": env.get("HAFLOW_KUBECONFIG") or None,
+            "kube_context": env.get("HAFLOW_KUBE_CONTEXT") or None,
+            "kube_daemon_url": env.get("HAFLOW_KUBE_DAEMON_URL") or None,
+            "kube_daemon_cidr": env.get("HAFLOW_KUBE_DAEMON_CIDR") or None,
+            "kube_transfer_image": env.get("HAFLOW_KUBE_TRANSFER_IMAGE") or None,
         }
         for key, name in (
             ("max_body_bytes", "HAFLOW_MAX_BODY_BYTES"),

@@ -48,7 +48,7 @@ class TestConfig:
         [
             {"HAFLOW_SANDBOX": "remote-docker"},
             {"HAFLOW_SANDBOX": "remote-docker", "HAFLOW_DOCKER_HOST": "tcp://x:2376", "HAFLOW_DOCKER_CONTEXT": "c"},
-            {"HAFLOW_SANDBOX": "kubernetes"},
+            {"HAFLOW_SANDBOX": "podman"},
         ],
     )
     def test_invalid(self, tmp_path: Path, env: dict[str, str]) -> None:

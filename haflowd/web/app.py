@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp_cors
 from aiohttp import web
@@ -19,7 +21,7 @@ from ..config import Config
 from ..engine import Engine
 from ..models import WorkspaceMode
 from ..projects import ProjectStore
-from ..sandbox.protocol import SandboxProvider
+from ..sandbox.protocol import SandboxProvider, SandboxUnavailable
 from ..sandbox.transfers import TransferTickets
 from ..store import Store
 from ..workspaces.artifacts import ArtifactsWorkspace
@@ -32,13 +34,19 @@ from .described import ticket_route
 from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, PROJECTS, SANDBOX, STORE, TRANSFERS
 from .list_cache import ListCache
 
+if TYPE_CHECKING:
+    from ..sandbox.kube_manifests import KubeSettings
+
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
 
-def default_sandbox(config: Config) -> SandboxProvider:
+def default_sandbox(config: Config, transfers: TransferTickets | None = None) -> SandboxProvider:
+    """The provider ``config`` chooses; ``transfers`` issues the tickets of pods (Kubernetes)."""
     from ..sandbox.docker import DockerProvider, instance_id
 
+    if config.sandbox == "kubernetes":
+        return _kubernetes_sandbox(config, transfers or _transfer_tickets(config))
     if config.sandbox == "remote-docker":
         from ..sandbox.remote_docker import RemoteDockerProvider
 
@@ -51,6 +59,44 @@ def default_sandbox(config: Config) -> SandboxProvider:
             writable_roots=(config.home,),
         )
     return DockerProvider(docker=config.docker, default_image=config.agent_image, instance=instance_id(config.home))
+
+
+def kube_settings(config: Config) -> KubeSettings:
+    """The Kubernetes provider's settings from the configuration (EXPERIMENTAL)."""
+    from ..sandbox.docker import instance_id
+    from ..sandbox.kube_manifests import DEFAULT_TRANSFER_IMAGE, KubeSettings
+
+    assert config.kube_daemon_url is not None  # Config refuses kubernetes without it
+    try:
+        return KubeSettings(
+            daemon_url=config.kube_daemon_url,
+            namespace=config.kube_namespace,
+            instance=instance_id(config.home),
+            transfer_image=config.kube_transfer_image or DEFAULT_TRANSFER_IMAGE,
+            daemon_cidr=config.kube_daemon_cidr,
+        )
+    except ValueError as e:
+        raise SandboxUnavailable(f"Invalid Kubernetes setting: {e}") from None
+
+
+def _transfer_tickets(config: Config) -> TransferTickets:
+    """The daemon's one-time transfer tickets (on disk, so every instance sees the same)."""
+    return TransferTickets(config.home / "transfers", writable_roots=(config.home,))
+
+
+def _kubernetes_sandbox(config: Config, transfers: TransferTickets) -> SandboxProvider:
+    """The EXPERIMENTAL Kubernetes Jobs provider; needs the ``kubernetes`` extra."""
+    if importlib.util.find_spec("kubernetes_asyncio") is None:
+        raise SandboxUnavailable(
+            "HAFLOW_SANDBOX=kubernetes needs the kubernetes extra: pip install 'haflowd[kubernetes]'"
+        )
+    from ..sandbox.kubernetes import KubernetesProvider, kubeconfig_client
+
+    return KubernetesProvider(
+        settings=kube_settings(config),
+        issuer=transfers,
+        api_client=kubeconfig_client(config.kubeconfig, config.kube_context),
+    )
 
 
 def create_app(
@@ -69,8 +115,8 @@ def create_app(
     projects = ProjectStore(config.projects_dir)
     definitions = Definitions(catalog or load_definitions(config))
     # Before the sandbox: a provider whose pods share no disk issues tickets here.
-    transfers = TransferTickets(config.home / "transfers", writable_roots=(config.home,))
-    sandbox = sandbox or default_sandbox(config)
+    transfers = _transfer_tickets(config)
+    sandbox = sandbox or default_sandbox(config, transfers)
     code = CodeWorkspace(store, projects.get, config.home)
     engine = Engine(
         store=store,
@@ -137,6 +183,10 @@ async def _supervisor(app: web.Application) -> AsyncIterator[None]:
     await engine.start()
     yield
     await engine.close()
+    # A provider holding connections (the Kubernetes API client) closes them; runs keep going.
+    close = getattr(app[SANDBOX], "close", None)
+    if close is not None:
+        await close()
 
 
 async def _revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
