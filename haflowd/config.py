@@ -90,6 +90,8 @@ class Config:
     kube_daemon_cidr: str | None = None
     #: The image of the pods' file transfer containers (``sh``, ``tar``, ``curl``); None: the provider's default.
     kube_transfer_image: str | None = None
+    #: A ConfigMap in the namespace whose ``ca.crt`` signed the daemon's certificate (None: the image's CAs).
+    kube_ca_configmap: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.sandbox == "remote-docker" and (self.docker_host is None) == (self.docker_context is None):
@@ -156,6 +158,7 @@ class Config:
             "kube_daemon_url": env.get("HAFLOW_KUBE_DAEMON_URL") or None,
             "kube_daemon_cidr": env.get("HAFLOW_KUBE_DAEMON_CIDR") or None,
             "kube_transfer_image": env.get("HAFLOW_KUBE_TRANSFER_IMAGE") or None,
+            "kube_ca_configmap": env.get("HAFLOW_KUBE_CA_CONFIGMAP") or None,
         }
         for key, name in (
             ("max_body_bytes", "HAFLOW_MAX_BODY_BYTES"),

@@ -74,6 +74,7 @@ def kube_settings(config: Config) -> KubeSettings:
             instance=instance_id(config.home),
             transfer_image=config.kube_transfer_image or DEFAULT_TRANSFER_IMAGE,
             daemon_cidr=config.kube_daemon_cidr,
+            ca_configmap=config.kube_ca_configmap,
         )
     except ValueError as e:
         raise SandboxUnavailable(f"Invalid Kubernetes setting: {e}") from None

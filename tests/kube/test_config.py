@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from haflowd.config import Config
@@ -71,13 +72,16 @@ class TestConfig:
                 "HAFLOW_KUBE_NAMESPACE": "agents",
                 "HAFLOW_KUBE_DAEMON_CIDR": "10.0.0.0/24",
                 "HAFLOW_KUBE_TRANSFER_IMAGE": "registry.example/transfer:1",
+                "HAFLOW_KUBE_CA_CONFIGMAP": "haflow-ca",
             },
             home=tmp_path,
         )
         settings = kube_settings(config)
+        assert settings.ca_configmap == "haflow-ca"
         assert (settings.daemon_url, settings.namespace, settings.daemon_cidr) == (URL, "agents", "10.0.0.0/24")
         assert settings.transfer_image == "registry.example/transfer:1"
         assert settings.instance == instance_id(config.home)
+        assert kube_settings(attrs.evolve(config, kube_ca_configmap=None)).ca_configmap is None
 
     def test_invalid_namespace(self, tmp_path: Path) -> None:
         """A namespace Kubernetes would refuse is reported as a setting error."""
