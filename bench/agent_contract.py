@@ -28,10 +28,10 @@ from typing import Any
 
 from aiohttp import web
 
-from haflowd.sandbox.agent_images import load_recipes
 from haflowd.agents.protocol import StepContext
 from haflowd.agents.registry import adapter_for
 from haflowd.models import AdapterId, AgentSpec
+from haflowd.sandbox.agent_images import load_recipes
 
 INPUT_TOKENS = 1500
 OUTPUT_TOKENS = 42

@@ -30,10 +30,10 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from haflowd.web.app import create_app
 from haflowd.config import Config
 from haflowd.sandbox.docker import DockerProvider, instance_id, run_cli
 from haflowd.sandbox.docker_image import ensure_image
+from haflowd.web.app import create_app
 
 COMMAND = ["haflow-agent", "{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"]
 
