@@ -16,7 +16,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from haflowd.sandbox import Limits, Mount, SandboxError, SandboxProvider, SandboxSpec
+from haflowd.sandbox import Limits, Mount, SandboxError, SandboxProvider, SandboxSpec, SandboxUnavailable
 from haflowd.sandbox.docker import DockerProvider
 from haflowd.sandbox.remote_docker import RemoteDockerProvider
 from tests.docker_support import SESSION_INSTANCE
@@ -311,6 +311,31 @@ class TestRemoteOnly:
             assert sorted(p.name for p in artifacts.iterdir()) == ["raw-input.md"]
         finally:
             await provider.remove(sandbox_id)
+
+    async def test_image_loaded_from_the_daemons_engine(self, target, provider, make_spec, docker_image: str) -> None:
+        """An image only the daemon's engine has is streamed to the remote engine (save | load) and the run starts."""
+        local = Engine()
+        image = f"haflow-load-test:{uuid.uuid4().hex[:8]}"
+        local.docker("tag", docker_image, image)
+        try:
+            assert target.engine.docker("image", "inspect", image, check=False).returncode != 0
+            sandbox_id = await provider.start(make_spec("echo", "loaded", image=image))
+            try:
+                assert await provider.wait(sandbox_id) == 0
+                assert [line async for line in provider.output(sandbox_id)] == [b"loaded\n"]
+            finally:
+                await provider.remove(sandbox_id)
+            assert target.engine.docker("image", "inspect", image, check=False).returncode == 0
+        finally:
+            local.docker("rmi", image, check=False)
+            target.engine.docker("rmi", image, check=False)
+
+    async def test_image_nowhere_is_explained(self, target, provider, make_spec) -> None:
+        """An image neither engine has (and no registry serves) fails with the copy command, leaving nothing."""
+        spec = make_spec("true", image=f"haflow-nowhere-{uuid.uuid4().hex[:8]}:1")
+        with pytest.raises(SandboxUnavailable, match=r"docker save .* docker load"):
+            await provider.start(spec)
+        assert target.containers(spec.run_id) == [] and target.volumes(spec.run_id) == []
 
     async def test_orphan_volumes_swept(self, target, provider) -> None:
         """Volumes of this instance whose run has no container (a daemon died while filling) go at list()."""

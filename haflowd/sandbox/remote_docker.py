@@ -251,13 +251,76 @@ class RemoteDockerProvider(DockerProvider):
     # -- images -------------------------------------------------------------
 
     async def ensure_image(self, image: str) -> None:
-        """Make sure the remote engine has ``image``; it is never built or pulled from here."""
-        result = await self._cli("image", "inspect", "--format", "{{.Id}}", "--", image)
-        if result.returncode != 0:
-            raise SandboxUnavailable(
-                f"The remote Docker engine has no image {image!r}. Copy it there: "
-                f"docker save {image} | DOCKER_HOST=<remote> docker load (or build it on that host)."
+        """Make sure the remote engine has ``image``, loading it from the daemon's own engine if needed.
+
+        Nothing is pulled or built on the remote engine. An image the remote
+        engine lacks is made sure of on the daemon's engine (the stand-in
+        image is built there, others pulled as locally) and streamed across:
+        ``docker save`` here piped into ``docker load`` there.
+        """
+        async with self._image_lock:
+            if await self._has_image(image):
+                return
+            from .docker_image import ensure_image
+
+            advice = (
+                f"Copy it there: docker save {image} | DOCKER_HOST=<remote> docker load (or build it on that host)."
             )
+            try:
+                await ensure_image(self.docker, image, build_if_missing=self.build_if_missing)
+            except SandboxUnavailable as e:
+                raise SandboxUnavailable(
+                    f"The remote Docker engine has no image {image!r}, and this host cannot provide it ({e}). {advice}"
+                ) from None
+            logger.info("image.loading_remote", extra={"image": image})
+            await self._load(image)
+            if not await self._has_image(image):
+                raise SandboxUnavailable(f"The remote Docker engine still has no image {image!r}. {advice}")
+
+    async def _has_image(self, image: str) -> bool:
+        result = await self._cli("image", "inspect", "--format", "{{.Id}}", "--", image)
+        return result.returncode == 0
+
+    async def _load(self, image: str) -> None:
+        """``docker save image`` on the daemon's engine piped into ``docker load`` on the remote one."""
+        read_end, write_end = os.pipe()
+        save = load = None
+        try:
+            try:
+                save = await asyncio.create_subprocess_exec(
+                    self._binary(),
+                    "save",
+                    "--",
+                    image,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=write_end,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+                os.close(write_end)
+                write_end = -1
+                load = await self._stream("load", "--quiet", stdin=read_end, stdout=asyncio.subprocess.DEVNULL)
+            except OSError as e:
+                raise SandboxUnavailable(f"The Docker CLI cannot be run ({e.strerror})") from None
+            os.close(read_end)
+            read_end = -1
+            assert save.stderr is not None and load.stderr is not None
+            async with asyncio.timeout(self.transfer_timeout):
+                save_err, load_err = await asyncio.gather(save.stderr.read(), load.stderr.read())
+                save_code, load_code = await asyncio.gather(save.wait(), load.wait())
+        except TimeoutError:
+            raise SandboxUnavailable(
+                f"Loading {image} into the remote engine took over {self.transfer_timeout} s"
+            ) from None
+        finally:
+            for fd in (read_end, write_end):
+                if fd >= 0:
+                    os.close(fd)
+            for proc in (save, load):
+                if proc is not None:
+                    await reap(proc)
+        if save_code != 0 or load_code != 0:
+            err = (save_err if save_code != 0 else load_err).decode(errors="replace").strip()
+            raise SandboxUnavailable(f"Could not load {image} into the remote engine: {err}")
 
     # -- SandboxProvider ----------------------------------------------------
 
@@ -332,6 +395,7 @@ class RemoteDockerProvider(DockerProvider):
             result = await self._cli(*args, limit=120.0)
             if result.returncode != 0 and _missing_image(result):
                 await self.ensure_image(spec.image)
+                result = await self._cli(*args, limit=120.0)
             if result.returncode != 0:
                 raise SandboxError(f"Could not prepare the agent's files on the remote engine: {result.error}")
             uid, gid = self._owner()
