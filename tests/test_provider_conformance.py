@@ -155,8 +155,8 @@ class TestConformance:
         assert await provider.wait(sandbox_id) in (137, 143)
         await provider.stop(sandbox_id)
 
-    async def test_reattach_after_restart(self, target, started, make_spec) -> None:
-        """A new provider object lists a running sandbox and follows it from the beginning."""
+    async def test_reattach_after_restart(self, target, started, make_spec, artifacts: Path) -> None:
+        """A new provider object lists a running sandbox, follows it from the beginning and collects its files."""
         spec = make_spec("sh", "-c", "echo before; sleep 2; echo after > /mission/artifacts/late.txt; echo after")
         sandbox_id = await started(spec)
         reborn = target.make()
@@ -166,6 +166,7 @@ class TestConformance:
         assert await collect(reborn, sandbox_id) == [b"before\n", b"after\n"]
         assert await reborn.wait(sandbox_id) == 0
         assert found[sandbox_id].step_id == "cleanup"
+        assert (artifacts / "late.txt").read_text() == "after\n"
 
     async def test_collect_after_exit(self, provider, started, make_spec, artifacts: Path) -> None:
         """What the command wrote, changed and deleted in a writable mount is on the host after wait()."""
