@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -18,6 +18,18 @@ import attrs
 
 from .protocol import Mount, SandboxError
 from .unpack import unpack_file, unpack_tree, vet_file, vet_tree
+
+
+def _owner(uid: int, gid: int) -> Callable[[tarfile.TarInfo], tarfile.TarInfo | None]:
+    """A ``tarfile`` filter: entries owned by ``uid:gid``; only folders, files and links."""
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
+            return None
+        info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
+        return info
+
+    return owned
 
 
 def pack_path(source: Path, member: str, out: IO[bytes], uid: int, gid: int) -> None:
@@ -29,12 +41,7 @@ def pack_path(source: Path, member: str, out: IO[bytes], uid: int, gid: int) -> 
     left out.
     """
 
-    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
-            return None
-        info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
-        return info
-
+    owned = _owner(uid, gid)
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         tar.add(source, arcname=member, recursive=True, filter=owned)
 
@@ -99,12 +106,7 @@ def plan_areas(mounts: Sequence[Mount]) -> list[AreaPlan]:
 def pack_areas(plans: Sequence[AreaPlan], out: IO[bytes], uid: int, gid: int) -> None:
     """Write one tar stream holding every area of ``plans`` to ``out``, owned by ``uid:gid``."""
 
-    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
-            return None
-        info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
-        return info
-
+    owned = _owner(uid, gid)
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for plan in plans:
             source = Path(plan.mount.source)

@@ -50,8 +50,8 @@ import logging
 import math
 import os
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 import attrs
@@ -82,6 +82,7 @@ from .protocol import (
     SandboxSpec,
     SandboxUnavailable,
 )
+from .transfers import TransferIssuer
 
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
@@ -102,25 +103,6 @@ _RBAC = (
 )
 
 ApiClientFactory = Callable[[], Awaitable["ApiClient"]]
-
-
-class TransferIssuer(Protocol):
-    """Issues the one-time tokens a run's pod presents at the daemon's transfer endpoints."""
-
-    def issue(
-        self,
-        *,
-        run_id: str,
-        plans: Sequence[AreaPlan],
-        direction: Literal["in", "out"],
-        uid: int,
-        gid: int,
-        ttl_seconds: float,
-    ) -> str:
-        """A fresh token for moving ``plans`` of ``run_id`` in or out, valid once within ``ttl_seconds``."""
-
-    def revoke(self, run_id: str) -> None:
-        """Forget every token of ``run_id``."""
 
 
 class KubeApiError(SandboxError):
