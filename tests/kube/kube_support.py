@@ -1,0 +1,143 @@
+"""Fixtures for running the Kubernetes provider end to end (loaded by ``tests/conftest.py``).
+
+* ``kube_cert``: a self-signed certificate for ``127.0.0.1`` (the daemon's
+  HTTPS, as the ``https://`` daemon URL of the manifests requires).
+* ``fake_kube``: the fake API server of :mod:`tests.kube.fake_apiserver`
+  with the Docker-backed FAKE kubelet of :mod:`tests.kube.fake_kubelet`,
+  and a daemon (``create_app``) serving the transfer endpoints over that
+  certificate with real :class:`~haflowd.sandbox.transfers.TransferTickets`.
+
+``kubernetes_asyncio`` is imported only where used: the rest of the suite
+runs without the ``kubernetes`` extra.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pytest
+
+from haflowd.config import Config
+from haflowd.sandbox.kube_manifests import KubeSettings
+from haflowd.sandbox.transfers import TransferTickets
+from haflowd.web.keys import TRANSFERS
+from haflowd.web.tls import server_context
+from tests.docker_support import SESSION_INSTANCE
+from tests.kube.fake_apiserver import FakeCluster
+from tests.kube.fake_kubelet import FakeKubelet
+
+if TYPE_CHECKING:
+    from haflowd.sandbox.kubernetes import ApiClientFactory, KubernetesProvider
+
+#: How often the tests' providers look at a run (the daemon's default is 2 s).
+POLL_SECONDS = 0.05
+
+
+def self_signed_cert(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for ``localhost`` and ``127.0.0.1``, and its key (PEM), in ``folder``."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is not installed")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-days", "1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(scope="session")
+def kube_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return self_signed_cert(tmp_path_factory.mktemp("kube-tls"))
+
+
+def client_factory(url: str) -> ApiClientFactory:
+    """An API client for the fake API server at ``url`` (plain HTTP, no credentials)."""
+
+    async def make() -> Any:
+        from kubernetes_asyncio.client import ApiClient, Configuration
+
+        return ApiClient(Configuration(host=url))
+
+    return make
+
+
+def tls_config(home: Path, cert: tuple[Path, Path], **env: str) -> Config:
+    """A daemon configuration serving HTTPS with ``cert``, authentication off."""
+    values = {"HAFLOW_AUTH": "none", "HAFLOW_TLS_CERT": str(cert[0]), "HAFLOW_TLS_KEY": str(cert[1]), **env}
+    return Config.from_env(values, home=home, port=0)
+
+
+def trusting(cert: Path) -> ssl.SSLContext:
+    """A client context trusting only ``cert`` (what the fake node and the tests' clients use)."""
+    return ssl.create_default_context(cafile=str(cert))
+
+
+@attrs.define
+class FakeKube:
+    """A fake cluster with a fake node, and the daemon whose transfer endpoints its pods use."""
+
+    cluster: FakeCluster
+    kubelet: FakeKubelet
+    api_url: str
+    settings: KubeSettings
+    tickets: TransferTickets
+    made: list[KubernetesProvider] = attrs.field(factory=list)
+
+    def provider(self, **changes: Any) -> KubernetesProvider:
+        """A fresh provider on this cluster (a daemon "restart" when called again); closed at teardown."""
+        from haflowd.sandbox.kubernetes import KubernetesProvider
+
+        made = KubernetesProvider(
+            settings=self.settings,
+            issuer=self.tickets,
+            api_client=client_factory(self.api_url),
+            poll_seconds=POLL_SECONDS,
+            **changes,
+        )
+        self.made.append(made)
+        return made
+
+    async def close(self) -> None:
+        for provider in self.made:
+            await provider.close()
+        await self.kubelet.close()
+
+
+@pytest.fixture
+async def fake_kube(
+    aiohttp_server: Any, tmp_path: Path, kube_cert: tuple[Path, Path], docker_image: str
+) -> AsyncIterator[FakeKube]:
+    pytest.importorskip("kubernetes_asyncio")
+    from haflowd.web.app import create_app
+    from tests.fakes import FakeSandbox
+
+    cluster = FakeCluster()
+    api = await aiohttp_server(cluster.app())
+    config = tls_config(tmp_path / "daemon-home", kube_cert)
+    # The daemon's own app; its tickets may write back anywhere in this test's folder (the specs' areas).
+    app = create_app(config, sandbox=FakeSandbox())
+    tickets = TransferTickets(tmp_path / "transfers", writable_roots=(tmp_path,))
+    app[TRANSFERS] = tickets
+    daemon = await aiohttp_server(app, ssl=server_context(config))
+    settings = KubeSettings(
+        daemon_url=f"https://127.0.0.1:{daemon.port}", namespace="agents", instance=SESSION_INSTANCE
+    )
+    node = tmp_path / "node"
+    node.mkdir()
+    kubelet = FakeKubelet(cluster, node, ssl=trusting(kube_cert[0])).attach()
+    found = FakeKube(cluster, kubelet, str(api.make_url("")).rstrip("/"), settings, tickets)
+    yield found
+    await found.close()
