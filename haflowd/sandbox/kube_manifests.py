@@ -91,12 +91,14 @@ CA_DIR = "/haflow/ca"
 
 #: Runs the step's command (``"$@"``), passes SIGTERM/SIGINT on to it, records its exit code.
 #: ``wait`` is interrupted by a trapped signal (status > 128): it is repeated while the child lives.
+#: Its stderr is silenced: the shell reports a signalled background job there ("Terminated"),
+#: which would land in the agent's log as a line the agent never wrote.
 AGENT_SCRIPT = """\
 "$@" &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT HUP
 while :; do
-  wait "$child"
+  wait "$child" 2>/dev/null
   code=$?
   kill -0 "$child" 2>/dev/null || break
 done
