@@ -504,11 +504,14 @@ def _untar(archive: Path, mounts: Mapping[str, Path], uid: int, gid: int) -> Non
             staging = where.parent
             if where.name != top:
                 raise ValueError(f"the fake kubelet expects volume {where.name} mounted as {top}")
+            # An unprivileged tar cannot change the volume's own folder (the kubelet's, 0777): it stays as it was.
+            before = where.stat()
             tar.extractall(staging, members=wanted, filter="tar", numeric_owner=True)
+            os.chown(where, before.st_uid, before.st_gid)
+            os.chmod(where, before.st_mode & 0o7777)
             for folder, dirs, files in os.walk(where):
                 for name in [*dirs, *files]:
                     os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
-            os.chown(where, uid, gid)
 
 
 def _tar(archive: Path, members: list[tuple[str, Path]]) -> None:
