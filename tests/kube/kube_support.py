@@ -100,13 +100,13 @@ class FakeKube:
         """A fresh provider on this cluster (a daemon "restart" when called again); closed at teardown."""
         from haflowd.sandbox.kubernetes import KubernetesProvider
 
-        made = KubernetesProvider(
-            settings=self.settings,
-            issuer=self.tickets,
-            api_client=client_factory(self.api_url),
-            poll_seconds=POLL_SECONDS,
-            **changes,
-        )
+        fields: dict[str, Any] = {
+            "settings": self.settings,
+            "issuer": self.tickets,
+            "api_client": client_factory(self.api_url),
+            "poll_seconds": POLL_SECONDS,
+        }
+        made = KubernetesProvider(**{**fields, **changes})
         self.made.append(made)
         return made
 

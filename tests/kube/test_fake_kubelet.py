@@ -1,0 +1,146 @@
+"""The Kubernetes provider's failure paths end to end, on the fake API server with its FAKE Docker-backed kubelet.
+
+The shared behaviour is in ``tests/test_provider_conformance.py``
+(``kubernetes-fake``); here are what only the Kubernetes provider has: the
+transfer tokens (a refused one fails the fetch; a refused upload fails the
+collect), secrets by ``secretKeyRef``, and the Job's own deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import pytest
+
+from haflowd.sandbox import Limits, Mount, SandboxError, SandboxSpec
+from haflowd.sandbox.kube_manifests import job_name
+from haflowd.sandbox.kubernetes import KILLED
+from tests.docker_support import haflow_containers
+from tests.kube.kube_support import FakeKube
+
+pytestmark = pytest.mark.docker
+pytest.importorskip("kubernetes_asyncio")
+
+SECRET_VALUE = "sk-fake-kubelet-0123456789"
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    folder = tmp_path / "artifacts"
+    folder.mkdir()
+    (folder / "raw-input.md").write_text("hello\n")
+    return folder
+
+
+@pytest.fixture
+def make_spec(docker_image: str, artifacts: Path) -> Callable[..., SandboxSpec]:
+    def make(*command: str, **changes: Any) -> SandboxSpec:
+        fields: dict[str, Any] = dict(
+            mission_id="m-0000abcd",
+            run_id="r-" + uuid.uuid4().hex[:8],
+            step_id="cleanup",
+            image=docker_image,
+            command=command,
+            mounts=(Mount(artifacts, "/mission/artifacts"),),
+            limits=Limits(memory="128m", cpus=0.5, pids=64),
+        )
+        fields.update(changes)
+        return SandboxSpec(**fields)
+
+    return make
+
+
+@attrs.define
+class WrongInToken:
+    """Issues real tickets, but hands the pod a token the daemon never issued for the way in."""
+
+    tickets: Any
+
+    def issue(self, *, direction: Literal["in", "out"], **kwargs: Any) -> str:
+        token = self.tickets.issue(direction=direction, **kwargs)
+        return "x" * 43 if direction == "in" else token
+
+    def revoke(self, run_id: str) -> None:
+        self.tickets.revoke(run_id)
+
+
+async def nothing_left(kube: FakeKube, run_id: str) -> None:
+    await kube.kubelet.settled()
+    name = job_name(run_id)
+    assert name not in kube.cluster.jobs and name not in kube.cluster.secrets and name not in kube.cluster.policies
+    assert kube.cluster.pods == {}
+    assert haflow_containers() == []
+    assert not any(json.loads(p.read_bytes())["run_id"] == run_id for p in kube.tickets.root.glob("*.json"))
+
+
+class TestFakeKubelet:
+    async def test_runs_the_agent_as_the_manifest_says(self, fake_kube: FakeKube, make_spec, tmp_path: Path) -> None:
+        """The agent container runs the manifest's command, as the pod's user, read-only, without a network."""
+        prompt = tmp_path / "prompt.md"
+        prompt.write_text("the prompt\n")
+        spec = make_spec(
+            "sh", "-c", "echo $KEY; id -u", secrets={"KEY": SECRET_VALUE},
+            mounts=(Mount(tmp_path / "artifacts", "/mission/artifacts"), Mount(prompt, "/mission/prompt.md", True)),
+        )  # fmt: skip
+        provider = fake_kube.provider()
+        sandbox_id = await provider.start(spec)
+        assert await provider.wait(sandbox_id) == 0
+        assert [line async for line in provider.output(sandbox_id)] == [SECRET_VALUE.encode() + b"\n", b"65534\n"]
+        job = fake_kube.cluster.jobs[sandbox_id]
+        agent = job["spec"]["template"]["spec"]["containers"][0]
+        (args,) = fake_kube.kubelet.runs
+        assert args[args.index("--entrypoint") + 1] == agent["command"][0]
+        assert args[args.index("--entrypoint") + 2 :] == [spec.image, *agent["command"][1:]]
+        assert args[args.index("--user") + 1] == "65534:65534"
+        assert args[args.index("--network") + 1] == "none"
+        assert "--read-only" in args
+        mounts = [args[i + 1] for i, a in enumerate(args) if a == "--mount"]
+        prompt_mount = next(m for m in mounts if "target=/mission/prompt.md" in m)
+        assert prompt_mount.endswith(",readonly")
+        assert SECRET_VALUE not in json.dumps(job) and all(SECRET_VALUE not in a for a in args)
+        await provider.remove(sandbox_id)
+        await nothing_left(fake_kube, spec.run_id)
+
+    async def test_refused_in_token_fails_the_fetch(self, fake_kube: FakeKube, make_spec) -> None:
+        """A token the daemon refuses (401) fails the fetch container, and wait() says the files did not arrive."""
+        provider = fake_kube.provider(issuer=WrongInToken(fake_kube.tickets))
+        spec = make_spec("echo", "never")
+        sandbox_id = await provider.start(spec)
+        with pytest.raises(SandboxError, match=r"could not be brought into its pod.*exited with 22"):
+            await provider.wait(sandbox_id)
+        assert [line async for line in provider.output(sandbox_id)] == []
+        assert fake_kube.kubelet.runs == []
+        await provider.remove(sandbox_id)
+        await nothing_left(fake_kube, spec.run_id)
+
+    async def test_refused_upload_fails_the_collect(self, fake_kube: FakeKube, make_spec, artifacts: Path) -> None:
+        """An upload over the area's cap (413) fails the collect container; the host folder stays as it was."""
+        spec = make_spec(
+            "sh", "-c", "dd if=/dev/zero of=/mission/artifacts/big bs=1024 count=200 2>/dev/null",
+            mounts=(Mount(artifacts, "/mission/artifacts", max_bytes=64 * 1024),),
+        )  # fmt: skip
+        provider = fake_kube.provider()
+        sandbox_id = await provider.start(spec)
+        with pytest.raises(SandboxError, match=r"files did not come back.*exited with 22"):
+            await provider.wait(sandbox_id)
+        assert sorted(p.name for p in artifacts.iterdir()) == ["raw-input.md"]
+        await provider.remove(sandbox_id)
+        await nothing_left(fake_kube, spec.run_id)
+
+    async def test_job_deadline_kills_the_run(self, fake_kube: FakeKube, make_spec) -> None:
+        """Past the Job's activeDeadlineSeconds its pod goes, container and all, and wait() reports a kill."""
+        fake_kube.settings = attrs.evolve(fake_kube.settings, pending_seconds=1)
+        provider = fake_kube.provider()
+        spec = make_spec("sh", "-c", "echo up; sleep 600", limits=Limits(memory="128m", timeout_seconds=1))
+        sandbox_id = await provider.start(spec)
+        assert fake_kube.cluster.jobs[sandbox_id]["spec"]["activeDeadlineSeconds"] == 2
+        assert await provider.wait(sandbox_id) == KILLED
+        failed = fake_kube.cluster.jobs[sandbox_id]["status"]["conditions"]
+        assert [(c["type"], c["reason"]) for c in failed] == [("Failed", "DeadlineExceeded")]
+        await provider.remove(sandbox_id)
+        await nothing_left(fake_kube, spec.run_id)
