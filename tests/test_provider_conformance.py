@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -28,9 +27,10 @@ import pytest
 from haflowd.sandbox import Limits, Mount, SandboxError, SandboxProvider, SandboxSpec
 from haflowd.sandbox.docker import DockerProvider
 from haflowd.sandbox.kube_manifests import TOKEN_IN_KEY, TOKEN_OUT_KEY, job_name
+from haflowd.sandbox.kubernetes import KubeApiError
 from haflowd.sandbox.remote_docker import RemoteDockerProvider
 from tests.docker_support import SESSION_INSTANCE
-from tests.kube.kube_support import FakeKube
+from tests.kube.kube_support import FakeKube, RealKube
 from tests.remote_engine import Engine
 
 pytestmark = pytest.mark.docker
@@ -44,6 +44,8 @@ class Target:
 
     kind: str
     make: Callable[[], SandboxProvider]
+    #: The agent image runs use (None: the test image the session built).
+    image: str | None = None
 
     async def leftovers(self, run_id: str) -> list[str]:
         """What is left of a removed run: must be empty."""
@@ -134,11 +136,7 @@ class FakeKubeTarget(Target):
         found += [f"pod {p}" for p, pod in cluster.pods.items() if pod["metadata"]["labels"].get("job-name") == name]
         containers = Engine().lines("ps", "--all", "--quiet", "--filter", f"label=haflow.run_id={run_id}")
         found += [f"container {c}" for c in containers]
-        tickets = self.kube.tickets.root
-        if tickets.is_dir():
-            for path in tickets.iterdir():
-                if json.loads(path.read_bytes()).get("run_id") == run_id:
-                    found.append(f"ticket {path.name}")
+        found += [f"ticket {p.name}" for p in _tickets_of(self.kube.tickets.root, run_id)]
         return found
 
     async def check_hardening(self, sandbox_id: str) -> None:
@@ -154,45 +152,46 @@ class FakeKubeTarget(Target):
 class RealKubeTarget(Target):
     """The Kubernetes provider on a real cluster (``HAFLOW_TEST_KUBECONFIG``); never run in this repository's CI."""
 
-    factory: Callable[[], SandboxProvider]
-    made: list[Any] = attrs.field(factory=list)
+    kube: RealKube
     kind: str = "kubernetes"
 
+    @property
+    def image(self) -> str | None:  # type: ignore[override]
+        return self.kube.image
+
     def make(self) -> SandboxProvider:  # type: ignore[override]
-        provider = self.factory()
-        self.made.append(provider)
-        return provider
+        return self.kube.provider()
 
     async def leftovers(self, run_id: str) -> list[str]:
-        provider = self.make()
+        provider = self.kube.provider()
         name = job_name(run_id)
         found = []
-        if await provider._job(name) is not None:  # type: ignore[attr-defined]
+        if await provider._job(name) is not None:
             found.append(f"job {name}")
-        if await provider._pod(name) is not None:  # type: ignore[attr-defined]
+        if await provider._pod(name) is not None:
             found.append(f"pod of {name}")
+        core = await provider._core()
+        networking = await provider._networking()
+        for kind, call in (("secret", core.read_namespaced_secret),
+                           ("networkpolicy", networking.read_namespaced_network_policy)):  # fmt: skip
+            try:
+                await provider._json(f"reading the {kind} {name}", call, name, provider.settings.namespace)
+            except KubeApiError as e:
+                if e.status != 404:
+                    raise
+            else:
+                found.append(f"{kind} {name}")
+        found += [f"ticket {p.name}" for p in _tickets_of(self.kube.tickets.root, run_id)]
         return found
 
     async def check_hardening(self, sandbox_id: str) -> None:
-        provider = self.make()
-        job = await provider._job(sandbox_id)  # type: ignore[attr-defined]
+        job = await self.kube.provider()._job(sandbox_id)
         assert job is not None
         check_job_hardening(job)
 
 
-def _real_kube_target(docker_image: str) -> RealKubeTarget:
-    """The ``kubernetes`` target from the environment; skipped when it names no cluster."""
-    kubeconfig = os.environ.get("HAFLOW_TEST_KUBECONFIG")
-    daemon_url = os.environ.get("HAFLOW_TEST_KUBE_DAEMON_URL")
-    if not kubeconfig:
-        pytest.skip("kubernetes: set HAFLOW_TEST_KUBECONFIG to a kubeconfig of a real cluster to run these")
-    if not daemon_url:
-        pytest.skip("kubernetes: HAFLOW_TEST_KUBECONFIG needs HAFLOW_TEST_KUBE_DAEMON_URL, where pods reach the daemon")
-    pytest.skip(
-        "kubernetes: a real cluster needs this daemon's transfer endpoints served at HAFLOW_TEST_KUBE_DAEMON_URL "
-        "with a certificate its pods trust, and the agent image pushed where the cluster pulls it; "
-        "this suite does not set that up yet"
-    )
+def _tickets_of(root: Path, run_id: str) -> list[Path]:
+    return [p for p in root.glob("*.json") if json.loads(p.read_bytes()).get("run_id") == run_id]
 
 
 @pytest.fixture(params=KINDS)
@@ -204,7 +203,7 @@ def target(request: pytest.FixtureRequest, docker_image: str) -> Target:
     if request.param == "kubernetes-fake":
         return FakeKubeTarget(request.getfixturevalue("fake_kube"))
     if request.param == "kubernetes":
-        return _real_kube_target(docker_image)
+        return RealKubeTarget(request.getfixturevalue("real_kube"))
     engine = request.getfixturevalue("remote_engine")
     return DockerTarget(
         "remote",
@@ -227,13 +226,13 @@ def artifacts(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_spec(docker_image: str, artifacts: Path):
+def make_spec(docker_image: str, artifacts: Path, target: Target):
     def make(*command: str, **changes) -> SandboxSpec:
         fields = dict(
             mission_id="m-0000abcd",
             run_id="r-" + uuid.uuid4().hex[:8],
             step_id="cleanup",
-            image=docker_image,
+            image=target.image or docker_image,
             command=command,
             mounts=(Mount(artifacts, "/mission/artifacts"),),
             limits=Limits(memory="128m", cpus=0.5, pids=64),

@@ -141,3 +141,93 @@ async def fake_kube(
     found = FakeKube(cluster, kubelet, str(api.make_url("")).rstrip("/"), settings, tickets)
     yield found
     await found.close()
+
+
+@attrs.define
+class RealKube:
+    """A real cluster named by ``HAFLOW_TEST_KUBECONFIG``, and this test's daemon serving its transfers."""
+
+    kubeconfig: str
+    context: str | None
+    settings: KubeSettings
+    tickets: TransferTickets
+    #: The agent image the cluster pulls (the test image, pushed where the cluster can reach it).
+    image: str
+    made: list[KubernetesProvider] = attrs.field(factory=list)
+
+    def provider(self) -> KubernetesProvider:
+        from haflowd.sandbox.kubernetes import KubernetesProvider, kubeconfig_client
+
+        made = KubernetesProvider(
+            settings=self.settings,
+            issuer=self.tickets,
+            api_client=kubeconfig_client(self.kubeconfig, self.context),
+            poll_seconds=1.0,
+        )
+        self.made.append(made)
+        return made
+
+    async def close(self) -> None:
+        for provider in self.made:
+            await provider.close()
+
+
+#: What the ``kubernetes`` target needs, each of them.
+REAL_KUBE_ENV = {
+    "HAFLOW_TEST_KUBECONFIG": "a kubeconfig of a real cluster whose namespace allows Jobs, Secrets, NetworkPolicies",
+    "HAFLOW_TEST_KUBE_DAEMON_URL": "the https://host:port its pods reach this machine at",
+    "HAFLOW_TEST_KUBE_TLS_CERT": "the certificate (PEM) served there, for the URL's host",
+    "HAFLOW_TEST_KUBE_TLS_KEY": "its key (PEM)",
+    "HAFLOW_TEST_KUBE_IMAGE": "the test agent image (haflow-agent:test) pushed where the cluster pulls from",
+}
+
+
+@pytest.fixture
+async def real_kube(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[RealKube]:
+    """The ``kubernetes`` target; skipped, naming what is missing, unless the environment names a cluster.
+
+    Optional: ``HAFLOW_TEST_KUBE_CONTEXT``, ``HAFLOW_TEST_KUBE_NAMESPACE``
+    (default ``default``), ``HAFLOW_TEST_KUBE_CA_CONFIGMAP`` (a ConfigMap
+    holding the CA that signed the certificate, key ``ca.crt``),
+    ``HAFLOW_TEST_KUBE_DAEMON_CIDR``, ``HAFLOW_TEST_KUBE_TRANSFER_IMAGE``,
+    ``HAFLOW_TEST_KUBE_LISTEN_PORT`` (default: the URL's port; the daemon
+    listens on every interface there).
+    """
+    import os
+    from urllib.parse import urlsplit
+
+    missing = [key for key in REAL_KUBE_ENV if not os.environ.get(key)]
+    if missing:
+        pytest.skip(
+            f"kubernetes runs only against a real cluster: set {', '.join(missing)} (see REAL_KUBE_ENV in "
+            "tests/kube/kube_support.py)"
+        )
+    pytest.importorskip("kubernetes_asyncio")
+    from haflowd.sandbox.kube_manifests import DEFAULT_TRANSFER_IMAGE
+    from haflowd.web.app import create_app
+    from tests.fakes import FakeSandbox
+
+    env = os.environ
+    url = env["HAFLOW_TEST_KUBE_DAEMON_URL"]
+    port = int(env.get("HAFLOW_TEST_KUBE_LISTEN_PORT") or urlsplit(url).port or 443)
+    config = tls_config(
+        tmp_path / "daemon-home", (Path(env["HAFLOW_TEST_KUBE_TLS_CERT"]), Path(env["HAFLOW_TEST_KUBE_TLS_KEY"]))
+    )
+    app = create_app(config, sandbox=FakeSandbox())
+    tickets = TransferTickets(tmp_path / "transfers", writable_roots=(tmp_path,))
+    app[TRANSFERS] = tickets
+    await aiohttp_server(app, host="0.0.0.0", port=port, ssl=server_context(config))  # pods reach it from elsewhere
+    settings = KubeSettings(
+        daemon_url=url,
+        namespace=env.get("HAFLOW_TEST_KUBE_NAMESPACE") or "default",
+        instance=SESSION_INSTANCE,
+        transfer_image=env.get("HAFLOW_TEST_KUBE_TRANSFER_IMAGE") or DEFAULT_TRANSFER_IMAGE,
+        ca_configmap=env.get("HAFLOW_TEST_KUBE_CA_CONFIGMAP") or None,
+        daemon_cidr=env.get("HAFLOW_TEST_KUBE_DAEMON_CIDR") or None,
+    )
+    found = RealKube(
+        env["HAFLOW_TEST_KUBECONFIG"], env.get("HAFLOW_TEST_KUBE_CONTEXT") or None, settings, tickets,
+        env["HAFLOW_TEST_KUBE_IMAGE"],
+    )  # fmt: skip
+    yield found
+    await found.close()
