@@ -31,6 +31,7 @@ from tests.docker_support import OWNED_INSTANCES, haflow_containers
 from tests.kube.fake_apiserver import FakeCluster
 from tests.kube.fake_kubelet import NODE_LABEL, FakeKubelet
 from tests.kube.kube_support import tls_config, trusting
+from tests.test_code_missions import PLAN_DIFF, create, fingerprint, git, link, make_repo, step
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 pytest.importorskip("kubernetes_asyncio")
@@ -165,4 +166,48 @@ class TestKubernetesMission:
         found = await advance(client, mid, "completed")
         assert found["errors"] == []
         assert len(rig.kubelet.runs) == 1
+        await until(nothing_left(rig, home))
+
+    async def test_code_mission_to_delivery(
+        self, aiohttp_server: Any, aiohttp_client: Any, rig: Rig, home: Path, tmp_path: Path
+    ) -> None:
+        """A code mission's work tree (and its read-only .git) travels to the pods and back: diff, command, delivery."""
+        app = create_app(rig.config)
+        server = await aiohttp_server(app, port=rig.port, ssl=server_context(rig.config))
+        client = await aiohttp_client(server, connector=aiohttp.TCPConnector(ssl=trusting(rig.config.tls_cert)))
+        repo = make_repo(tmp_path / "repo")
+        before = fingerprint(repo)
+        project = await link(client, repo)
+        meta = await create(client, project["project_id"])
+        mid = meta["mission_id"]
+        await step(client, mid, "waiting_human")
+        await step(client, mid, "waiting_human")
+        status, _ = await api(
+            client, "PUT", f"/api/missions/{mid}/artifacts/implementation-plan.md", json={"content": PLAN_DIFF}
+        )
+        assert status == 200
+        data = await step(client, mid, "waiting_code_review")
+        assert data["runs"][-1]["changes"] == {"files": 2, "insertions": 3, "deletions": 0}
+        status, body = await api(client, "GET", f"/api/missions/{mid}/git-status")
+        assert body["data"]["files"] == [{"path": "README.md", "status": "M"}, {"path": "src/greet.py", "status": "A"}]
+
+        status, body = await api(
+            client, "POST", f"/api/missions/{mid}/run-command", json={"command": "cat README.md; echo x > README.md"}
+        )
+        assert status == 200, body
+        exec_id = body["data"]["executionId"]
+
+        async def finished() -> bool:
+            _, found = await api(client, "GET", f"/api/missions/{mid}/execution/{exec_id}")
+            return found["data"]["status"] != "running"
+
+        await until(finished, timeout=60)
+        _, found = await api(client, "GET", f"/api/missions/{mid}/execution/{exec_id}")
+        assert found["data"]["exitCode"] == 0 and "Hello from the mission." in found["data"]["output"]
+        assert (home / "missions" / mid / "workspace" / "README.md").read_text().endswith("Hello from the mission.\n")
+
+        status, body = await api(client, "POST", f"/api/missions/{mid}/deliver", json={})
+        assert status == 200, body
+        assert git(repo, "show", f"{meta['branch']}:src/greet.py").startswith("def greet")
+        assert fingerprint(repo) == before
         await until(nothing_left(rig, home))
