@@ -38,7 +38,8 @@ provider to run real agent commands end to end without a cluster:
   and deletes its pod, as the Job controller does. A deleted pod's
   container is removed.
 
-What it does not model: scheduling, image pulls (``ErrImagePull``; a
+What it does not model: scheduling (a pod starts at once, or when the test
+releases :attr:`FakeKubelet.hold`), image pulls (``ErrImagePull``; a
 missing image is the ``docker run`` exit 125), the ``transfer_image`` (fetch
 and collect are Python, not ``curl`` and ``tar`` in a container), the
 NetworkPolicy (the agent simply has no network; fetch and collect reach the
@@ -151,6 +152,8 @@ class FakeKubelet:
     docker: str = attrs.field(factory=lambda: shutil.which("docker") or "docker")
     #: Every agent ``docker run`` argument list, for tests that check how pods were run.
     runs: list[list[str]] = attrs.field(factory=list)
+    #: When set, new pods stay Pending (not scheduled, no start time) until it is set.
+    hold: asyncio.Event | None = None
     _pods: dict[str, _PodRun] = attrs.field(factory=dict)
     _cleanups: set[asyncio.Task[None]] = attrs.field(factory=set)
     _job_timers: dict[str, asyncio.Task[None]] = attrs.field(factory=dict)
@@ -165,14 +168,21 @@ class FakeKubelet:
         name = pod["metadata"]["name"]
         folder = self.root / name
         run = _PodRun(pod=pod, folder=folder, started=time.monotonic())
-        pod["status"]["startTime"] = _now()
-        run.task = asyncio.get_running_loop().create_task(self._run(run), name=f"fake-kubelet {name}")
-        run.deadline_task = asyncio.get_running_loop().create_task(self._deadline(run))
+        run.task = asyncio.get_running_loop().create_task(self._schedule(run), name=f"fake-kubelet {name}")
         self._pods[name] = run
         job = pod["metadata"]["labels"]["job-name"]
         seconds = (self.cluster.jobs.get(job) or {}).get("spec", {}).get("activeDeadlineSeconds")
         if seconds is not None and job not in self._job_timers:
             self._job_timers[job] = asyncio.get_running_loop().create_task(self._job_deadline(job, float(seconds)))
+
+    async def _schedule(self, run: _PodRun) -> None:
+        """The pod waits, Pending without a start time, while :attr:`hold` is set and not released."""
+        if self.hold is not None:
+            await self.hold.wait()
+        run.started = time.monotonic()
+        run.pod["status"]["startTime"] = _now()
+        run.deadline_task = asyncio.get_running_loop().create_task(self._deadline(run))
+        await self._run(run)
 
     def patched(self, pod: Obj) -> None:
         run = self._pods.get(pod["metadata"]["name"])

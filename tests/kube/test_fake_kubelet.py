@@ -8,6 +8,7 @@ collect), secrets by ``secretKeyRef``, and the Job's own deadline.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -142,5 +143,36 @@ class TestFakeKubelet:
         assert await provider.wait(sandbox_id) == KILLED
         failed = fake_kube.cluster.jobs[sandbox_id]["status"]["conditions"]
         assert [(c["type"], c["reason"]) for c in failed] == [("Failed", "DeadlineExceeded")]
+        await provider.remove(sandbox_id)
+        await nothing_left(fake_kube, spec.run_id)
+
+    async def test_stop_before_the_pod_started(self, fake_kube: FakeKube, make_spec) -> None:
+        """A run stopped while its pod waits for a node fails at the Job's deadline: a kill, nothing ran."""
+        fake_kube.kubelet.hold = asyncio.Event()
+        provider = fake_kube.provider()
+        spec = make_spec("echo", "never")
+        sandbox_id = await provider.start(spec)
+        await provider.stop(sandbox_id)
+        assert fake_kube.cluster.jobs[sandbox_id]["spec"]["activeDeadlineSeconds"] == 1
+        assert await provider.wait(sandbox_id) == KILLED
+        assert [line async for line in provider.output(sandbox_id)] == []
+        fake_kube.kubelet.hold.set()
+        await provider.remove(sandbox_id)
+        assert fake_kube.kubelet.runs == []
+        await nothing_left(fake_kube, spec.run_id)
+
+    async def test_agent_ignoring_sigterm_is_killed(self, fake_kube: FakeKube, make_spec, artifacts: Path) -> None:
+        """An agent that ignores SIGTERM is killed after the grace period; its exit unrecorded, no files come back."""
+        fake_kube.settings = attrs.evolve(fake_kube.settings, termination_grace_seconds=1)
+        provider = fake_kube.provider()
+        script = "trap '' TERM; echo x > /mission/artifacts/late; echo up; while :; do sleep 1; done"
+        spec = make_spec("sh", "-c", script)
+        sandbox_id = await provider.start(spec)
+        items = provider.output(sandbox_id)
+        assert await anext(items) == b"up\n"
+        await provider.stop(sandbox_id)
+        assert await provider.wait(sandbox_id) == KILLED
+        assert [line async for line in items] == []
+        assert sorted(p.name for p in artifacts.iterdir()) == ["raw-input.md"]
         await provider.remove(sandbox_id)
         await nothing_left(fake_kube, spec.run_id)
