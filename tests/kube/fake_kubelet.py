@@ -3,7 +3,10 @@
 This is not a kubelet. It is just enough of a node for the Kubernetes
 provider to run real agent commands end to end without a cluster:
 
-* **fetch** (the init container) is emulated in Python, the way the pod
+* **fetch** (the init container) is emulated in Python (or, with
+  :attr:`FakeKubelet.transfer_containers`, run as a real container of the
+  ``transfer_image`` running the manifest's ``FETCH_SCRIPT`` as the manifest says, on
+  the host's network, the CA from :attr:`FakeKubelet.configmaps`), the way the pod
   would do it: the in-token is read from the run's Secret through the
   ``secretKeyRef`` of the container's env, the areas are ``GET`` from the
   container's ``HAFLOW_TRANSFER_URL`` over real HTTPS (the node trusts the
@@ -21,7 +24,8 @@ provider to run real agent commands end to end without a cluster:
   limits, and the env of the container spec (``secretKeyRef`` values
   resolved from the Secret, handed over in a 0600 env file, never on a
   command line). Its stdout and stderr are the pod's log.
-* **collect** is emulated in Python once the agent exited and wrote
+* **collect** is emulated in Python (or run as a real container beside the
+  agent, with :attr:`~FakeKubelet.transfer_containers`) once the agent exited and wrote
   ``/haflow/done/exit``: a tar of the collect container's positional
   arguments (the writable ``aN`` areas, as mounted under ``/haflow/out``)
   is ``PUT`` to its ``HAFLOW_TRANSFER_URL`` with the out-token from the
@@ -40,14 +44,17 @@ provider to run real agent commands end to end without a cluster:
 
 What it does not model: scheduling (a pod starts at once, or when the test
 releases :attr:`FakeKubelet.hold`), image pulls (``ErrImagePull``; a
-missing image is the ``docker run`` exit 125), the ``transfer_image`` (fetch
-and collect are Python, not ``curl`` and ``tar`` in a container), the
-NetworkPolicy (the agent simply has no network; fetch and collect reach the
-daemon directly), ``emptyDir`` size limits and ``medium: Memory``,
+missing image is the ``docker run`` exit 125), the ``transfer_image`` unless
+:attr:`~FakeKubelet.transfer_containers` is set (by default fetch and
+collect are Python, not ``curl`` and ``tar``, and the Python collect is not
+cut off at the grace period), the NetworkPolicy (the agent simply has no
+network; fetch and collect reach the daemon directly, their containers on
+the host's network), ``emptyDir`` size limits and ``medium: Memory``,
 ``fsGroup`` ownership changes, per-pod PID limits, the Secret's
 ``CreateContainerConfigError`` path (a missing Secret fails the container),
 container restarts, log rotation, evictions, the Downward API, the
-``DisruptionTarget`` condition, and the Job controller's other conditions.
+``DisruptionTarget`` condition, the Job controller's other conditions, and
+``ttlSecondsAfterFinished``.
 """
 
 from __future__ import annotations
@@ -71,8 +78,8 @@ from typing import Any
 import aiohttp
 import attrs
 
-from haflowd.sandbox.kube_manifests import AGENT, COLLECT, DONE_DIR, FETCH, IN_DIR, OUT_DIR
-from tests.kube.fake_apiserver import FakeCluster, Obj
+from haflowd.sandbox.kube_manifests import AGENT, COLLECT, FETCH, IN_DIR, OUT_DIR
+from tests.kube.fake_apiserver import FakeCluster, LogStream, Obj
 
 #: Labels the fake node puts on its containers (besides the pod's own labels).
 NODE_LABEL = "haflow.test.fake-kubelet"
@@ -100,6 +107,17 @@ def _cpus(value: str) -> str:
     if value.endswith("m"):
         return f"{int(value[:-1]) / 1000:g}"
     return f"{float(value):g}"
+
+
+_QUANTITY = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4, "k": 1000, "M": 1000**2, "G": 1000**3}
+
+
+def _memory(value: str) -> str:
+    """A Kubernetes memory quantity (``128Mi``, ``134217728``) in bytes, for ``docker run --memory``."""
+    for suffix, factor in _QUANTITY.items():
+        if value.endswith(suffix):
+            return str(int(value[: -len(suffix)]) * factor)
+    return str(int(value))
 
 
 def _container(pod: Obj, name: str, *, init: bool = False) -> Obj | None:
@@ -133,8 +151,8 @@ class _PodRun:
     deadline_task: asyncio.Task[None] | None = None
     #: Set when the pod's deadline passed: the kubelet stops its containers.
     stopping: asyncio.Event = attrs.field(factory=asyncio.Event)
-    container: str = ""
-    process: asyncio.subprocess.Process | None = None
+    #: The Docker container of each pod container run so far, and its ``docker run`` process.
+    containers: dict[str, tuple[str, asyncio.subprocess.Process | None]] = attrs.field(factory=dict)
 
 
 @attrs.define
@@ -154,6 +172,14 @@ class FakeKubelet:
     runs: list[list[str]] = attrs.field(factory=list)
     #: When set, new pods stay Pending (not scheduled, no start time) until it is set.
     hold: asyncio.Event | None = None
+    #: Run fetch and collect as real containers of the pod's ``transfer_image`` (it must exist
+    #: locally, e.g. :func:`build_transfer_image`), their scripts exactly as the manifest says,
+    #: on the host's network (to reach the daemon's loopback address); else emulate them in Python.
+    transfer_containers: bool = False
+    #: The namespace's ConfigMaps (name -> key -> text) for ``configMap`` volumes (the CA bundle).
+    configmaps: dict[str, dict[str, str]] = attrs.field(factory=dict)
+    #: The output of the transfer containers, by pod and container name (for failing tests to show).
+    transfer_logs: dict[tuple[str, str], bytearray] = attrs.field(factory=dict)
     _pods: dict[str, _PodRun] = attrs.field(factory=dict)
     _cleanups: set[asyncio.Task[None]] = attrs.field(factory=set)
     _job_timers: dict[str, asyncio.Task[None]] = attrs.field(factory=dict)
@@ -223,7 +249,7 @@ class FakeKubelet:
         if run.pod["status"].get("phase") in ("Succeeded", "Failed"):
             return
         run.stopping.set()
-        await self._stop_container(run, float(run.pod["spec"].get("terminationGracePeriodSeconds", 30)))
+        await self._stop_containers(run, float(run.pod["spec"].get("terminationGracePeriodSeconds", 30)))
 
     async def _job_deadline(self, job: str, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -232,18 +258,16 @@ class FakeKubelet:
         if found is not None and not any(c["type"] in ("Complete", "Failed") for c in conditions):
             self.cluster.deadline(job)
 
-    async def _stop_container(self, run: _PodRun, grace: float) -> None:
-        """``docker stop`` the agent until its ``docker run`` ended (it may not have created the container yet)."""
-        while run.process is None or run.process.returncode is None:
-            if run.process is not None and run.container:
+    async def _stop_containers(self, run: _PodRun, grace: float) -> None:
+        """``docker stop`` every container of the pod while the pod runs (a container may not exist yet)."""
+        while run.task is not None and not run.task.done():
+            running = [name for name, process in run.containers.values() if process and process.returncode is None]
+            for name in running:
                 done = await asyncio.create_subprocess_exec(
-                    self.docker, "stop", "--time", str(math.ceil(grace)), run.container,
+                    self.docker, "stop", "--time", str(math.ceil(grace)), name,
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 )  # fmt: skip
-                if await done.wait() == 0:
-                    return
-            elif run.task is not None and run.task.done():
-                return
+                await done.wait()
             await asyncio.sleep(0.1)
 
     async def _kill(self, run: _PodRun) -> None:
@@ -305,14 +329,25 @@ class FakeKubelet:
         pod = run.pod
         spec = pod["spec"]
         for volume in spec.get("volumes") or ():
+            folder = self._volume(run, volume["name"])
+            folder.mkdir(parents=True)
             if "emptyDir" in volume:
-                folder = self._volume(run, volume["name"])
-                folder.mkdir(parents=True)
                 folder.chmod(0o777)  # as the kubelet makes an emptyDir
+            elif "configMap" in volume:
+                data = self.configmaps[volume["configMap"]["name"]]
+                for item in volume["configMap"].get("items") or [{"key": k, "path": k} for k in data]:
+                    (folder / item["path"]).write_text(data[item["key"]])
+                folder.chmod(0o755)
+            else:
+                raise AssertionError(f"the fake kubelet knows no volume like {volume}")
         for init in spec.get("initContainers") or ():
             assert init["name"] == FETCH, f"the fake kubelet knows no init container {init['name']!r}"
             _set_state(pod, FETCH, {"running": {"startedAt": _now()}}, init=True)
-            code, message = await self._fetch(run, init)
+            if self.transfer_containers:
+                code = await self._docker(run, init, network="host")
+                message = self._tail(run, FETCH) if code else ""
+            else:
+                code, message = await self._fetch(run, init)
             _set_state(pod, FETCH, _terminated(code, message), init=True)
             if code != 0:
                 for item in pod["status"]["containerStatuses"]:
@@ -325,16 +360,40 @@ class FakeKubelet:
         pod["status"]["phase"] = "Running"
         agent = _container(pod, AGENT)
         assert agent is not None
-        code = await self._agent(run, agent)
-        _set_state(pod, AGENT, _terminated(code))
-        self.cluster._changed(self._job(run))
         collect = _container(pod, COLLECT)
-        sent = 0
-        if collect is not None:
+        collecting: asyncio.Task[int] | None = None
+        if collect is not None and self.transfer_containers:
+            # As in a pod: collect runs beside the agent and waits for done/exit itself.
             _set_state(pod, COLLECT, {"running": {"startedAt": _now()}})
-            sent, message = await self._collect(run, collect, code)
-            _set_state(pod, COLLECT, _terminated(sent, message))
+            collecting = asyncio.get_running_loop().create_task(self._docker(run, collect, network="host"))
+        try:
+            code = await self._agent(run, agent)
+            _set_state(pod, AGENT, _terminated(code))
+            self.cluster._changed(self._job(run))
+            sent = 0
+            if collecting is not None and code == DOCKER_RUN_FAILED and not _recorded(run):
+                # Not a state of a real pod (its agent would wait in CreateContainerError): no hang in tests.
+                collecting.cancel()
+                sent = 1
+                _set_state(pod, COLLECT, _terminated(sent, "the fake kubelet could not start the agent"))
+            elif collecting is not None:
+                sent = await asyncio.shield(collecting)
+                _set_state(pod, COLLECT, _terminated(sent, self._tail(run, COLLECT) if sent else ""))
+            elif collect is not None:
+                _set_state(pod, COLLECT, {"running": {"startedAt": _now()}})
+                sent, message = await self._collect(run, collect, code)
+                _set_state(pod, COLLECT, _terminated(sent, message))
+        finally:
+            if collecting is not None and not collecting.done():
+                collecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await collecting
         self._end(run, code == 0 and sent == 0)
+
+    def _tail(self, run: _PodRun, container: str) -> str:
+        """The end of a transfer container's output: its terminated state's message, as a kubelet's log tail."""
+        data = self.transfer_logs.get((run.pod["metadata"]["name"], container), bytearray())
+        return bytes(data[-500:]).decode(errors="replace").strip()
 
     # -- fetch ----------------------------------------------------------------------
 
@@ -376,14 +435,14 @@ class FakeKubelet:
         context = {**(pod["spec"].get("securityContext") or {}), **(container.get("securityContext") or {})}
         return int(context["runAsUser"]), int(context["runAsGroup"])
 
-    def _docker_args(self, run: _PodRun, container: Obj, env_file: Path) -> list[str]:
+    def _docker_args(self, run: _PodRun, container: Obj, env_file: Path, name: str, network: str) -> list[str]:
         pod = run.pod
         security = container.get("securityContext") or {}
         pod_security = pod["spec"].get("securityContext") or {}
         user, group = self._ids(pod, container)
         args = [
-            "run", "--rm", "--name", run.container, "--label", f"{NODE_LABEL}=1",
-            "--user", f"{user}:{group}", "--network", "none", "--env-file", str(env_file),
+            "run", "--rm", "--name", name, "--label", f"{NODE_LABEL}=1",
+            "--user", f"{user}:{group}", "--network", network, "--env-file", str(env_file),
         ]  # fmt: skip
         for key, value in pod["metadata"]["labels"].items():
             args += ["--label", f"{key}={value}"]
@@ -397,7 +456,7 @@ class FakeKubelet:
             args += ["--cap-drop", capability]
         limits = (container.get("resources") or {}).get("limits") or {}
         if "memory" in limits:
-            args += ["--memory", str(limits["memory"])]
+            args += ["--memory", _memory(str(limits["memory"]))]
         if "cpu" in limits:
             args += ["--cpus", _cpus(str(limits["cpu"]))]
         if container.get("workingDir"):
@@ -418,42 +477,53 @@ class FakeKubelet:
 
     async def _agent(self, run: _PodRun, container: Obj) -> int:
         """``docker run`` the agent container; its output is the pod's log; its exit code is returned."""
+        _set_state(run.pod, AGENT, {"running": {"startedAt": _now()}})
+        self.cluster._changed(self._job(run))
+        return await self._docker(run, container, network="none", log=self.cluster.logs[self._job(run)])
+
+    async def _docker(self, run: _PodRun, container: Obj, *, network: str, log: LogStream | None = None) -> int:
+        """``docker run`` one container of the pod; its output goes to ``log`` (else to :attr:`transfer_logs`)."""
         pod = run.pod
         job = self._job(run)
+        name = container["name"]
+        out = (
+            log.data if log is not None else self.transfer_logs.setdefault((pod["metadata"]["name"], name), bytearray())
+        )
         try:
             env = self._env(container)
         except LookupError as e:
-            self.cluster.logs[job].data += f"fake kubelet: {e}\n".encode()
+            out += f"fake kubelet: {e}\n".encode()
             return 1
         spanning = [key for key, value in env.items() if "\n" in value or "\r" in value]
         if spanning:
-            self.cluster.logs[job].data += f"fake kubelet: cannot pass {spanning} in an env file\n".encode()
+            out += f"fake kubelet: cannot pass {spanning} in an env file\n".encode()
             return 1
-        env_file = run.folder / "agent.env"
-        with env_file.open("x", encoding="utf-8") as out:
+        env_file = run.folder / f"{name}.env"
+        with env_file.open("x", encoding="utf-8") as written:
             os.chmod(env_file, 0o600)
-            out.writelines(f"{key}={value}\n" for key, value in env.items())
-        run.container = f"fake-kubelet-{pod['metadata']['name']}"
-        args = self._docker_args(run, container, env_file)
-        self.runs.append(args)
-        _set_state(pod, AGENT, {"running": {"startedAt": _now()}})
-        self.cluster._changed(job)
+            written.writelines(f"{key}={value}\n" for key, value in env.items())
+        docker_name = f"fake-kubelet-{pod['metadata']['name']}-{name}"
+        args = self._docker_args(run, container, env_file, docker_name, network)
+        if name == AGENT:
+            self.runs.append(args)
+        run.containers[name] = (docker_name, None)
         process = await asyncio.create_subprocess_exec(
             self.docker, *args,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
-        run.process = process
+        run.containers[name] = (docker_name, process)
         assert process.stdout is not None
         try:
             while chunk := await process.stdout.read(64 * 1024):
-                self.cluster.logs[job].data += chunk
-                self.cluster._changed(job)
+                out += chunk
+                if log is not None:
+                    self.cluster._changed(job)
             return await process.wait()
         except asyncio.CancelledError:
             # The pod was deleted: its container goes (retried until docker run has ended).
             while process.returncode is None:
                 remove = await asyncio.create_subprocess_exec(
-                    self.docker, "rm", "--force", run.container,
+                    self.docker, "rm", "--force", docker_name,
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 )  # fmt: skip
                 await remove.wait()
@@ -468,8 +538,7 @@ class FakeKubelet:
     async def _collect(self, run: _PodRun, container: Obj, agent_code: int) -> tuple[int, str]:
         """After ``done/exit`` was written: PUT a tar of the writable areas with the out-token."""
         mounts = self._mounts(run, container)
-        done = mounts[DONE_DIR] / "exit"
-        if not done.is_file() or not done.read_text().strip():
+        if not _recorded(run):
             if agent_code == DOCKER_RUN_FAILED:
                 # Not a state of a real pod (its agent would wait in CreateContainerError): no hang in tests.
                 return 1, "the fake kubelet could not start the agent (docker run failed; see the log)"
@@ -497,6 +566,12 @@ class FakeKubelet:
         finally:
             archive.unlink(missing_ok=True)
         return 0, ""
+
+
+def _recorded(run: _PodRun) -> bool:
+    """Whether the agent's wrapper wrote its exit code to ``/haflow/done/exit``."""
+    done = run.folder / "volumes" / "done" / "exit"
+    return done.is_file() and bool(done.read_text().strip())
 
 
 def _untar(archive: Path, mounts: Mapping[str, Path], uid: int, gid: int) -> None:

@@ -58,6 +58,38 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+#: A transfer image the suite builds: the test agent image with the host's ``curl`` and its libraries.
+TRANSFER_IMAGE = "haflow-transfer:test"
+
+
+@pytest.fixture(scope="session")
+def transfer_image(docker_image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """:data:`TRANSFER_IMAGE`, built offline (``sh``, ``tar`` from busybox; ``curl`` from the host).
+
+    Skipped when the host has no ``curl`` or ``ldd`` to copy it with.
+    """
+    curl, ldd = shutil.which("curl"), shutil.which("ldd")
+    if curl is None or ldd is None:
+        pytest.skip("building a transfer image needs the host's curl and ldd")
+    context = tmp_path_factory.mktemp("transfer-image")
+    libraries = subprocess.run([ldd, curl], capture_output=True, text=True, check=True, timeout=60).stdout
+    files = [Path(curl)]
+    for line in libraries.splitlines():
+        for word in line.split():
+            if word.startswith("/") and Path(word).exists():
+                files.append(Path(word))
+    for source in files:
+        target = context / "rootfs" / source.relative_to("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source.resolve(), target)
+    (context / "Dockerfile").write_text(f"FROM {docker_image}\nCOPY rootfs/ /\n")
+    subprocess.run(
+        ["docker", "build", "--quiet", "--tag", TRANSFER_IMAGE, str(context)], capture_output=True, check=True,
+        timeout=300,
+    )  # fmt: skip
+    return TRANSFER_IMAGE
+
+
 @pytest.fixture(scope="session")
 def kube_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return self_signed_cert(tmp_path_factory.mktemp("kube-tls"))

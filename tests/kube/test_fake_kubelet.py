@@ -79,8 +79,58 @@ async def nothing_left(kube: FakeKube, run_id: str) -> None:
     assert not any(json.loads(p.read_bytes())["run_id"] == run_id for p in kube.tickets.root.glob("*.json"))
 
 
+@pytest.fixture(params=["python", "containers"])
+def kube(request: pytest.FixtureRequest, fake_kube: FakeKube, kube_cert: tuple[Path, Path]) -> FakeKube:
+    """The fake cluster, its fetch and collect emulated in Python, or run as real containers of the transfer image.
+
+    With containers, the manifest's own FETCH_SCRIPT and COLLECT_SCRIPT run (busybox ``sh`` and ``tar``, the
+    host's ``curl``), trusting the daemon's certificate through the CA ConfigMap of the settings.
+    """
+    if request.param == "containers":
+        image = request.getfixturevalue("transfer_image")
+        fake_kube.settings = attrs.evolve(fake_kube.settings, transfer_image=image, ca_configmap="haflow-ca")
+        fake_kube.kubelet.transfer_containers = True
+        fake_kube.kubelet.configmaps["haflow-ca"] = {"ca.crt": kube_cert[0].read_text()}
+    return fake_kube
+
+
 class TestFakeKubelet:
-    async def test_runs_the_agent_as_the_manifest_says(self, fake_kube: FakeKube, make_spec, tmp_path: Path) -> None:
+    async def test_round_trip(self, kube: FakeKube, make_spec, artifacts: Path, tmp_path: Path) -> None:
+        """Areas go in and the writable ones come back: written, changed, deleted, linked; nested .git untouched."""
+        work = tmp_path / "work"
+        (work / ".git").mkdir(parents=True)
+        (work / "a.txt").write_text("a\n")
+        gitdir = tmp_path / "git"
+        gitdir.mkdir()
+        (gitdir / "HEAD").write_text("ref: refs/heads/main\n")
+        notes = tmp_path / "notes.md"
+        notes.write_text("old\n")
+        mounts = (
+            Mount(artifacts, "/mission/artifacts"),
+            Mount(work, "/workspace"),
+            Mount(gitdir, "/workspace/.git", read_only=True),
+            Mount(notes, "/mission/notes.md"),
+        )
+        script = (
+            "cat /workspace/.git/HEAD /mission/notes.md; echo new > /mission/notes.md; "
+            "cd /mission/artifacts && tr a-z A-Z < raw-input.md > out.md && ln -s out.md link && rm raw-input.md && "
+            "cd /workspace && echo b > b.txt && rm a.txt && mkdir -p deep/er && echo x > deep/er/f"
+        )
+        provider = kube.provider()
+        spec = make_spec("sh", "-c", script, mounts=mounts)
+        sandbox_id = await provider.start(spec)
+        assert await provider.wait(sandbox_id) == 0
+        assert [line async for line in provider.output(sandbox_id)] == [b"ref: refs/heads/main\n", b"old\n"]
+        assert notes.read_text() == "new\n"
+        assert sorted(p.name for p in artifacts.iterdir()) == ["link", "out.md"]
+        assert (artifacts / "out.md").read_text() == "HELLO\n" and (artifacts / "link").readlink() == Path("out.md")
+        assert sorted(p.name for p in work.iterdir()) == [".git", "b.txt", "deep"]
+        assert (work / "deep" / "er" / "f").read_text() == "x\n" and list((work / ".git").iterdir()) == []
+        assert [p.name for p in gitdir.iterdir()] == ["HEAD"]
+        await provider.remove(sandbox_id)
+        await nothing_left(kube, spec.run_id)
+
+    async def test_runs_the_agent_as_the_manifest_says(self, kube: FakeKube, make_spec, tmp_path: Path) -> None:
         """The agent container runs the manifest's command, as the pod's user, read-only, without a network."""
         prompt = tmp_path / "prompt.md"
         prompt.write_text("the prompt\n")
@@ -88,13 +138,13 @@ class TestFakeKubelet:
             "sh", "-c", "echo $KEY; id -u", secrets={"KEY": SECRET_VALUE},
             mounts=(Mount(tmp_path / "artifacts", "/mission/artifacts"), Mount(prompt, "/mission/prompt.md", True)),
         )  # fmt: skip
-        provider = fake_kube.provider()
+        provider = kube.provider()
         sandbox_id = await provider.start(spec)
         assert await provider.wait(sandbox_id) == 0
         assert [line async for line in provider.output(sandbox_id)] == [SECRET_VALUE.encode() + b"\n", b"65534\n"]
-        job = fake_kube.cluster.jobs[sandbox_id]
+        job = kube.cluster.jobs[sandbox_id]
         agent = job["spec"]["template"]["spec"]["containers"][0]
-        (args,) = fake_kube.kubelet.runs
+        (args,) = kube.kubelet.runs
         assert args[args.index("--entrypoint") + 1] == agent["command"][0]
         assert args[args.index("--entrypoint") + 2 :] == [spec.image, *agent["command"][1:]]
         assert args[args.index("--user") + 1] == "65534:65534"
@@ -105,66 +155,67 @@ class TestFakeKubelet:
         assert prompt_mount.endswith(",readonly")
         assert SECRET_VALUE not in json.dumps(job) and all(SECRET_VALUE not in a for a in args)
         await provider.remove(sandbox_id)
-        await nothing_left(fake_kube, spec.run_id)
+        await nothing_left(kube, spec.run_id)
 
-    async def test_refused_in_token_fails_the_fetch(self, fake_kube: FakeKube, make_spec) -> None:
+    async def test_refused_in_token_fails_the_fetch(self, kube: FakeKube, make_spec) -> None:
         """A token the daemon refuses (401) fails the fetch container, and wait() says the files did not arrive."""
-        provider = fake_kube.provider(issuer=WrongInToken(fake_kube.tickets))
+        provider = kube.provider(issuer=WrongInToken(kube.tickets))
         spec = make_spec("echo", "never")
         sandbox_id = await provider.start(spec)
-        with pytest.raises(SandboxError, match=r"could not be brought into its pod.*exited with 22"):
+        refused = r"brought into its pod: the fetch container exited with [1-9][0-9]* .*error: 401"
+        with pytest.raises(SandboxError, match=refused):
             await provider.wait(sandbox_id)
         assert [line async for line in provider.output(sandbox_id)] == []
-        assert fake_kube.kubelet.runs == []
+        assert kube.kubelet.runs == []
         await provider.remove(sandbox_id)
-        await nothing_left(fake_kube, spec.run_id)
+        await nothing_left(kube, spec.run_id)
 
-    async def test_refused_upload_fails_the_collect(self, fake_kube: FakeKube, make_spec, artifacts: Path) -> None:
+    async def test_refused_upload_fails_the_collect(self, kube: FakeKube, make_spec, artifacts: Path) -> None:
         """An upload over the area's cap (413) fails the collect container; the host folder stays as it was."""
         spec = make_spec(
             "sh", "-c", "dd if=/dev/zero of=/mission/artifacts/big bs=1024 count=200 2>/dev/null",
             mounts=(Mount(artifacts, "/mission/artifacts", max_bytes=64 * 1024),),
         )  # fmt: skip
-        provider = fake_kube.provider()
+        provider = kube.provider()
         sandbox_id = await provider.start(spec)
         with pytest.raises(SandboxError, match=r"files did not come back.*exited with 22"):
             await provider.wait(sandbox_id)
         assert sorted(p.name for p in artifacts.iterdir()) == ["raw-input.md"]
         await provider.remove(sandbox_id)
-        await nothing_left(fake_kube, spec.run_id)
+        await nothing_left(kube, spec.run_id)
 
-    async def test_job_deadline_kills_the_run(self, fake_kube: FakeKube, make_spec) -> None:
+    async def test_job_deadline_kills_the_run(self, kube: FakeKube, make_spec) -> None:
         """Past the Job's activeDeadlineSeconds its pod goes, container and all, and wait() reports a kill."""
-        fake_kube.settings = attrs.evolve(fake_kube.settings, pending_seconds=1)
-        provider = fake_kube.provider()
+        kube.settings = attrs.evolve(kube.settings, pending_seconds=1)
+        provider = kube.provider()
         spec = make_spec("sh", "-c", "echo up; sleep 600", limits=Limits(memory="128m", timeout_seconds=1))
         sandbox_id = await provider.start(spec)
-        assert fake_kube.cluster.jobs[sandbox_id]["spec"]["activeDeadlineSeconds"] == 2
+        assert kube.cluster.jobs[sandbox_id]["spec"]["activeDeadlineSeconds"] == 2
         assert await provider.wait(sandbox_id) == KILLED
-        failed = fake_kube.cluster.jobs[sandbox_id]["status"]["conditions"]
+        failed = kube.cluster.jobs[sandbox_id]["status"]["conditions"]
         assert [(c["type"], c["reason"]) for c in failed] == [("Failed", "DeadlineExceeded")]
         await provider.remove(sandbox_id)
-        await nothing_left(fake_kube, spec.run_id)
+        await nothing_left(kube, spec.run_id)
 
-    async def test_stop_before_the_pod_started(self, fake_kube: FakeKube, make_spec) -> None:
+    async def test_stop_before_the_pod_started(self, kube: FakeKube, make_spec) -> None:
         """A run stopped while its pod waits for a node fails at the Job's deadline: a kill, nothing ran."""
-        fake_kube.kubelet.hold = asyncio.Event()
-        provider = fake_kube.provider()
+        kube.kubelet.hold = asyncio.Event()
+        provider = kube.provider()
         spec = make_spec("echo", "never")
         sandbox_id = await provider.start(spec)
         await provider.stop(sandbox_id)
-        assert fake_kube.cluster.jobs[sandbox_id]["spec"]["activeDeadlineSeconds"] == 1
+        assert kube.cluster.jobs[sandbox_id]["spec"]["activeDeadlineSeconds"] == 1
         assert await provider.wait(sandbox_id) == KILLED
         assert [line async for line in provider.output(sandbox_id)] == []
-        fake_kube.kubelet.hold.set()
+        kube.kubelet.hold.set()
         await provider.remove(sandbox_id)
-        assert fake_kube.kubelet.runs == []
-        await nothing_left(fake_kube, spec.run_id)
+        assert kube.kubelet.runs == []
+        await nothing_left(kube, spec.run_id)
 
-    async def test_agent_ignoring_sigterm_is_killed(self, fake_kube: FakeKube, make_spec, artifacts: Path) -> None:
+    async def test_agent_ignoring_sigterm_is_killed(self, kube: FakeKube, make_spec, artifacts: Path) -> None:
         """An agent that ignores SIGTERM is killed after the grace period; its exit unrecorded, no files come back."""
-        fake_kube.settings = attrs.evolve(fake_kube.settings, termination_grace_seconds=1)
-        provider = fake_kube.provider()
+        kube.settings = attrs.evolve(kube.settings, termination_grace_seconds=1)
+        provider = kube.provider()
         script = "trap '' TERM; echo x > /mission/artifacts/late; echo up; while :; do sleep 1; done"
         spec = make_spec("sh", "-c", script)
         sandbox_id = await provider.start(spec)
@@ -175,4 +226,4 @@ class TestFakeKubelet:
         assert [line async for line in items] == []
         assert sorted(p.name for p in artifacts.iterdir()) == ["raw-input.md"]
         await provider.remove(sandbox_id)
-        await nothing_left(fake_kube, spec.run_id)
+        await nothing_left(kube, spec.run_id)
