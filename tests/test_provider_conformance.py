@@ -6,7 +6,9 @@ everything a run reads or writes travels as tar streams through volumes.
 
 The Kubernetes provider runs against the fake API server with its FAKE,
 Docker-backed kubelet (``kubernetes-fake``, :mod:`tests.kube.fake_kubelet`):
-the files travel through a real daemon's transfer endpoints over HTTPS. With
+the files travel through a real daemon's transfer endpoints over HTTPS,
+fetched and collected by the fake in Python, or (``kubernetes-fake-scripts``)
+by the manifest's own scripts in real containers. With
 ``HAFLOW_TEST_KUBECONFIG`` (and ``HAFLOW_TEST_KUBE_DAEMON_URL``) the same
 cases run against a real cluster (``kubernetes``); otherwise that is skipped.
 """
@@ -36,7 +38,7 @@ from tests.remote_engine import Engine
 pytestmark = pytest.mark.docker
 
 #: The provider kinds every case runs on.
-KINDS = ["local", "remote", "kubernetes-fake", "kubernetes"]
+KINDS = ["local", "remote", "kubernetes-fake", "kubernetes-fake-scripts", "kubernetes"]
 
 
 class Target:
@@ -196,12 +198,18 @@ def _tickets_of(root: Path, run_id: str) -> list[Path]:
 
 @pytest.fixture(params=KINDS)
 def target(request: pytest.FixtureRequest, docker_image: str) -> Target:
+    kind = request.param
     if request.param == "local":
         return DockerTarget(
             "local", Engine(), lambda: DockerProvider(default_image=docker_image, instance=SESSION_INSTANCE)
         )
     if request.param == "kubernetes-fake":
         return FakeKubeTarget(request.getfixturevalue("fake_kube"))
+    if request.param == "kubernetes-fake-scripts":
+        # The same, but fetch and collect run the manifest's scripts in real containers (busybox, the host's curl).
+        kube: FakeKube = request.getfixturevalue("fake_kube")
+        cert = request.getfixturevalue("kube_cert")[0]
+        return FakeKubeTarget(kube.run_transfer_containers(request.getfixturevalue("transfer_image"), cert), kind)
     if request.param == "kubernetes":
         return RealKubeTarget(request.getfixturevalue("real_kube"))
     engine = request.getfixturevalue("remote_engine")

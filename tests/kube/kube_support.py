@@ -142,6 +142,13 @@ class FakeKube:
         self.made.append(made)
         return made
 
+    def run_transfer_containers(self, image: str, cert: Path) -> FakeKube:
+        """Run fetch and collect as real containers of ``image``, trusting ``cert`` through a CA ConfigMap."""
+        self.settings = attrs.evolve(self.settings, transfer_image=image, ca_configmap="haflow-ca")
+        self.kubelet.transfer_containers = True
+        self.kubelet.configmaps["haflow-ca"] = {"ca.crt": cert.read_text()}
+        return self
+
     async def close(self) -> None:
         for provider in self.made:
             await provider.close()

@@ -87,10 +87,7 @@ def kube(request: pytest.FixtureRequest, fake_kube: FakeKube, kube_cert: tuple[P
     host's ``curl``), trusting the daemon's certificate through the CA ConfigMap of the settings.
     """
     if request.param == "containers":
-        image = request.getfixturevalue("transfer_image")
-        fake_kube.settings = attrs.evolve(fake_kube.settings, transfer_image=image, ca_configmap="haflow-ca")
-        fake_kube.kubelet.transfer_containers = True
-        fake_kube.kubelet.configmaps["haflow-ca"] = {"ca.crt": kube_cert[0].read_text()}
+        return fake_kube.run_transfer_containers(request.getfixturevalue("transfer_image"), kube_cert[0])
     return fake_kube
 
 
