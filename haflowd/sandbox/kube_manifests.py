@@ -119,9 +119,17 @@ EOF
 """
 
 #: Waits for the agent's exit, then sends the writable areas (positional arguments) back as one tar stream.
+#: A file or folder the agent left unreadable to itself would be missing from the stream while the
+#: daemon took the rest as the whole area (deleting it there): then nothing is sent, and collect fails.
 COLLECT_SCRIPT = """\
 set -eu
 while [ ! -s /haflow/done/exit ]; do sleep 1; done
+cd /haflow/out
+unreadable=$(find "$@" \\( -type d ! -perm -500 \\) -o \\( -type f ! -perm -400 \\) 2>/dev/null | head -n 1)
+if [ -n "$unreadable" ]; then
+  printf 'haflow: the agent left %s unreadable: nothing is sent back\\n' "$unreadable" >&2
+  exit 3
+fi
 set -o pipefail
 tar -c -C /haflow/out "$@" | curl --fail --silent --show-error --proto =https \\
   ${HAFLOW_CA_FILE:+--cacert "$HAFLOW_CA_FILE"} --config /dev/fd/3 \\

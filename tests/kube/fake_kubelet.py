@@ -68,6 +68,7 @@ import math
 import os
 import shutil
 import ssl
+import stat
 import tarfile
 import tempfile
 import time
@@ -551,6 +552,10 @@ class FakeKubelet:
             return 1, str(e)
         command = container["command"]
         members = command[4:]  # sh -c COLLECT_SCRIPT haflow-collect aN...
+        # As the script checks: what the pod's user cannot read would be missing from its tar.
+        unreadable = await asyncio.to_thread(_unreadable, [(m, mounts[f"{OUT_DIR}/{m}"]) for m in members])
+        if unreadable is not None:
+            return 3, f"haflow: the agent left {unreadable} unreadable: nothing is sent back"
         archive = run.folder / "collect.tar"
         await asyncio.to_thread(_tar, archive, [(m, mounts[f"{OUT_DIR}/{m}"]) for m in members])
         headers = {"Authorization": f"Bearer {env['HAFLOW_TRANSFER_TOKEN']}", "Content-Type": "application/x-tar"}
@@ -597,6 +602,20 @@ def _untar(archive: Path, mounts: Mapping[str, Path], uid: int, gid: int) -> Non
             for folder, dirs, files in os.walk(where):
                 for name in [*dirs, *files]:
                     os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
+
+
+def _unreadable(members: list[tuple[str, Path]]) -> str | None:
+    """The first folder its owner cannot list or file its owner cannot read (``aN/...``), if any."""
+    for member, source in members:
+        for folder, dirs, files in os.walk(source):
+            for name, wanted in [(n, stat.S_IRUSR | stat.S_IXUSR) for n in ["", *dirs]] + [
+                (n, stat.S_IRUSR) for n in files
+            ]:
+                path = os.path.join(folder, name)
+                mode = os.lstat(path).st_mode
+                if (stat.S_ISDIR(mode) or stat.S_ISREG(mode)) and mode & wanted != wanted:
+                    return os.path.join(member, os.path.relpath(path, source)).removesuffix("/.")
+    return None
 
 
 def _tar(archive: Path, members: list[tuple[str, Path]]) -> None:

@@ -224,3 +224,21 @@ class TestFakeKubelet:
         assert sorted(p.name for p in artifacts.iterdir()) == ["raw-input.md"]
         await provider.remove(sandbox_id)
         await nothing_left(kube, spec.run_id)
+
+    async def test_unreadable_file_sends_nothing_back(self, kube: FakeKube, make_spec, artifacts: Path) -> None:
+        """A file the agent made unreadable (to itself) fails the collect, and the host's area stays as it was.
+
+        The collect container's tar runs as the agent's user: before COLLECT_SCRIPT checked, it left such a
+        file out of a stream the daemon accepted as the whole area, deleting the file on the host.
+        """
+        (artifacts / "keep.md").write_text("keep\n")
+        provider = kube.provider()
+        script = "cd /mission/artifacts && echo new > new.md && chmod 000 keep.md"
+        spec = make_spec("sh", "-c", script)
+        sandbox_id = await provider.start(spec)
+        with pytest.raises(SandboxError, match=r"exited with 3 .*a0/keep\.md unreadable"):
+            await provider.wait(sandbox_id)
+        assert sorted(p.name for p in artifacts.iterdir()) == ["keep.md", "raw-input.md"]
+        assert (artifacts / "keep.md").read_text() == "keep\n"
+        await provider.remove(sandbox_id)
+        await nothing_left(kube, spec.run_id)
