@@ -242,3 +242,18 @@ class TestFakeKubelet:
         assert (artifacts / "keep.md").read_text() == "keep\n"
         await provider.remove(sandbox_id)
         await nothing_left(kube, spec.run_id)
+
+    async def test_link_out_fails_the_run(self, kube: FakeKube, make_spec, artifacts: Path) -> None:
+        """A symlink out of the area makes the daemon refuse the whole upload (422): the run fails, the area stays.
+
+        Unlike the remote Docker provider, which drops such a link and brings the rest back
+        (tests/test_provider_conformance.py, TestRemoteOnly): the transfer endpoint vets strictly.
+        """
+        provider = kube.provider()
+        spec = make_spec("sh", "-c", "cd /mission/artifacts && ln -s /usr/bin/env python && echo ok > fine")
+        sandbox_id = await provider.start(spec)
+        with pytest.raises(SandboxError, match=r"files did not come back.*422"):
+            await provider.wait(sandbox_id)
+        assert sorted(p.name for p in artifacts.iterdir()) == ["raw-input.md"]
+        await provider.remove(sandbox_id)
+        await nothing_left(kube, spec.run_id)
