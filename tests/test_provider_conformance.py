@@ -1,33 +1,70 @@
-"""One behaviour for every sandbox provider: the local Docker one and the remote one.
+"""One behaviour for every sandbox provider: local Docker, remote Docker, and Kubernetes.
 
 The remote provider runs against a second dockerd this session starts
 (:mod:`tests.remote_engine`), which shares no path with the host's folders:
 everything a run reads or writes travels as tar streams through volumes.
+
+The Kubernetes provider runs against the fake API server with its FAKE,
+Docker-backed kubelet (``kubernetes-fake``, :mod:`tests.kube.fake_kubelet`):
+the files travel through a real daemon's transfer endpoints over HTTPS,
+fetched and collected by the fake in Python, or (``kubernetes-fake-scripts``)
+by the manifest's own scripts in real containers. With
+``HAFLOW_TEST_KUBECONFIG`` (and ``HAFLOW_TEST_KUBE_DAEMON_URL``) the same
+cases run against a real cluster (``kubernetes``); otherwise that is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 
 from haflowd.sandbox import Limits, Mount, SandboxError, SandboxProvider, SandboxSpec, SandboxUnavailable
 from haflowd.sandbox.docker import DockerProvider
+from haflowd.sandbox.kube_manifests import TOKEN_IN_KEY, TOKEN_OUT_KEY, job_name
+from haflowd.sandbox.kubernetes import KubeApiError
 from haflowd.sandbox.remote_docker import RemoteDockerProvider
 from tests.docker_support import SESSION_INSTANCE
+from tests.kube.kube_support import FakeKube, RealKube
 from tests.remote_engine import Engine
 
 pytestmark = pytest.mark.docker
 
+#: The provider kinds every case runs on.
+KINDS = ["local", "remote", "kubernetes-fake", "kubernetes-fake-scripts", "kubernetes"]
+
+
+class Target:
+    """A provider kind, a way to make a fresh provider (a "restart"), and its engine-specific checks."""
+
+    kind: str
+    make: Callable[[], SandboxProvider]
+    #: The agent image runs use (None: the test image the session built).
+    image: str | None = None
+
+    async def leftovers(self, run_id: str) -> list[str]:
+        """What is left of a removed run: must be empty."""
+        raise NotImplementedError
+
+    async def check_hardening(self, sandbox_id: str) -> None:
+        """Assert the run is locked down, as far as this engine shows."""
+        raise NotImplementedError
+
+    def skip_unless(self, *kinds: str, why: str) -> None:
+        if self.kind not in kinds:
+            pytest.skip(f"{self.kind}: {why}")
+
 
 @attrs.frozen
-class Target:
-    """A provider kind, the engine it runs on, and a way to make a fresh provider (a "restart")."""
+class DockerTarget(Target):
+    """A Docker engine (the host's or the second dockerd) and its provider."""
 
     kind: str
     engine: Engine
@@ -42,13 +79,141 @@ class Target:
     def volumes(self, run_id: str) -> list[str]:
         return self.engine.lines("volume", "ls", "--quiet", "--filter", f"label=haflow.run_id={run_id}")
 
+    async def leftovers(self, run_id: str) -> list[str]:
+        return [f"container {c}" for c in self.containers(run_id)] + [f"volume {v}" for v in self.volumes(run_id)]
 
-@pytest.fixture(params=["local", "remote"])
+    async def check_hardening(self, sandbox_id: str) -> None:
+        info = self.inspect(sandbox_id)
+        host = info["HostConfig"]
+        assert host["CapDrop"] == ["ALL"]
+        assert host["SecurityOpt"] == ["no-new-privileges"]
+        assert host["ReadonlyRootfs"] is True
+        assert host["NetworkMode"] == "none"
+        assert host["PidsLimit"] == 64
+        assert host["Memory"] == 128 * 1024 * 1024
+        assert host["Privileged"] is False
+        assert list(host["Tmpfs"]) == ["/tmp"]
+        assert info["Config"]["User"] not in ("", "0", "root", "0:0")
+        kinds = {m["Type"] for m in info["Mounts"]}
+        assert kinds == ({"bind"} if self.kind == "local" else {"volume"})
+
+
+def check_job_hardening(job: dict[str, Any]) -> None:
+    """The Job's pod runs locked down: what the Docker targets see with inspect, said in the manifest."""
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] not in (0, None)
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    assert pod.get("hostNetwork", False) is False and pod.get("hostPID", False) is False
+    agent = next(c for c in pod["containers"] if c["name"] == "agent")
+    context = agent["securityContext"]
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["readOnlyRootFilesystem"] is True
+    assert context.get("privileged", False) is False
+    assert agent["resources"]["limits"]["memory"] == str(128 * 1024 * 1024)
+    tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
+    assert tmp["emptyDir"]["medium"] == "Memory"
+    assert all("hostPath" not in v for v in pod["volumes"])
+    assert job["spec"]["backoffLimit"] == 0
+
+
+@attrs.define
+class FakeKubeTarget(Target):
+    """The Kubernetes provider on the fake API server, its pods run by the FAKE Docker-backed kubelet."""
+
+    kube: FakeKube
+    kind: str = "kubernetes-fake"
+
+    def make(self) -> SandboxProvider:  # type: ignore[override]
+        return self.kube.provider()
+
+    async def leftovers(self, run_id: str) -> list[str]:
+        await self.kube.kubelet.settled()  # the node removes a deleted pod's container and folder
+        cluster = self.kube.cluster
+        name = job_name(run_id)
+        found = [f"{kind} {name}" for kind, store in (("job", cluster.jobs), ("secret", cluster.secrets),
+                 ("networkpolicy", cluster.policies)) if name in store]  # fmt: skip
+        found += [f"pod {p}" for p, pod in cluster.pods.items() if pod["metadata"]["labels"].get("job-name") == name]
+        containers = Engine().lines("ps", "--all", "--quiet", "--filter", f"label=haflow.run_id={run_id}")
+        found += [f"container {c}" for c in containers]
+        found += [f"ticket {p.name}" for p in _tickets_of(self.kube.tickets.root, run_id)]
+        return found
+
+    async def check_hardening(self, sandbox_id: str) -> None:
+        check_job_hardening(self.kube.cluster.jobs[sandbox_id])
+        # The Secret holds the tokens; the Job refers to them, never carries them.
+        secret = self.kube.cluster.secrets[sandbox_id]
+        tokens = [base64.b64decode(secret["data"][k]).decode() for k in (TOKEN_IN_KEY, TOKEN_OUT_KEY)]
+        manifest = json.dumps(self.kube.cluster.jobs[sandbox_id])
+        assert all(token not in manifest for token in tokens)
+
+
+@attrs.define
+class RealKubeTarget(Target):
+    """The Kubernetes provider on a real cluster (``HAFLOW_TEST_KUBECONFIG``); never run in this repository's CI."""
+
+    kube: RealKube
+    kind: str = "kubernetes"
+
+    @property
+    def image(self) -> str | None:  # type: ignore[override]
+        return self.kube.image
+
+    def make(self) -> SandboxProvider:  # type: ignore[override]
+        return self.kube.provider()
+
+    async def leftovers(self, run_id: str) -> list[str]:
+        provider = self.kube.provider()
+        name = job_name(run_id)
+        found = []
+        if await provider._job(name) is not None:
+            found.append(f"job {name}")
+        if await provider._pod(name) is not None:
+            found.append(f"pod of {name}")
+        core = await provider._core()
+        networking = await provider._networking()
+        for kind, call in (("secret", core.read_namespaced_secret),
+                           ("networkpolicy", networking.read_namespaced_network_policy)):  # fmt: skip
+            try:
+                await provider._json(f"reading the {kind} {name}", call, name, provider.settings.namespace)
+            except KubeApiError as e:
+                if e.status != 404:
+                    raise
+            else:
+                found.append(f"{kind} {name}")
+        found += [f"ticket {p.name}" for p in _tickets_of(self.kube.tickets.root, run_id)]
+        return found
+
+    async def check_hardening(self, sandbox_id: str) -> None:
+        job = await self.kube.provider()._job(sandbox_id)
+        assert job is not None
+        check_job_hardening(job)
+
+
+def _tickets_of(root: Path, run_id: str) -> list[Path]:
+    return [p for p in root.glob("*.json") if json.loads(p.read_bytes()).get("run_id") == run_id]
+
+
+@pytest.fixture(params=KINDS)
 def target(request: pytest.FixtureRequest, docker_image: str) -> Target:
+    kind = request.param
     if request.param == "local":
-        return Target("local", Engine(), lambda: DockerProvider(default_image=docker_image, instance=SESSION_INSTANCE))
+        return DockerTarget(
+            "local", Engine(), lambda: DockerProvider(default_image=docker_image, instance=SESSION_INSTANCE)
+        )
+    if request.param == "kubernetes-fake":
+        return FakeKubeTarget(request.getfixturevalue("fake_kube"))
+    if request.param == "kubernetes-fake-scripts":
+        # The same, but fetch and collect run the manifest's scripts in real containers (busybox, the host's curl).
+        kube: FakeKube = request.getfixturevalue("fake_kube")
+        cert = request.getfixturevalue("kube_cert")[0]
+        return FakeKubeTarget(kube.run_transfer_containers(request.getfixturevalue("transfer_image"), cert), kind)
+    if request.param == "kubernetes":
+        return RealKubeTarget(request.getfixturevalue("real_kube"))
     engine = request.getfixturevalue("remote_engine")
-    return Target(
+    return DockerTarget(
         "remote",
         engine,
         lambda: RemoteDockerProvider(docker_host=engine.host, default_image=docker_image, instance=SESSION_INSTANCE),
@@ -69,13 +234,13 @@ def artifacts(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_spec(docker_image: str, artifacts: Path):
+def make_spec(docker_image: str, artifacts: Path, target: Target):
     def make(*command: str, **changes) -> SandboxSpec:
         fields = dict(
             mission_id="m-0000abcd",
             run_id="r-" + uuid.uuid4().hex[:8],
             step_id="cleanup",
-            image=docker_image,
+            image=target.image or docker_image,
             command=command,
             mounts=(Mount(artifacts, "/mission/artifacts"),),
             limits=Limits(memory="128m", cpus=0.5, pids=64),
@@ -100,8 +265,7 @@ async def started(provider: SandboxProvider, target: Target) -> AsyncIterator[Ca
     for _, sandbox_id in runs:
         await provider.remove(sandbox_id)
     for run_id, _ in runs:
-        assert target.containers(run_id) == []
-        assert target.volumes(run_id) == []
+        assert await target.leftovers(run_id) == []
 
 
 async def collect(provider: SandboxProvider, sandbox_id: str) -> list[bytes]:
@@ -235,32 +399,19 @@ class TestConformance:
         await provider.wait(sandbox_id)
         await provider.remove(sandbox_id)
         await provider.remove(sandbox_id)
-        assert target.containers(spec.run_id) == []
-        assert target.volumes(spec.run_id) == []
+        assert await target.leftovers(spec.run_id) == []
 
     async def test_hardening(self, target, provider, started, make_spec) -> None:
-        """The container runs locked down as far as inspect shows, the same on both engines."""
+        """The run is locked down: as docker inspect shows it (the same on both engines), or as its Job says."""
         sandbox_id = await started(make_spec("id", "-u"))
         await provider.wait(sandbox_id)
-        info = target.inspect(sandbox_id)
-        host = info["HostConfig"]
-        assert host["CapDrop"] == ["ALL"]
-        assert host["SecurityOpt"] == ["no-new-privileges"]
-        assert host["ReadonlyRootfs"] is True
-        assert host["NetworkMode"] == "none"
-        assert host["PidsLimit"] == 64
-        assert host["Memory"] == 128 * 1024 * 1024
-        assert host["Privileged"] is False
-        assert list(host["Tmpfs"]) == ["/tmp"]
-        assert info["Config"]["User"] not in ("", "0", "root", "0:0")
-        kinds = {m["Type"] for m in info["Mounts"]}
-        assert kinds == ({"bind"} if target.kind == "local" else {"volume"})
+        await target.check_hardening(sandbox_id)
 
 
 class TestRemoteOnly:
     @pytest.fixture
-    def target(self, docker_image: str, remote_engine: Engine) -> Target:
-        return Target(
+    def target(self, docker_image: str, remote_engine: Engine) -> DockerTarget:
+        return DockerTarget(
             "remote",
             remote_engine,
             lambda: RemoteDockerProvider(

@@ -91,12 +91,14 @@ CA_DIR = "/haflow/ca"
 
 #: Runs the step's command (``"$@"``), passes SIGTERM/SIGINT on to it, records its exit code.
 #: ``wait`` is interrupted by a trapped signal (status > 128): it is repeated while the child lives.
+#: Its stderr is silenced: the shell reports a signalled background job there ("Terminated"),
+#: which would land in the agent's log as a line the agent never wrote.
 AGENT_SCRIPT = """\
 "$@" &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT HUP
 while :; do
-  wait "$child"
+  wait "$child" 2>/dev/null
   code=$?
   kill -0 "$child" 2>/dev/null || break
 done
@@ -117,9 +119,17 @@ EOF
 """
 
 #: Waits for the agent's exit, then sends the writable areas (positional arguments) back as one tar stream.
+#: A file or folder the agent left unreadable to itself would be missing from the stream while the
+#: daemon took the rest as the whole area (deleting it there): then nothing is sent, and collect fails.
 COLLECT_SCRIPT = """\
 set -eu
 while [ ! -s /haflow/done/exit ]; do sleep 1; done
+cd /haflow/out
+unreadable=$(find "$@" \\( -type d ! -perm -500 \\) -o \\( -type f ! -perm -400 \\) 2>/dev/null | head -n 1)
+if [ -n "$unreadable" ]; then
+  printf 'haflow: the agent left %s unreadable: nothing is sent back\\n' "$unreadable" >&2
+  exit 3
+fi
 set -o pipefail
 tar -c -C /haflow/out "$@" | curl --fail --silent --show-error --proto =https \\
   ${HAFLOW_CA_FILE:+--cacert "$HAFLOW_CA_FILE"} --config /dev/fd/3 \\

@@ -1,7 +1,9 @@
 """The sandbox provider that runs agent steps as Kubernetes Jobs (EXPERIMENTAL).
 
-EXPERIMENTAL: tested against a fake API server only (``tests/kube``), never
-against a real cluster. What each run is made of (a suspended Job, its Secret
+EXPERIMENTAL: tested against a fake API server only (``tests/kube``), with
+hand-driven pods or with a fake, Docker-backed kubelet that runs the agent
+container in local Docker and emulates fetch and collect over the daemon's
+real transfer endpoints; never against a real cluster. What each run is made of (a suspended Job, its Secret
 and NetworkPolicy, then the Job resumed) and how files travel through the
 daemon's transfer endpoints is described in :mod:`haflowd.sandbox.kube_manifests`.
 

@@ -5,10 +5,15 @@ uses: Jobs (create, get, list, patch, delete), Secrets and NetworkPolicies
 (create, delete), pods (list by label, patch) and a pod's log, followed or
 not. Errors are real ``Status`` objects (404 NotFound, 409 AlreadyExists).
 
-There is no kubelet: a resumed Job gets one pending pod, and tests drive it
-(:meth:`FakeCluster.run`, :meth:`~FakeCluster.write`, :meth:`~FakeCluster.exit`,
-:meth:`~FakeCluster.evict`, ...). Followed logs can be dropped mid-stream
-(:meth:`~FakeCluster.drop_streams`) or rotated (:meth:`~FakeCluster.rotate`).
+By default there is no kubelet: a resumed Job gets one pending pod, and tests
+drive it (:meth:`FakeCluster.run`, :meth:`~FakeCluster.write`,
+:meth:`~FakeCluster.exit`, :meth:`~FakeCluster.evict`, ...). Followed logs can
+be dropped mid-stream (:meth:`~FakeCluster.drop_streams`) or rotated
+(:meth:`~FakeCluster.rotate`).
+
+With :attr:`FakeCluster.node` set (see :mod:`tests.kube.fake_kubelet`, a fake
+kubelet running pods in local Docker containers), the node runs each pod
+instead: it is told when a pod is made, deleted, or patched.
 """
 
 from __future__ import annotations
@@ -101,6 +106,8 @@ class FakeCluster:
     log_error: int | None = None
     #: Answer every request with this status (e.g. 403), when set.
     refuse: int | None = None
+    #: A fake node that runs the pods (``admit``, ``forget``, ``patched``); ``None``: tests drive them.
+    node: Any = None
 
     # -- test switches ----------------------------------------------------
 
@@ -194,6 +201,8 @@ class FakeCluster:
         """The Job's activeDeadlineSeconds passed: it failed, and its pod was deleted."""
         for name in [n for n, p in self.pods.items() if p["metadata"]["labels"].get("job-name") == job]:
             del self.pods[name]
+            if self.node is not None:
+                self.node.forget(name)
         self._finish(job, "Failed", "DeadlineExceeded", "Job was active longer than specified deadline")
         self._changed(job)
 
@@ -257,6 +266,8 @@ class FakeCluster:
         }
         self.pods[pod_name] = pod
         self.logs[name] = LogStream()
+        if self.node is not None:
+            self.node.admit(pod)
 
     # -- the API ------------------------------------------------------------
 
@@ -348,6 +359,8 @@ class FakeCluster:
         assert request.query.get("propagationPolicy") == "Background", "pods must go with the Job"
         for pod_name in [n for n, p in self.pods.items() if p["metadata"]["labels"].get("job-name") == name]:
             del self.pods[pod_name]
+            if self.node is not None:
+                self.node.forget(pod_name)
         # Garbage collection: what the Job owns goes with it.
         for store in (self.secrets, self.policies):
             for key in [
@@ -378,7 +391,9 @@ class FakeCluster:
         if pod is None:
             return status(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
         _merge(pod, await request.json())
-        if pod["spec"].get("activeDeadlineSeconds") == 1:
+        if self.node is not None:
+            self.node.patched(pod)
+        elif pod["spec"].get("activeDeadlineSeconds") == 1:
             self._stop_pod(pod)
         return web.json_response(pod)
 
