@@ -125,15 +125,17 @@ class TestKubernetesMission:
     ) -> None:  # fmt: skip
         """Four agent pods take a mission to completed, a human edit flowing on; nothing is left behind.
 
-        With ``containers``, the pods' fetch and collect run the manifest's scripts in real containers. The
-        daemon's configuration cannot name a CA ConfigMap (there is no setting for it), so the provider's
-        settings are given one here, and the node holds it.
+        With ``containers``, the pods' fetch and collect run the manifest's scripts in real containers of
+        the configured transfer image (``HAFLOW_KUBE_TRANSFER_IMAGE``), trusting the daemon's self-signed
+        certificate through the ConfigMap named by ``HAFLOW_KUBE_CA_CONFIGMAP``, which the node holds.
         """
-        app = create_app(rig.config)
+        config = rig.config
         if transfers == "containers":
             image = request.getfixturevalue("transfer_image")
-            sandbox = app[SANDBOX]
-            sandbox.settings = attrs.evolve(sandbox.settings, transfer_image=image, ca_configmap="haflow-ca")
+            config = attrs.evolve(config, kube_transfer_image=image, kube_ca_configmap="haflow-ca")
+        app = create_app(config)
+        if transfers == "containers":
+            assert app[SANDBOX].settings.ca_configmap == "haflow-ca"
             rig.kubelet.transfer_containers = True
             assert rig.config.tls_cert is not None
             rig.kubelet.configmaps["haflow-ca"] = {"ca.crt": rig.config.tls_cert.read_text()}
