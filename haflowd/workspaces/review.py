@@ -22,7 +22,7 @@ import attrs
 
 from ..errors import BadRequest, PayloadTooLarge
 from .clone import STEP_TRAILER, TRAILER, Changes, MissionClone, nul_join, parse_shortstat, untracked_paths
-from .gitcmd import MAX_OUTPUT
+from .gitcmd import MAX_OUTPUT, GitError
 
 #: Default bound of a diff answer, in bytes.
 MAX_DIFF_BYTES = 2 * 1024 * 1024
@@ -103,11 +103,18 @@ async def review_index(clone: MissionClone) -> AsyncIterator[dict[str, str]]:
         _copy_index(clone.git_dir / "index", index)
         env = {"GIT_INDEX_FILE": str(index)}
         if plain:
-            await clone.git(
-                ["add", "--intent-to-add", "--pathspec-from-file=-", "--pathspec-file-nul"],
+            # --ignore-errors: a path git will not index (".GIT/...", "git~1"; an
+            # agent can make one) is left out, as commit_all's update-index
+            # leaves it out, instead of failing every diff of the mission.
+            # Such a partial add exits 1; anything else that goes wrong is fatal (128).
+            added = await clone.git(
+                ["add", "--ignore-errors", "--intent-to-add", "--pathspec-from-file=-", "--pathspec-file-nul"],
                 input=nul_join(plain),
                 env=env,
+                check=False,
             )
+            if added.returncode not in (0, 1):
+                raise GitError("git add failed", detail=added.stderr, returncode=added.returncode)
         if nested:
             await clone.git(["update-index", "--add", "-z", "--stdin"], input=nul_join(nested), env=env)
         yield env

@@ -120,6 +120,18 @@ class TestDiff:
         assert "new file mode 120000" in result.diff
         assert "+src/app.py\n\\ No newline at end of file" in result.diff
 
+    @pytest.mark.parametrize("name", [".GIT/hooks/pre-commit", ".git./config", "git~1/config", ".Git /x"])
+    async def test_a_name_git_refuses_does_not_break_the_diff(self, clone: MissionClone, name: str) -> None:
+        """An untracked file whose path git will not index (a .git look-alike an agent made) is left out, not a 500."""
+        (clone.work_tree / name).parent.mkdir(parents=True)
+        (clone.work_tree / name).write_text("#!/bin/sh\n")
+        (clone.work_tree / "new.txt").write_text("brand new\n")
+        result = await diff(clone)
+        assert "+brand new\n" in result.diff and "#!/bin/sh" not in result.diff
+        await commit(clone, "r-0123abcd")  # git drops the name when committing too; it stays untracked
+        after = (await diff(clone)).diff
+        assert after.count("diff --git") == 1 and "+brand new\n" in after
+
     async def test_truncated_at_a_line_end(self, clone: MissionClone) -> None:
         """Past max_bytes the diff is cut at a line end and says truncated."""
         (clone.work_tree / "big.txt").write_text("".join(f"line {i}\n" for i in range(10000)))
