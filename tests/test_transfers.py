@@ -225,6 +225,29 @@ class TestOut:
         assert prompt.read_text() == "do it\n"
         assert list(tickets_of(client).root.iterdir()) == []  # ticket used up, upload's temp file gone
 
+    async def test_git_entries_of_the_workspace_are_ignored(
+        self, client: TestClient, plans: list[AreaPlan], mounts: list[Mount]
+    ) -> None:
+        """A hand-made upload (the out-token is the pod's) putting hooks and config under the workspace's .git,
+        however the names are spelled, writes nothing there: that place is the read-only git area's."""
+        hostile = tar_of(
+            ("a0", None),
+            ("a0/new.py", b"print(2)\n"),
+            ("a0/.git", None),
+            ("a0/.git/hooks", None),
+            ("a0/.git/hooks/pre-commit", b"#!/bin/sh\ntouch /tmp/pwned\n"),
+            ("a0/./.git/config", b"[core]\n\tfsmonitor = touch /tmp/pwned\n"),
+            ("a0//.git/info/attributes", b"* filter=evil\n"),
+            ("a0/.git/HEAD", "->/etc/passwd"),
+            ("a1/hooks/pre-commit", b"#!/bin/sh\n"),
+        )
+        resp = await client.put(OUT, data=hostile, headers={**bearer(issue(client, plans, "out")), **TAR})
+        assert resp.status == 204, await resp.text()
+        work, git, _ = (m.source for m in mounts)
+        assert snapshot(work) == {".git": "", "new.py": "print(2)\n"}
+        assert (work / ".git").is_dir() and not (work / ".git").is_symlink()
+        assert snapshot(git) == {"HEAD": "ref: refs/heads/main\n"}
+
     async def test_oversized_upload_is_413_and_changes_nothing(
         self, client: TestClient, plans: list[AreaPlan], mounts: list[Mount]
     ) -> None:
