@@ -345,6 +345,7 @@ class TestCodeFeatureOnDocker:
             f"echo '#!/bin/sh' > .git/hooks/pre-commit 2>/dev/null; echo 'hooks: refused' ; "
             f"printf '[core]\\n\\tfsmonitor = touch {marker}\\n' >> .git/config 2>/dev/null || echo 'config: refused'; "
             f"echo '* filter=evil diff=evil' > .gitattributes; "
+            f"mkdir -p .GIT/hooks && echo '#!/bin/sh' > .GIT/hooks/pre-commit; "  # a path git will not index
             f"mkdir -p nested/.git && printf '[core]\\n\\tfsmonitor = touch {marker}\\n' > nested/.git/config; "
             f"ln -s /etc/passwd passwd-link; ln -s {secret} token-link; "
             f"echo data > plain.txt; "
@@ -373,6 +374,7 @@ class TestCodeFeatureOnDocker:
         assert "config: refused" in log
         assert not (home / "missions" / mid / "repo.git" / "hooks" / "pre-commit").exists()
         status, body = await api(client, "GET", f"/api/missions/{mid}/git-diff")
+        assert status == 200, body
         diff = body["data"]["diff"]
         assert "+/etc/passwd" in diff and f"+{secret}" in diff
         assert "root:x:0:0" not in diff and "TOP-SECRET-TOKEN" not in diff
