@@ -243,6 +243,22 @@ class TestHostileCodegen:
         assert "root:x:0:0" not in diff and HOST_SECRET not in diff
         status, body = await call("GET", f"/api/missions/{mid}/git-diff/inner-link")
         assert status == 200 and "+plain.txt" in body["data"]["diff"]
+        # A command runs on a copy of this tree (in a sandbox of the same provider) and finishes.
+        status, body = await call(
+            "POST", f"/api/missions/{mid}/run-command", json={"command": f'cat .gitattributes; echo "[${SECRET_NAME}]"'}
+        )
+        assert status == 200, body
+        exec_id = body["data"]["executionId"]
+
+        async def finished() -> bool:
+            _, found = await call("GET", f"/api/missions/{mid}/execution/{exec_id}")
+            return found["data"]["status"] != "running"
+
+        await until(finished, timeout=60)
+        _, found = await call("GET", f"/api/missions/{mid}/execution/{exec_id}")
+        assert found["data"]["exitCode"] == 0, found
+        assert "* filter=evil diff=evil" in found["data"]["output"] and "[]" in found["data"]["output"]
+
         status, body = await call("GET", f"/api/missions/{mid}/commits")
         assert [c["sha"] for c in body["data"]] == [run["commit"]]
         async with asyncio.timeout(REQUEST_SECONDS):
