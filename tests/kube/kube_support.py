@@ -31,31 +31,13 @@ from haflowd.web.tls import server_context
 from tests.docker_support import SESSION_INSTANCE
 from tests.kube.fake_apiserver import FakeCluster
 from tests.kube.fake_kubelet import FakeKubelet
+from tests.tls_support import missing, self_signed_cert
 
 if TYPE_CHECKING:
     from haflowd.sandbox.kubernetes import ApiClientFactory, KubernetesProvider
 
 #: How often the tests' providers look at a run (the daemon's default is 2 s).
 POLL_SECONDS = 0.05
-
-
-def self_signed_cert(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for ``localhost`` and ``127.0.0.1``, and its key (PEM), in ``folder``."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command is not installed")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-days", "1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    return cert, key
 
 
 #: A transfer image the suite builds: the test agent image with the host's ``curl`` and its libraries.
@@ -70,7 +52,7 @@ def transfer_image(docker_image: str, tmp_path_factory: pytest.TempPathFactory) 
     """
     curl, ldd = shutil.which("curl"), shutil.which("ldd")
     if curl is None or ldd is None:
-        pytest.skip("building a transfer image needs the host's curl and ldd")
+        missing("building a transfer image needs the host's curl and ldd")
     context = tmp_path_factory.mktemp("transfer-image")
     libraries = subprocess.run([ldd, curl], capture_output=True, text=True, check=True, timeout=60).stdout
     files = [Path(curl)]
