@@ -25,7 +25,7 @@ def areas(tmp_path: Path) -> list[Mount]:
     prompt.write_text("do it\n")
     return [
         Mount(work, "/workspace", name="workspace"),
-        Mount(git, "/workspace/.git", read_only=True, name="git"),
+        Mount(git, "/workspace/.git", read_only=True, name="git-dir"),
         Mount(prompt, "/mission/prompt.md", read_only=True, name="prompt"),
     ]
 
@@ -35,7 +35,7 @@ def test_plan_names_members_and_nesting(areas: list[Mount]) -> None:
     assert [p.member for p in plans] == ["a0", "a1", "a2"]
     assert plans[0].keep == (".git",) and plans[0].writable
     assert plans[2].file_name == "prompt.md" and not plans[2].writable
-    assert [p.label for p in plans] == ["workspace", "git", "prompt"]
+    assert [p.label for p in plans] == ["workspace", "git-dir", "prompt"]
 
 
 def test_pack_layout_and_owner(areas: list[Mount]) -> None:

@@ -60,7 +60,7 @@ def mounts(home: Path) -> list[Mount]:
     prompt.write_text("do it\n")
     return [
         Mount(work, "/workspace", name="workspace", max_bytes=10_000, max_files=20),
-        Mount(git, "/workspace/.git", read_only=True, name="git"),
+        Mount(git, "/workspace/.git", read_only=True, name="git-dir"),
         Mount(prompt, "/mission/prompt.md", read_only=True, name="prompt"),
     ]
 

@@ -54,7 +54,7 @@ class Mount:
     source: Path
     target: str
     read_only: bool = False
-    #: What the area is (``artifacts``, ``workspace``, ``git``, ``prompt``), for messages and labels.
+    #: What the area is (``artifacts``, ``workspace``, ``git-dir``, ``prompt``), for messages and labels.
     name: str = ""
     max_bytes: int = DEFAULT_AREA_BYTES
     max_files: int = DEFAULT_AREA_FILES

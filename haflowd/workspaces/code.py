@@ -100,7 +100,7 @@ class CodeWorkspace:
             Mount(clone.work_tree, WORKSPACE_TARGET, read_only=not codegen, name="workspace"),
             # The git directory is never the agent's to write: hooks, config
             # and attributes there would run code in the daemon's git.
-            Mount(clone.git_dir, f"{WORKSPACE_TARGET}/.git", read_only=True, name="git"),
+            Mount(clone.git_dir, f"{WORKSPACE_TARGET}/.git", read_only=True, name="git-dir"),
         )
 
     async def collect(
