@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from haflowd.sandbox import Mount, SandboxError
-from haflowd.sandbox.areas import pack_areas, plan_areas, unpack_areas
+from haflowd.sandbox.areas import pack_areas, plan_areas, unpack_areas, vet_areas
 from haflowd.sandbox.unpack import UnpackError
 
 
@@ -91,3 +91,16 @@ def test_plan_refuses_what_cannot_travel(tmp_path: Path, targets: list[str]) -> 
 def test_plan_refuses_missing_source(tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match="folder or a regular file"):
         plan_areas([Mount(tmp_path / "gone", "/x")])
+
+
+def test_an_area_missing_from_the_stream_is_refused(areas: list[Mount], tmp_path: Path) -> None:
+    """A stream without a writable area's folder (only another area's) refuses, leaving that area as it was."""
+    plans = plan_areas(areas)
+    archive = tmp_path / "back.tar"
+    with archive.open("wb") as out:
+        pack_areas([plans[1]], out, 1000, 1000)
+    with pytest.raises(UnpackError, match="does not hold"):
+        vet_areas(archive, plans)
+    with pytest.raises(UnpackError, match="does not hold"):
+        unpack_areas(archive, plans)
+    assert (areas[0].source / "src.py").read_text() == "print(1)\n"

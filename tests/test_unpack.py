@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from haflowd.sandbox import unpack
 from haflowd.sandbox.unpack import UnpackError, unpack_file, unpack_tree
 
 
@@ -79,7 +80,12 @@ class TestUnpackTree:
 
     def test_hard_link_out_is_dropped(self, tmp_path: Path, dest: Path) -> None:
         """A hard link to a name outside the archive's folder is left out."""
-        tar = archive(tmp_path, entry("artifacts/a", b"a"), entry("artifacts/h", type=tarfile.LNKTYPE, linkname="x/y"))
+        tar = archive(
+            tmp_path,
+            folder("artifacts"),
+            entry("artifacts/a", b"a"),
+            entry("artifacts/h", type=tarfile.LNKTYPE, linkname="x/y"),
+        )
         unpack_tree(tar, "artifacts", dest)
         assert listing(dest) == ["a"]
 
@@ -87,6 +93,7 @@ class TestUnpackTree:
         """Devices and pipes are left out; set-uid and world-write bits are cleared."""
         tar = archive(
             tmp_path,
+            folder("artifacts"),
             entry("artifacts/dev", type=tarfile.CHRTYPE, devmajor=1, devminor=3),
             entry("artifacts/fifo", type=tarfile.FIFOTYPE),
             entry("artifacts/suid", b"#!/bin/sh\n", mode=0o4777),
@@ -94,6 +101,47 @@ class TestUnpackTree:
         unpack_tree(tar, "artifacts", dest)
         assert listing(dest) == ["suid"]
         assert (dest / "suid").stat().st_mode & 0o7777 == 0o755
+
+    def test_archive_without_its_folder_is_refused(self, tmp_path: Path, dest: Path) -> None:
+        """An archive that does not hold the area's folder (another area's only) changes nothing."""
+        before = listing(dest)
+        tar = archive(tmp_path, folder("other"), entry("other/x", b"x"))
+        with pytest.raises(UnpackError, match="does not hold"):
+            unpack_tree(tar, "artifacts", dest, others=("other",))
+        assert listing(dest) == before
+
+    def test_cut_off_archive_is_refused(self, tmp_path: Path, dest: Path) -> None:
+        """A stream cut between two entries (a collect whose tar died) is refused, not taken as the whole area."""
+        before = listing(dest)
+        whole = archive(tmp_path, folder("artifacts"), entry("artifacts/a", b"a" * 600), entry("artifacts/b", b"b"))
+        data = whole.read_bytes()
+        with tarfile.open(whole) as tar:
+            second = tar.getmember("artifacts/b").offset
+        cut = tmp_path / "cut.tar"
+        cut.write_bytes(data[:second])
+        with pytest.raises(UnpackError, match="cut off"):
+            unpack_tree(cut, "artifacts", dest)
+        assert listing(dest) == before
+        unpack_tree(whole, "artifacts", dest)
+        assert listing(dest) == ["a", "b"]
+
+    @pytest.mark.parametrize("safe", [True, False])
+    def test_climbing_symlink_inside_kept_only_with_a_safe_tarfile(
+        self, tmp_path: Path, dest: Path, monkeypatch: pytest.MonkeyPatch, safe: bool
+    ) -> None:
+        """``sub/up -> ../a`` stays in the folder, yet is dropped where tarfile lacks the 2025 path fixes."""
+        monkeypatch.setattr(unpack, "REALPATH_IS_SAFE", safe)
+        tar = archive(
+            tmp_path,
+            folder("artifacts"),
+            entry("artifacts/a", b"a"),
+            folder("artifacts/sub"),
+            entry("artifacts/sub/up", type=tarfile.SYMTYPE, linkname="../a"),
+            entry("artifacts/down", type=tarfile.SYMTYPE, linkname="sub"),
+        )
+        unpack_tree(tar, "artifacts", dest)
+        expected = ["a", "down", "sub", "sub/up"] if safe else ["a", "down", "sub"]
+        assert listing(dest) == expected
 
     @pytest.mark.parametrize(
         "name",

@@ -148,8 +148,9 @@ def vet_areas(archive: Path, plans: Sequence[AreaPlan]) -> None:
     """Raise :class:`~haflowd.sandbox.unpack.UnpackError` unless every writable area of ``archive`` comes back whole.
 
     Run before :func:`unpack_areas` when one refused area must leave all of
-    them untouched; stricter than unpacking (links out of an area and
-    special files are refused, not dropped). Nothing is written.
+    them untouched: the same checks as unpacking (caps, names, each area's
+    folder present, the stream not cut off); what unpacking drops (links out
+    of an area, special files) passes. Nothing is written.
     """
     members = [plan.member for plan in plans]
     for plan in plans:

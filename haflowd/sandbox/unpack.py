@@ -29,6 +29,15 @@ MAX_BYTES = 1024 * 1024 * 1024
 MAX_MEMBERS = 100_000
 
 
+#: Whether :func:`tarfile.data_filter` resolves paths safely here. Before the
+#: fixes of June 2025 (CVE-2025-4517 and its siblings, which brought
+#: ``os.path.ALLOW_MISSING``) a chain of symlinks climbing with ``..`` could
+#: lead it to let a write out of the destination. Without the fixes, a
+#: symlink whose target has a ``..`` is left out: links that only descend
+#: cannot leave the folder they are in, however they are chained.
+REALPATH_IS_SAFE = hasattr(os.path, "ALLOW_MISSING")
+
+
 class UnpackError(SandboxError):
     """The archive a sandbox handed back breaks a limit or holds a bad name."""
 
@@ -57,10 +66,16 @@ def _members(
     max_members: int,
     others: Collection[str] = (),
 ) -> list[tarfile.TarInfo]:
-    """The members under ``top``, renamed relative to it, after every check."""
+    """The members under ``top``, renamed relative to it, after every check.
+
+    Refuses an archive without ``top`` itself or without its end-of-archive
+    blocks: a stream cut off between two entries reads as a shorter, valid
+    archive, and would delete the rest of the area.
+    """
     chosen: list[tarfile.TarInfo] = []
     total = 0
     count = 0
+    saw_top = False
     for member in tar:
         if others and any(_relative(member.name, other) is not None for other in others):
             continue
@@ -73,7 +88,13 @@ def _members(
         rel = _relative(member.name, top)
         if rel is None:
             raise UnpackError(f"The sandbox's archive holds {member.name!r}, outside {top!r}")
-        if not rel or _kept(rel, keep):
+        if not rel:
+            saw_top = saw_top or member.isdir()
+            continue
+        if _kept(rel, keep):
+            continue
+        if member.issym() and not REALPATH_IS_SAFE and ".." in member.linkname.split("/"):
+            logger.warning("unpack.link_skipped", extra={"member": rel, "reason": "climbs (unpatched tarfile)"})
             continue
         if member.islnk():
             target = _relative(member.linkname, top)
@@ -82,7 +103,19 @@ def _members(
                 continue
             member = member.replace(linkname=target, deep=False)
         chosen.append(member.replace(name=rel, deep=False))
+    if not saw_top:
+        raise UnpackError(f"The sandbox's archive does not hold the folder {top!r}")
+    _check_end(tar)
     return chosen
+
+
+def _check_end(tar: tarfile.TarFile) -> None:
+    """Raise unless the archive ends with its two zero blocks (it was not cut off)."""
+    assert tar.fileobj is not None
+    tar.fileobj.seek(tar.offset)
+    end = tar.fileobj.read(2 * tarfile.BLOCKSIZE)
+    if len(end) != 2 * tarfile.BLOCKSIZE or end.count(0) != len(end):
+        raise UnpackError("The sandbox's archive is cut off (no end-of-archive blocks)")
 
 
 def _lenient_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:

@@ -168,8 +168,8 @@ async def transfer_in(request: web.Request) -> web.StreamResponse:
     finally:
         # Closing our end stops a packer still writing (BrokenPipeError in its thread).
         transport.close()
-        if not packing.done():
-            packing.add_done_callback(_retrieve)
+        # Also when already done: an error nobody awaited must still be read (and logged).
+        packing.add_done_callback(_retrieve)
 
 
 # -- out: the writable areas back from the pod ---------------------------------------
