@@ -86,7 +86,9 @@ class Config:
     kube_context: str | None = None
     #: The ``https://`` address pods reach this daemon's transfer endpoints at (required for Kubernetes).
     kube_daemon_url: str | None = None
-    #: Where pods reach the daemon, as a CIDR, for the runs' NetworkPolicy (default: the URL's IP address).
+    #: Where pods reach the daemon, as a CIDR or an IP address, for the runs' NetworkPolicy (default: the
+    #: URL's IP address). Required when the URL names a host, and then one address (pods get no DNS; the
+    #: name is mapped to it in their /etc/hosts): a wider range is refused.
     kube_daemon_cidr: str | None = None
     #: The image of the pods' file transfer containers (``sh``, ``tar``, ``curl``); None: the provider's default.
     kube_transfer_image: str | None = None

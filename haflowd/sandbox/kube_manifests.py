@@ -11,9 +11,17 @@ One run is three objects, all named ``haflow-<run_id>``:
 * a **Secret** holding the run's secret values and its two one-time transfer
   tokens, owned by the Job (garbage-collected with it);
 * a deny-all **NetworkPolicy** for the run's pod, owned by the Job, opening
-  only the daemon's transfer port (when files travel), the cluster DNS (when
-  the daemon is reached by name) and the egress proxy (when the step has an
-  egress allowlist).
+  only TCP to the daemon's transfer address and port (when files travel) and
+  the egress proxy (when the step has an egress allowlist).
+
+DNS is never opened. A NetworkPolicy applies to the whole pod, so a DNS rule
+meant for ``fetch`` and ``collect`` would also let the ``agent`` container,
+which must have no network, send data out in DNS queries. When the daemon URL
+names a host rather than an IP address, the pod instead gets a
+``hostAliases`` entry mapping that name to the daemon's one address
+(``daemon_cidr``, which must then be a single address): the name resolves
+from ``/etc/hosts``, TLS still verifies it, and the policy opens TCP to that
+address and port only.
 
 Order of creation: the Job first, *suspended* (no pod exists yet), then the
 Secret and NetworkPolicy with an ``ownerReference`` carrying the Job's uid,
@@ -140,6 +148,8 @@ EOF
 
 # Kubernetes object names (DNS-1123 labels) and label values.
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+# A hostAliases host name (a DNS-1123 subdomain): dot-separated labels, at most 253 characters.
+_HOSTNAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?\Z")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Pod names are the Job's name plus "-" and five characters, within 63.
@@ -147,13 +157,6 @@ _MAX_JOB_NAME = 52
 _DOCKER_MEMORY = re.compile(r"(\d+)([bkmg]?)\Z", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _ENV_RESERVED = frozenset({"HAFLOW_TRANSFER_URL", "HAFLOW_TRANSFER_TOKEN", "HAFLOW_CA_FILE"})
-
-
-def _kube_dns() -> dict[str, Any]:
-    return {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-    }
 
 
 @attrs.frozen
@@ -182,11 +185,13 @@ class KubeSettings:
     #: A ConfigMap in the namespace holding the CA bundle that signed the daemon's certificate (key ``ca_key``).
     ca_configmap: str | None = None
     ca_key: str = "ca.crt"
-    #: Where pods reach the daemon, for the NetworkPolicy (default: the daemon URL's IP address).
+    #: Where pods reach the daemon, for the NetworkPolicy (``HAFLOW_KUBE_DAEMON_CIDR``; default: the
+    #: daemon URL's IP address). A CIDR or a bare IP address (normalised to ``/32`` or ``/128``).
+    #: Required when the URL names a host, and then a single address: pods get no DNS, so the name
+    #: is mapped to this address by a ``hostAliases`` entry, and the NetworkPolicy opens only it.
     daemon_cidr: str | None = None
-    #: The cluster DNS as a NetworkPolicy peer, opened when the daemon is reached by name.
-    dns_peer: Mapping[str, Any] = attrs.field(factory=_kube_dns)
     #: ``http://host:port`` of an egress proxy that enforces allowlists, and the NetworkPolicy peer it is.
+    #: Pods get no DNS: a host name here resolves only if the agent image itself maps it.
     egress_proxy_url: str | None = None
     egress_proxy_peer: Mapping[str, Any] | None = None
     #: Whether a step asking for an unrestricted network may have one.
@@ -208,31 +213,63 @@ class KubeSettings:
             raise ValueError("An egress proxy needs both its URL and its NetworkPolicy peer")
         if self.instance is not None and not _LABEL_VALUE.match(self.instance):
             raise ValueError(f"Invalid instance label {self.instance!r}")
+        host = parts.hostname
+        address = _ip_address(host)
+        if address is None and (len(host) > 253 or not _HOSTNAME.match(host)):
+            raise ValueError(f"The daemon URL's host {host!r} is neither an IP address nor a DNS name")
+        if self.daemon_cidr is not None:
+            try:
+                network = ipaddress.ip_network(self.daemon_cidr.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"The daemon's address for pods (HAFLOW_KUBE_DAEMON_CIDR) must be an IP address or a CIDR, "
+                    f"not {self.daemon_cidr!r}"
+                ) from None
+            if address is None and network.num_addresses != 1:
+                raise ValueError(
+                    f"The daemon URL names the host {host!r}, so HAFLOW_KUBE_DAEMON_CIDR must be the single "
+                    f"address pods reach it at (an IP address, /32 or /128), not {self.daemon_cidr!r}: run pods "
+                    "get no DNS (it would let the agent send data out), so the name is mapped to one address "
+                    "in the pod's /etc/hosts and the NetworkPolicy opens only that address"
+                )
+            object.__setattr__(self, "daemon_cidr", str(network))
 
     @property
     def transfer_url(self) -> str:
         return self.daemon_url.rstrip("/") + "/api/transfers"
 
-    def daemon_peer(self) -> tuple[dict[str, Any], int, bool]:
-        """The daemon's NetworkPolicy peer, its port, and whether it is reached by name (needs DNS)."""
+    def daemon_peer(self) -> tuple[dict[str, Any], int]:
+        """The daemon's NetworkPolicy peer and its port."""
         parts = urlsplit(self.daemon_url)
-        host = parts.hostname or ""
         port = parts.port or 443
         cidr = self.daemon_cidr
-        by_name = False
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            by_name = True
-            if cidr is None:
+        if cidr is None:
+            address = _ip_address(parts.hostname or "")
+            if address is None:
                 raise SandboxError(
-                    f"The daemon is reached at {host!r}, a name: set the address range pods reach it at "
-                    "(HAFLOW_KUBE_DAEMON_CIDR) so the run's NetworkPolicy can allow it"
-                ) from None
-        else:
-            if cidr is None:
-                cidr = f"{address}/{address.max_prefixlen}"
-        return {"ipBlock": {"cidr": cidr}}, port, by_name
+                    f"The daemon is reached at {parts.hostname!r}, a name: set the one address pods reach it at "
+                    "(HAFLOW_KUBE_DAEMON_CIDR) so the pod can resolve the name without DNS and the run's "
+                    "NetworkPolicy can allow it"
+                )
+            cidr = f"{address}/{address.max_prefixlen}"
+        return {"ipBlock": {"cidr": cidr}}, port
+
+    def daemon_host_alias(self) -> dict[str, Any] | None:
+        """The pod's ``hostAliases`` entry mapping the daemon URL's host name to its one address (None for an IP)."""
+        host = urlsplit(self.daemon_url).hostname or ""
+        if _ip_address(host) is not None:
+            return None
+        peer, _ = self.daemon_peer()  # refuses a name without an address
+        network = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+        assert network.num_addresses == 1  # checked in __attrs_post_init__
+        return {"ip": str(network.network_address), "hostnames": [host]}
+
+
+def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
 
 
 def job_name(run_id: str) -> str:
@@ -431,6 +468,11 @@ def job_manifest(spec: SandboxSpec, settings: KubeSettings, plans: Sequence[Area
                 "securityContext": _container_security(),
             }
         ]
+    if plans:
+        # The daemon by name resolves from /etc/hosts: the pod has no DNS.
+        alias = settings.daemon_host_alias()
+        if alias is not None:
+            pod_spec["hostAliases"] = [alias]
     if settings.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": secret} for secret in settings.image_pull_secrets]
     return {
@@ -493,7 +535,7 @@ def network_policy_manifest(
     *,
     owner: Mapping[str, Any] | None = None,
 ) -> Manifest:
-    """Deny-all for the run's pod, but for the daemon's transfers, DNS and the egress proxy when needed."""
+    """Deny-all for the run's pod, but for the daemon's transfers and the egress proxy when needed; never DNS."""
     _check_spec(spec, settings)
     plans = plan_areas(spec.mounts) if plans is None else plans
     name = job_name(spec.run_id)
@@ -501,11 +543,8 @@ def network_policy_manifest(
     if spec.network:
         egress.append({})  # allowed by settings.allow_network (checked above): anywhere
     if plans:
-        peer, port, by_name = settings.daemon_peer()
+        peer, port = settings.daemon_peer()
         egress.append({"to": [peer], "ports": [{"protocol": "TCP", "port": port}]})
-        if by_name:
-            dns = dict(settings.dns_peer)
-            egress.append({"to": [dns], "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]})
     if spec.egress:
         assert settings.egress_proxy_url is not None and settings.egress_proxy_peer is not None
         proxy_port = urlsplit(settings.egress_proxy_url).port or 3128

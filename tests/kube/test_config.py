@@ -27,7 +27,7 @@ class TestConfig:
                 "HAFLOW_KUBECONFIG": "/etc/haflow/kubeconfig",
                 "HAFLOW_KUBE_CONTEXT": "prod",
                 "HAFLOW_KUBE_DAEMON_URL": URL,
-                "HAFLOW_KUBE_DAEMON_CIDR": "10.0.0.0/24",
+                "HAFLOW_KUBE_DAEMON_CIDR": "10.0.0.5",
                 "HAFLOW_KUBE_TRANSFER_IMAGE": "registry.example/transfer:1",
             },
             home=tmp_path,
@@ -38,7 +38,7 @@ class TestConfig:
             "/etc/haflow/kubeconfig",
             "prod",
         )
-        assert (config.kube_daemon_url, config.kube_daemon_cidr) == (URL, "10.0.0.0/24")
+        assert (config.kube_daemon_url, config.kube_daemon_cidr) == (URL, "10.0.0.5")
         assert config.kube_transfer_image == "registry.example/transfer:1"
 
     def test_defaults(self, tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ class TestConfig:
                 "HAFLOW_SANDBOX": "kubernetes",
                 "HAFLOW_KUBE_DAEMON_URL": URL,
                 "HAFLOW_KUBE_NAMESPACE": "agents",
-                "HAFLOW_KUBE_DAEMON_CIDR": "10.0.0.0/24",
+                "HAFLOW_KUBE_DAEMON_CIDR": "10.0.0.5",
                 "HAFLOW_KUBE_TRANSFER_IMAGE": "registry.example/transfer:1",
                 "HAFLOW_KUBE_CA_CONFIGMAP": "haflow-ca",
             },
@@ -78,10 +78,19 @@ class TestConfig:
         )
         settings = kube_settings(config)
         assert settings.ca_configmap == "haflow-ca"
-        assert (settings.daemon_url, settings.namespace, settings.daemon_cidr) == (URL, "agents", "10.0.0.0/24")
+        assert (settings.daemon_url, settings.namespace, settings.daemon_cidr) == (URL, "agents", "10.0.0.5/32")
         assert settings.transfer_image == "registry.example/transfer:1"
         assert settings.instance == instance_id(config.home)
         assert kube_settings(attrs.evolve(config, kube_ca_configmap=None)).ca_configmap is None
+
+    def test_wide_cidr_with_a_named_daemon(self, tmp_path: Path) -> None:
+        """A daemon URL naming a host needs HAFLOW_KUBE_DAEMON_CIDR to be one address; a range stops the start."""
+        env = {"HAFLOW_SANDBOX": "kubernetes", "HAFLOW_KUBE_DAEMON_URL": URL, "HAFLOW_KUBE_DAEMON_CIDR": "10.0.0.0/24"}
+        config = Config.from_env(env, home=tmp_path)
+        with pytest.raises(SandboxUnavailable, match="HAFLOW_KUBE_DAEMON_CIDR must be the single address"):
+            default_sandbox(config)
+        ip = Config.from_env({**env, "HAFLOW_KUBE_DAEMON_URL": "https://10.0.0.9:4443"}, home=tmp_path)
+        assert kube_settings(ip).daemon_cidr == "10.0.0.0/24"
 
     def test_invalid_namespace(self, tmp_path: Path) -> None:
         """A namespace Kubernetes would refuse is reported as a setting error."""

@@ -6,6 +6,7 @@ import base64
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -89,6 +90,26 @@ EGRESS_SETTINGS = KubeSettings(
 )
 
 
+#: The daemon by name, its address given bare (normalised to /32), without CA or proxy.
+NAMED_SETTINGS = KubeSettings(daemon_url="https://haflow.example:4443", namespace="agents", daemon_cidr="10.0.0.5")
+#: The daemon by name over IPv6.
+NAMED_V6_SETTINGS = KubeSettings(daemon_url="https://haflow.example", namespace="agents", daemon_cidr="fd00::5/128")
+ALL_SETTINGS = [SETTINGS, EGRESS_SETTINGS, NAMED_SETTINGS, NAMED_V6_SETTINGS]
+ALL_SETTINGS_IDS = ["ip-daemon", "named-daemon-ca-proxy", "named-daemon-bare-ip", "named-daemon-v6"]
+
+
+def allows_dns(rule: dict[str, Any]) -> bool:
+    """Whether one egress rule lets anything reach port 53 (a rule without ports allows every port)."""
+    ports = rule.get("ports")
+    if not ports:
+        return True
+    return any(
+        port.get("port") in (53, "53", "dns", "domain")
+        or (isinstance(port.get("port"), int) and port["port"] <= 53 <= port.get("endPort", port["port"]))
+        for port in ports
+    )
+
+
 def manifests(spec: SandboxSpec, settings: KubeSettings = EGRESS_SETTINGS) -> list[dict[str, Any]]:
     job = job_manifest(spec, settings)
     uid = "0b5c2c8e-1111-2222-3333-444455556666"
@@ -113,7 +134,7 @@ def container(job: dict[str, Any], name: str) -> dict[str, Any]:
 
 class TestSchema:
     @pytest.mark.parametrize("variant", ["plain", "secrets", "egress", "read-only", "file", "no-areas"])
-    @pytest.mark.parametrize("settings", [SETTINGS, EGRESS_SETTINGS], ids=["ip-daemon", "named-daemon-ca-proxy"])
+    @pytest.mark.parametrize("settings", ALL_SETTINGS, ids=ALL_SETTINGS_IDS)
     def test_every_manifest_validates(self, areas, variant: str, settings: KubeSettings) -> None:
         """Job, Secret and NetworkPolicy of every variant validate strictly against the Kubernetes schemas."""
         spec = variants(areas)[variant]
@@ -347,19 +368,74 @@ class TestNetworkPolicy:
         ]
 
     def test_daemon_by_name_and_proxy(self, areas) -> None:
-        """A daemon reached by name adds the cluster DNS; an egress step adds the proxy and its environment."""
+        """A daemon reached by name opens its one address, and no DNS; an egress step adds the proxy and its env."""
         spec = variants(areas)["egress"]
         policy = network_policy_manifest(spec, EGRESS_SETTINGS)
         assert policy["spec"]["egress"] == [
             {"to": [{"ipBlock": {"cidr": "10.0.0.5/32"}}], "ports": [{"protocol": "TCP", "port": 4443}]},
-            {
-                "to": [dict(EGRESS_SETTINGS.dns_peer)],
-                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-            },
             {"to": [dict(EGRESS_SETTINGS.egress_proxy_peer or {})], "ports": [{"protocol": "TCP", "port": 3128}]},
         ]
         env = container(job_manifest(spec, EGRESS_SETTINGS), AGENT)["env"]
         assert {"name": "HTTPS_PROXY", "value": "http://egress-proxy.haflow.svc:3128"} in env
+
+    @pytest.mark.parametrize("variant", ["plain", "secrets", "egress", "read-only", "file", "no-areas"])
+    @pytest.mark.parametrize("settings", ALL_SETTINGS, ids=ALL_SETTINGS_IDS)
+    def test_never_dns(self, areas, variant: str, settings: KubeSettings) -> None:
+        """No egress rule of any variant reaches port 53, nor any peer but an address or the egress proxy."""
+        spec = variants(areas)[variant]
+        if spec.egress and settings.egress_proxy_url is None:
+            return
+        policy = network_policy_manifest(spec, settings)
+        for rule in policy["spec"]["egress"]:
+            assert not allows_dns(rule), rule
+            for peer in rule["to"]:
+                assert "ipBlock" in peer or peer == dict(settings.egress_proxy_peer or {}), peer
+        assert "53" not in json.dumps(policy["spec"]["egress"])
+        assert "dns" not in json.dumps(policy).lower()
+
+    @pytest.mark.parametrize(
+        ("settings", "ip", "cidr"),
+        [(EGRESS_SETTINGS, "10.0.0.5", "10.0.0.5/32"), (NAMED_SETTINGS, "10.0.0.5", "10.0.0.5/32"),
+         (NAMED_V6_SETTINGS, "fd00::5", "fd00::5/128")],
+        ids=["cidr-32", "bare-ip", "v6"],
+    )  # fmt: skip
+    def test_named_daemon_host_alias(self, areas, settings: KubeSettings, ip: str, cidr: str) -> None:
+        """A daemon by name resolves from the pod's hostAliases to its one address, the only one the policy opens."""
+        spec = variants(areas)["plain"]
+        assert settings.daemon_cidr == cidr
+        assert pod_spec(job_manifest(spec, settings))["hostAliases"] == [{"ip": ip, "hostnames": ["haflow.example"]}]
+        port = urlsplit(settings.daemon_url).port or 443
+        assert network_policy_manifest(spec, settings)["spec"]["egress"][0] == {
+            "to": [{"ipBlock": {"cidr": cidr}}],
+            "ports": [{"protocol": "TCP", "port": port}],
+        }
+        # The transfer containers still use the name, so TLS verifies it.
+        fetch = container(job_manifest(spec, settings), FETCH)
+        assert {"name": "HAFLOW_TRANSFER_URL", "value": f"{settings.transfer_url}/in"} in fetch["env"]
+        assert "haflow.example" in settings.transfer_url
+
+    def test_no_host_alias_by_address_or_without_transfers(self, areas) -> None:
+        """A daemon by IP address needs no hostAliases; nor does a run without areas (it never reaches the daemon)."""
+        assert "hostAliases" not in pod_spec(job_manifest(variants(areas)["plain"], SETTINGS))
+        assert "hostAliases" not in pod_spec(job_manifest(variants(areas)["no-areas"], NAMED_SETTINGS))
+        wide = KubeSettings(daemon_url="https://10.0.0.5", daemon_cidr="10.0.0.0/24")
+        assert "hostAliases" not in pod_spec(job_manifest(variants(areas)["plain"], wide))
+        assert network_policy_manifest(variants(areas)["plain"], wide)["spec"]["egress"] == [
+            {"to": [{"ipBlock": {"cidr": "10.0.0.0/24"}}], "ports": [{"protocol": "TCP", "port": 443}]}
+        ]
+
+    @pytest.mark.parametrize("cidr", ["10.0.0.0/24", "10.0.0.4/31", "fd00::/64", "0.0.0.0/0"])
+    def test_named_daemon_wide_cidr_refused(self, cidr: str) -> None:
+        """A daemon by name needs exactly one address: a wider range is refused, saying why."""
+        with pytest.raises(ValueError, match="single address") as raised:
+            KubeSettings(daemon_url="https://haflow.example:4443", daemon_cidr=cidr)
+        assert "DNS" in str(raised.value) and "HAFLOW_KUBE_DAEMON_CIDR" in str(raised.value)
+
+    @pytest.mark.parametrize("cidr", ["haflow.example", "10.0.0.300", "10.0.0.5/33", ""])
+    def test_invalid_cidr_refused(self, cidr: str) -> None:
+        """Something that is not an address or a CIDR is refused when the settings are made."""
+        with pytest.raises(ValueError, match="HAFLOW_KUBE_DAEMON_CIDR"):
+            KubeSettings(daemon_url="https://10.0.0.5", daemon_cidr=cidr)
 
     def test_name_without_cidr_refused(self, areas) -> None:
         """A daemon reached by name without an address range cannot be allowed, so the run is refused."""
@@ -387,6 +463,12 @@ class TestSettings:
         """Pods reach the daemon over HTTPS only."""
         with pytest.raises(ValueError, match="https"):
             KubeSettings(daemon_url=url)
+
+    @pytest.mark.parametrize("url", ["https://haflow_x.example", "https://-haflow.example", "https://a..b"])
+    def test_daemon_host_must_be_a_name_or_address(self, url: str) -> None:
+        """A daemon host that could not be a hostAliases name is refused when the settings are made."""
+        with pytest.raises(ValueError, match="neither an IP address nor a DNS name"):
+            KubeSettings(daemon_url=url, daemon_cidr="10.0.0.5")
 
     def test_bad_run_id(self) -> None:
         """A run id that cannot name a Job is refused."""
