@@ -96,6 +96,8 @@ logger = logging.getLogger(__name__)
 KILLED = 137
 #: Waiting reasons of the agent container that no retry will cure.
 _HOPELESS = frozenset({"InvalidImageName", "ErrImageNeverPull"})
+#: Reasons of a terminated container whose command never ran (no shell in the image, a bad mount).
+_NEVER_STARTED = frozenset({"StartError", "ContainerCannotRun"})
 _SANDBOX_ID = re.compile(r"haflow-[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 #: Consecutive failed log reads of an exited container before output() gives up.
 _LOG_TRIES = 5
@@ -634,6 +636,9 @@ def _judge(name: str, job: dict[str, Any] | None, pod: dict[str, Any] | None) ->
             if sent is None:
                 if status.get("phase") in ("Succeeded", "Failed"):
                     sent = {"exitCode": -1, "reason": "never ran"}
+                elif agent.get("reason") in _NEVER_STARTED:
+                    # The wrapper never ran, so collect would wait for its exit file until the deadline.
+                    raise SandboxError(f"The agent's container could not start ({_why(agent)})")
                 else:
                     return None  # still sending the files back
             if int(sent.get("exitCode", -1)) != 0:

@@ -337,6 +337,20 @@ class TestWait:
         rig.cluster._set(pod, "collect", {"terminated": {"exitCode": 0, "reason": "Completed"}})
         assert await asyncio.wait_for(task, 10) == 0
 
+    async def test_agent_that_never_started_does_not_wait_for_collect(
+        self, rig: Rig, provider: KubernetesProvider, spec
+    ) -> None:
+        """An agent container that could not start (no shell in its image) fails the run at once.
+
+        Its wrapper never writes the exit file, so collect would wait for it until the Job's deadline.
+        """
+        sandbox_id = await running(rig, provider, spec)
+        rig.cluster.exit(sandbox_id, 128, collect=None)
+        pod = rig.cluster.pod_of(sandbox_id)
+        rig.cluster._set(pod, "agent", {"terminated": {"exitCode": 128, "reason": "StartError", "message": "no sh"}})
+        with pytest.raises(SandboxError, match=r"could not start \(StartError: no sh\)"):
+            await asyncio.wait_for(provider.wait(sandbox_id), 10)
+
     async def test_no_writable_areas_no_collect(self, rig: Rig, provider: KubernetesProvider, spec, tmp_path) -> None:
         """With only read-only areas, the agent's exit alone ends the wait."""
         only_read = attrs.evolve(spec, mounts=(Mount(tmp_path / "prompt.md", "/mission/prompt.md", True),))
