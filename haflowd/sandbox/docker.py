@@ -423,6 +423,7 @@ class DockerProvider:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
+                env=self._cli_env(),
             )
         except OSError as e:
             raise SandboxUnavailable(f"The Docker CLI cannot be run ({e.strerror})") from None

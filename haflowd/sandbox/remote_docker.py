@@ -29,7 +29,7 @@ import logging
 import os
 import posixpath
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -46,7 +46,6 @@ from .docker import (
     _missing_image,
     _numeric_user,
 )
-from .lines import split_lines
 from .protocol import LABEL_MISSION, LABEL_RUN, SandboxError, SandboxInfo, SandboxSpec, SandboxUnavailable
 from .unpack import MAX_BYTES, MAX_MEMBERS, unpack_file, unpack_tree
 
@@ -429,31 +428,6 @@ class RemoteDockerProvider(DockerProvider):
             raise SandboxError(
                 f"Could not copy {volume.source} to the remote engine: {err.decode(errors='replace').strip()}"
             )
-
-    async def output(self, sandbox_id: str) -> AsyncIterator[bytes]:
-        """Yield the container's merged output line by line from its beginning."""
-        _checked_ref(sandbox_id, "sandbox id")
-        # One pipe for both streams, as in the local provider: the order is kept.
-        proc = await self._stream(
-            "logs",
-            "--follow",
-            sandbox_id,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        assert proc.stdout is not None
-        try:
-            buf = bytearray()
-            while chunk := await proc.stdout.read(_READ_SIZE):
-                buf += chunk
-                for item in split_lines(buf, self.max_line_bytes, final=False):
-                    yield item
-            for item in split_lines(buf, self.max_line_bytes, final=True):
-                yield item
-            await proc.wait()
-        finally:
-            await reap(proc)
 
     async def wait(self, sandbox_id: str) -> int:
         """Wait for the exit, copy the writable mounts back, then return the exit code."""
