@@ -16,7 +16,7 @@ from haflowd.config import Config
 from tests.fakes import FakeSandbox
 
 #: Real-Docker fixtures (docker_image), shared by test_docker*.py.
-pytest_plugins = ["tests.docker_support", "tests.remote_engine", "tests.kube.kube_support"]
+pytest_plugins = ["tests.docker_support", "tests.remote_engine", "tests.sandbox.kubernetes.kube_support"]
 
 RAW_INPUT = "Add a dark mode toggle to the settings page."
 

@@ -4,7 +4,7 @@
 user's unit folder with the absolute path of the ``haflowd`` executable and
 prints the commands that enable it; only ``--enable`` runs them. The files
 in the repository's ``systemd/`` folder are these same templates rendered
-for a ``pip install --user`` (``tests/test_service.py`` keeps them equal).
+for a ``pip install --user`` (``tests/cli/test_service.py`` keeps them equal).
 
 Neither unit holds secrets: systemd reads ``~/.config/haflow/env`` (if it
 exists) for ``HAFLOW_TOKEN`` and friends; an exposed daemon otherwise

@@ -25,7 +25,7 @@ from haflowd.sandbox.protocol import SandboxSpec
 from haflowd.web.app import create_app
 from tests.conftest import RAW_INPUT, api, create_mission, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, haflow_containers
-from tests.test_code_missions import create, git, link, make_repo
+from tests.e2e.test_code_missions import create, git, link, make_repo
 
 pytestmark = pytest.mark.docker
 

@@ -1,7 +1,7 @@
 """Hostile agents in real Docker containers: what they leave in their folders cannot hurt the daemon.
 
 Each agent is data: a ``sh -c`` script overriding cleanup-agent in the
-test's HAFLOW_HOME (see :func:`tests.test_docker_e2e.write_agent`).
+test's HAFLOW_HOME (see :func:`tests.e2e.test_docker_e2e.write_agent`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import api, create_mission, until, wait_status
-from tests.test_docker_e2e import (
+from tests.e2e.test_docker_e2e import (
     advance,
     docker_config,
     instance,

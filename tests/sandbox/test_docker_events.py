@@ -16,7 +16,7 @@ from haflowd.sandbox import Limits, SandboxError, SandboxSpec
 from haflowd.sandbox.docker import DockerProvider
 from tests.conftest import create_mission, detail, until, wait_status
 from tests.docker_support import SESSION_INSTANCE
-from tests.test_docker_e2e import SLOW, docker_config, instance, make_client, provider, write_agent
+from tests.e2e.test_docker_e2e import SLOW, docker_config, instance, make_client, provider, write_agent
 
 pytestmark = pytest.mark.docker
 

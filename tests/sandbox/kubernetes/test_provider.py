@@ -20,7 +20,7 @@ from haflowd.sandbox.areas import AreaPlan
 from haflowd.sandbox.kube_manifests import TOKEN_IN_KEY, TOKEN_OUT_KEY, KubeSettings, job_manifest
 from haflowd.sandbox.kubernetes import KILLED, ApiClientFactory, KubernetesProvider, kubeconfig_client
 from haflowd.sandbox.lines import split_lines
-from tests.kube.fake_apiserver import FakeCluster
+from tests.sandbox.kubernetes.fake_apiserver import FakeCluster
 
 INSTANCE = "abc123def456"
 SECRET_VALUE = "sk-live-never-in-a-job-42"

@@ -1,4 +1,4 @@
-"""A FAKE kubelet for tests: runs the pods of :class:`~tests.kube.fake_apiserver.FakeCluster` on local Docker.
+"""A FAKE kubelet for tests: runs the pods of :class:`~tests.sandbox.kubernetes.fake_apiserver.FakeCluster` on local Docker.
 
 This is not a kubelet. It is just enough of a node for the Kubernetes
 provider to run real agent commands end to end without a cluster:
@@ -80,7 +80,7 @@ import aiohttp
 import attrs
 
 from haflowd.sandbox.kube_manifests import AGENT, COLLECT, FETCH, IN_DIR, OUT_DIR
-from tests.kube.fake_apiserver import FakeCluster, LogStream, Obj
+from tests.sandbox.kubernetes.fake_apiserver import FakeCluster, LogStream, Obj
 
 #: Labels the fake node puts on its containers (besides the pod's own labels).
 NODE_LABEL = "haflow.test.fake-kubelet"

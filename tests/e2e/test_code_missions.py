@@ -407,7 +407,7 @@ class TestCodegenRestart:
         import json as jsonlib
         import signal
 
-        from tests.test_docker_e2e import Daemon
+        from tests.e2e.test_docker_e2e import Daemon
 
         OWNED_INSTANCES.add(instance_id(home))
         (home / "workflows" / "agents").mkdir(parents=True)

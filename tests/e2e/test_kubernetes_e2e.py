@@ -1,8 +1,8 @@
 """A whole mission through the HTTP API with its agents run as Kubernetes Jobs, without a cluster.
 
 The daemon is configured ``HAFLOW_SANDBOX=kubernetes``: its kubeconfig names
-the fake API server of :mod:`tests.kube.fake_apiserver`, whose pods the FAKE,
-Docker-backed kubelet of :mod:`tests.kube.fake_kubelet` runs (real agent
+the fake API server of :mod:`tests.sandbox.kubernetes.fake_apiserver`, whose pods the FAKE,
+Docker-backed kubelet of :mod:`tests.sandbox.kubernetes.fake_kubelet` runs (real agent
 commands in the busybox test image). The daemon serves HTTPS at the
 ``HAFLOW_KUBE_DAEMON_URL`` the pods use: every artifact reaches the agents
 through ``GET /api/transfers/in`` and comes back through ``PUT
@@ -28,10 +28,10 @@ from haflowd.web.tls import server_context
 from tests.conftest import RAW_INPUT, api, create_mission, until, wait_status
 from tests.daemon_support import free_port
 from tests.docker_support import OWNED_INSTANCES, haflow_containers
-from tests.kube.fake_apiserver import FakeCluster
-from tests.kube.fake_kubelet import NODE_LABEL, FakeKubelet
-from tests.kube.kube_support import tls_config, trusting
-from tests.test_code_missions import PLAN_DIFF, create, fingerprint, git, link, make_repo, step
+from tests.sandbox.kubernetes.fake_apiserver import FakeCluster
+from tests.sandbox.kubernetes.fake_kubelet import NODE_LABEL, FakeKubelet
+from tests.sandbox.kubernetes.kube_support import tls_config, trusting
+from tests.e2e.test_code_missions import PLAN_DIFF, create, fingerprint, git, link, make_repo, step
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 pytest.importorskip("kubernetes_asyncio")

@@ -29,7 +29,7 @@ from haflowd.config import Config
 from haflowd.sandbox import SandboxProvider
 from tests.docker_support import engine_problem
 from tests.fakes import Behaviour, FakeSandbox
-from tests.test_code_missions import PLAN_DIFF, git, make_repo
+from tests.e2e.test_code_missions import PLAN_DIFF, git, make_repo
 
 pytestmark = pytest.mark.browser
 

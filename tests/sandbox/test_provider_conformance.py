@@ -5,7 +5,7 @@ The remote provider runs against a second dockerd this session starts
 everything a run reads or writes travels as tar streams through volumes.
 
 The Kubernetes provider runs against the fake API server with its FAKE,
-Docker-backed kubelet (``kubernetes-fake``, :mod:`tests.kube.fake_kubelet`):
+Docker-backed kubelet (``kubernetes-fake``, :mod:`tests.sandbox.kubernetes.fake_kubelet`):
 the files travel through a real daemon's transfer endpoints over HTTPS,
 fetched and collected by the fake in Python, or (``kubernetes-fake-scripts``)
 by the manifest's own scripts in real containers. With
@@ -32,7 +32,7 @@ from haflowd.sandbox.kube_manifests import TOKEN_IN_KEY, TOKEN_OUT_KEY, job_name
 from haflowd.sandbox.kubernetes import KubeApiError
 from haflowd.sandbox.remote_docker import RemoteDockerProvider
 from tests.docker_support import SESSION_INSTANCE
-from tests.kube.kube_support import FakeKube, RealKube
+from tests.sandbox.kubernetes.kube_support import FakeKube, RealKube
 from tests.remote_engine import Engine
 
 pytestmark = pytest.mark.docker

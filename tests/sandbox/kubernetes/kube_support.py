@@ -2,8 +2,8 @@
 
 * ``kube_cert``: a self-signed certificate for ``127.0.0.1`` (the daemon's
   HTTPS, as the ``https://`` daemon URL of the manifests requires).
-* ``fake_kube``: the fake API server of :mod:`tests.kube.fake_apiserver`
-  with the Docker-backed FAKE kubelet of :mod:`tests.kube.fake_kubelet`,
+* ``fake_kube``: the fake API server of :mod:`tests.sandbox.kubernetes.fake_apiserver`
+  with the Docker-backed FAKE kubelet of :mod:`tests.sandbox.kubernetes.fake_kubelet`,
   and a daemon (``create_app``) serving the transfer endpoints over that
   certificate with real :class:`~haflowd.sandbox.transfers.TransferTickets`.
 
@@ -29,8 +29,8 @@ from haflowd.sandbox.transfers import TransferTickets
 from haflowd.web.keys import TRANSFERS
 from haflowd.web.tls import server_context
 from tests.docker_support import SESSION_INSTANCE
-from tests.kube.fake_apiserver import FakeCluster
-from tests.kube.fake_kubelet import FakeKubelet
+from tests.sandbox.kubernetes.fake_apiserver import FakeCluster
+from tests.sandbox.kubernetes.fake_kubelet import FakeKubelet
 from tests.tls_support import missing, self_signed_cert
 
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ async def real_kube(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[RealKu
     if missing:
         pytest.skip(
             f"kubernetes runs only against a real cluster: set {', '.join(missing)} (see REAL_KUBE_ENV in "
-            "tests/kube/kube_support.py)"
+            "tests/sandbox/kubernetes/kube_support.py)"
         )
     pytest.importorskip("kubernetes_asyncio")
     from haflowd.sandbox.kube_manifests import DEFAULT_TRANSFER_IMAGE

@@ -1,6 +1,6 @@
 """The Kubernetes provider's failure paths end to end, on the fake API server with its FAKE Docker-backed kubelet.
 
-The shared behaviour is in ``tests/test_provider_conformance.py``
+The shared behaviour is in ``tests/sandbox/test_provider_conformance.py``
 (``kubernetes-fake``); here are what only the Kubernetes provider has: the
 transfer tokens (a refused one fails the fetch; a refused upload fails the
 collect), secrets by ``secretKeyRef``, and the Job's own deadline.
@@ -22,7 +22,7 @@ from haflowd.sandbox import Limits, Mount, SandboxError, SandboxSpec
 from haflowd.sandbox.kube_manifests import job_name
 from haflowd.sandbox.kubernetes import KILLED
 from tests.docker_support import haflow_containers
-from tests.kube.kube_support import FakeKube
+from tests.sandbox.kubernetes.kube_support import FakeKube
 
 pytestmark = pytest.mark.docker
 pytest.importorskip("kubernetes_asyncio")

@@ -560,7 +560,7 @@ class TestUi:
         import configparser
         import glob
 
-        root = Path(__file__).parents[1]
+        root = Path(__file__).parents[2]
         static = root / "haflowd/web/static"
         cfg = configparser.ConfigParser()
         cfg.read(root / "setup.cfg")
@@ -588,7 +588,7 @@ class TestUi:
             assert resp.content_type in {"text/javascript", "application/javascript"}, name
             source = await resp.text()
             todo += [f"js/{m}" for m in re.findall(r'^import [^;]*? from "\./([a-z]+\.js)";', source, re.M | re.S)]
-        assert seen == {f"js/{p.name}" for p in (Path(__file__).parents[1] / "haflowd/web/static/js").glob("*.js")}
+        assert seen == {f"js/{p.name}" for p in (Path(__file__).parents[2] / "haflowd/web/static/js").glob("*.js")}
 
 
 class TestRawArtifact:

@@ -9,14 +9,14 @@ through :mod:`haflowd.sandbox.unpack`. The agent writes git hooks and config
 config would run a program, symlinks out of the tree, a FIFO, a file name
 that is not UTF-8, and prints a step secret; the daemon's git then commits,
 shows, diffs and delivers that tree. The local Docker provider has the same
-test in :mod:`tests.test_code_missions` (``test_hostile_agent_gets_nothing_from_the_host``).
+test in :mod:`tests.e2e.test_code_missions` (``test_hostile_agent_gets_nothing_from_the_host``).
 
 What the agent makes of a link out of the tree, a FIFO or a ``.git`` entry
 never reaches the host: such links and special files are dropped on the way
 back (logged), entries under the work tree's ``.git`` are ignored (that place
 is the git area's). Hand-made archives with ``a0/.git/...`` entries, which an
 agent's own ``tar`` cannot produce, are covered at the transfer endpoint by
-``tests/test_transfers.py::TestOut::test_git_entries_of_the_workspace_are_ignored``.
+``tests/sandbox/test_transfers.py::TestOut::test_git_entries_of_the_workspace_are_ignored``.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from haflowd.web.app import create_app
 from haflowd.web.tls import server_context
 from tests.conftest import api, until, wait_status
 from tests.remote_engine import Engine
-from tests.test_code_missions import create, fingerprint, git, link, make_repo
-from tests.test_docker_hostile import REQUEST_SECONDS
-from tests.test_remote_docker_e2e import nothing_left_on, remote_config  # noqa: F401 - a fixture
+from tests.e2e.test_code_missions import create, fingerprint, git, link, make_repo
+from tests.e2e.test_docker_hostile import REQUEST_SECONDS
+from tests.e2e.test_remote_docker_e2e import nothing_left_on, remote_config  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -76,8 +76,8 @@ async def _remote_docker(home: Path, aiohttp_client: Any, aiohttp_server: Any, e
 
 
 async def _kubernetes(home: Path, aiohttp_client: Any, aiohttp_server: Any, rig: Any) -> Daemon:
-    from tests.kube.kube_support import trusting
-    from tests.test_kubernetes_e2e import nothing_left as nothing_left_in
+    from tests.sandbox.kubernetes.kube_support import trusting
+    from tests.e2e.test_kubernetes_e2e import nothing_left as nothing_left_in
 
     server = await aiohttp_server(create_app(rig.config), port=rig.port, ssl=server_context(rig.config))
     client = await aiohttp_client(server, connector=aiohttp.TCPConnector(ssl=trusting(rig.config.tls_cert)))
@@ -85,7 +85,7 @@ async def _kubernetes(home: Path, aiohttp_client: Any, aiohttp_server: Any, rig:
 
 
 try:  # the Kubernetes rig is a fixture of the Kubernetes e2e tests; it needs the kubernetes extra
-    from tests.test_kubernetes_e2e import rig  # noqa: F401 - a fixture
+    from tests.e2e.test_kubernetes_e2e import rig  # noqa: F401 - a fixture
 except pytest.skip.Exception:  # pragma: no cover - without kubernetes_asyncio
     pass
 

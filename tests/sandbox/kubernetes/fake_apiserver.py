@@ -11,7 +11,7 @@ drive it (:meth:`FakeCluster.run`, :meth:`~FakeCluster.write`,
 be dropped mid-stream (:meth:`~FakeCluster.drop_streams`) or rotated
 (:meth:`~FakeCluster.rotate`).
 
-With :attr:`FakeCluster.node` set (see :mod:`tests.kube.fake_kubelet`, a fake
+With :attr:`FakeCluster.node` set (see :mod:`tests.sandbox.kubernetes.fake_kubelet`, a fake
 kubelet running pods in local Docker containers), the node runs each pod
 instead: it is told when a pod is made, deleted, or patched.
 """

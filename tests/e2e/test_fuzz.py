@@ -53,12 +53,12 @@ class TestFuzz:
             command = [
                 st, "run", f"{daemon.url}/api/openapi.json",
                 # Linking needs an absolute path to a git work tree with a commit: no schema
-                # says that, so generated paths are rightly refused (400); tests/test_code_missions.py
+                # says that, so generated paths are rightly refused (400); tests/e2e/test_code_missions.py
                 # covers that endpoint's answers instead.
                 "--exclude-name", "POST /api/projects",
                 # The transfer routes take only a one-time ticket a provider issued inside the
                 # daemon, which no generated request can hold (every one would be a 401);
-                # tests/test_transfers.py drives them with real tickets instead.
+                # tests/sandbox/test_transfers.py drives them with real tickets instead.
                 "--exclude-name", "GET /api/transfers/in",
                 "--exclude-name", "PUT /api/transfers/out",
                 "--checks", "all",

@@ -15,7 +15,7 @@ import pytest
 from haflowd.cli import service
 from haflowd.cli.main import main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 REQUIRE = os.environ.get("HAFLOW_REQUIRE_SYSTEMD") == "1"
 
 

@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from haflowd.cli.main import main
-from tests.test_code_missions import fingerprint, make_repo
+from tests.e2e.test_code_missions import fingerprint, make_repo
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
