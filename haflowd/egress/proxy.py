@@ -135,13 +135,45 @@ def parse_connect(head: bytes) -> Endpoint:
         raise RequestRefused(400, e.message, _printable(target)) from None
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Never translated to the public internet: RFC 8215's local-use NAT64 prefix,
+# Teredo (its client address is obfuscated, so what it reaches cannot be
+# checked) and the deprecated site-local range.
+_REFUSED_V6 = (
+    (ipaddress.ip_network("64:ff9b:1::/48"), "local-use NAT64"),
+    (ipaddress.ip_network("2001::/32"), "Teredo"),
+    (ipaddress.ip_network("fec0::/10"), "site-local"),
+)
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 form carries and reaches: mapped, compatible, 6to4 or NAT64."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    packed = int(address)
+    if address in _NAT64 or (packed >> 32 == 0 and packed > 1):
+        # NAT64 (RFC 6052) and the deprecated IPv4-compatible form ``::a.b.c.d``.
+        return ipaddress.IPv4Address(packed & 0xFFFFFFFF)
+    return None
+
+
 def address_problem(address: IPAddress, exempt: Iterable[IPNetwork] = ()) -> str | None:
-    """Why the proxy must not connect to ``address``, or None if it is public (or ``exempt``)."""
+    """Why the proxy must not connect to ``address``, or None if it is public (or ``exempt``).
+
+    An IPv6 form that embeds an IPv4 address (mapped, compatible, 6to4, NAT64)
+    is judged by the address it embeds, since that is what it reaches.
+    """
     plain: IPAddress = address
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        plain = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        plain = _embedded_ipv4(address) or address
     if any(plain in net for net in exempt if net.version == plain.version):
         return None
+    if isinstance(plain, ipaddress.IPv6Address):
+        for net, name in _REFUSED_V6:
+            if plain in net:
+                return f"resolves to a {name} address ({address})"
     for kind in ("loopback", "link_local", "multicast", "unspecified", "private", "reserved"):
         if getattr(plain, f"is_{kind}"):
             return f"resolves to a {kind.replace('_', '-')} address ({plain})"

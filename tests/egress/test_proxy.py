@@ -91,13 +91,23 @@ class TestAddressProblem:
             "ff02::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "2002:7f00:1::1",
+            "2002:a00:1::1",
+            "fec0::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::5db8:d822",
+            "::7f00:1",
+            "::a00:1",
         ],
     )
     def test_non_public(self, address: str) -> None:
-        """Loopback, private, link-local, shared, multicast, reserved and unspecified addresses are refused."""
+        """Loopback, private, link-local, shared, multicast, reserved, unspecified and site-local addresses are refused,
+        also when an IPv6 form embeds one (mapped, compatible, 6to4, NAT64) or hides it (Teredo)."""
         assert address_problem(ipaddress.ip_address(address)) is not None
 
-    @pytest.mark.parametrize("address", ["93.184.216.34", "2606:4700::1111", "::ffff:1.1.1.1"])
+    @pytest.mark.parametrize("address", ["93.184.216.34", "2606:4700::1111", "::ffff:1.1.1.1", "2002:5db8:d822::1", "64:ff9b::5db8:d822"])
     def test_public(self, address: str) -> None:
         """A public address passes."""
         assert address_problem(ipaddress.ip_address(address)) is None
