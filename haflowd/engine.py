@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 import attrs
 
+from . import verdict
 from .agentfiles import regular_files
 from .catalog import CODE_WORKFLOW, DEFAULT_WORKFLOW, Catalog, Definitions
 from .clock import utcnow
@@ -61,7 +61,7 @@ from .quota import check_artifact_write
 from .run_quota import RunQuotas
 from .sandbox.protocol import SandboxInfo, SandboxProvider
 from .store import Store
-from .supervisor import Failure, FailureKind, Launch, RunEnd, Stop, Supervisor
+from .supervisor import Launch, RunEnd, Stop, Supervisor
 from .workspaces.protocol import Repositories
 
 log = logging.getLogger(__name__)
@@ -420,15 +420,7 @@ class Engine:
             log.exception("run.conclude_failed", extra={"mission_id": mission_id, "run_id": run.run_id})
             with contextlib.suppress(Exception):
                 self.store.save_run(mission_id, attrs.evolve(run, finished_at=run.finished_at or utcnow()))
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                message = (
-                    "Could not record the step's result: the disk under HAFLOW_HOME is full; "
-                    "free some space, then continue to retry."
-                )
-            elif isinstance(exc, OSError) and exc.errno == errno.EROFS:
-                message = "Could not record the step's result: HAFLOW_HOME is read-only; continue to retry."
-            else:
-                message = "Internal error while recording the step's result (see the daemon log); continue to retry."
+            message = verdict.unrecorded(exc)
             try:
                 await self._fail(mission_id, message)
             except Exception:
@@ -480,29 +472,8 @@ class Engine:
             current = workflow.steps[meta.current_step] if meta.current_step < len(workflow.steps) else None
             if meta.status not in RUNNING_STATUSES or current is None or current.step_id != run.step_id:
                 return
-            if end.stop is not None:
-                self._fail_locked(meta, end.stop.message)
-            elif end.failure is not None:
-                self._fail_locked(meta, _failure_message(current, end.failure))
-            elif end.exit_code != 0:
-                reason = outcome.error if outcome is not None and outcome.error else None
-                detail = f": {reason}" if reason else ""
-                self._fail_locked(
-                    meta, f"Step '{current.name}' failed: the agent exited with code {end.exit_code}{detail}."
-                )
-            elif outcome is not None and not outcome.success:
-                self._fail_locked(
-                    meta, f"Step '{current.name}' failed: {outcome.error or 'the agent reported a failure'}."
-                )
-            elif problem is not None:
-                self._fail_locked(meta, problem)
+            why = verdict.failure(current, end) or problem
+            if why is not None:
+                self._fail_locked(meta, why)
             else:
                 self._advance(meta, workflow)
-
-
-def _failure_message(step: WorkflowStep, failure: Failure) -> str:
-    if failure.kind is FailureKind.NOT_STARTED:
-        return f"Step '{step.name}' could not start: {failure.detail}; continue to retry."
-    if failure.kind is FailureKind.LOST:
-        return f"Lost the sandbox of step '{step.name}': {failure.detail}; continue to retry."
-    return f"Internal error while watching step '{step.name}' (see the daemon log); continue to retry."
