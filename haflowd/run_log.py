@@ -149,7 +149,7 @@ class RunLog:
             return parser
         try:
             # The files hold redacted bytes: compare them with the stored output redacted alike.
-            result = await reconcile_file(redacted(stored, self), path, start)
+            result = await reconcile_file(_redacted(stored, self), path, start)
         except (HaflowError, OSError) as exc:
             log.warning("run.reconcile_failed", extra={**ids, "error": str(exc)})
             return parser
@@ -232,7 +232,7 @@ class Reconciled(enum.Enum):
     KEPT = "kept"
 
 
-class Reconciler:
+class _Reconciler:
     """Makes a file, from ``start`` on, equal to a stream of bytes fed in order.
 
     Blocking (run it in a thread) and bounded in memory: each :meth:`feed`
@@ -369,7 +369,7 @@ def rebuild_readable(log_path: Path, raw_path: Path, keep: int | None, parser: O
                 note = NOTE_PREFIX.encode()
                 notes = [line for line in old if line.startswith(note) and not line.startswith(overlong)]
                 with raw_path.open("rb") as raw:
-                    for lines in parse_stream(raw, parser):
+                    for lines in _parse_stream(raw, parser):
                         out.write("".join(f"{line}\n" for line in lines).encode())
                 out.writelines(notes)
                 out.flush()
@@ -380,7 +380,7 @@ def rebuild_readable(log_path: Path, raw_path: Path, keep: int | None, parser: O
             raise
 
 
-def parse_stream(raw: BinaryIO, parser: OutputParser) -> Iterator[list[str]]:
+def _parse_stream(raw: BinaryIO, parser: OutputParser) -> Iterator[list[str]]:
     """Feed ``parser`` every line of ``raw`` as the pump would; yield its readable lines."""
     pending = bytearray()
     overflow = False
@@ -407,7 +407,8 @@ def parse_stream(raw: BinaryIO, parser: OutputParser) -> Iterator[list[str]]:
         yield feed(parser, bytes(pending))
 
 
-async def redacted(items: AsyncIterator[bytes], output: RunLog) -> AsyncIterator[bytes]:
+async def _redacted(items: AsyncIterator[bytes], output: RunLog) -> AsyncIterator[bytes]:
+    """``items`` with the run's secrets redacted, closing ``items`` however the reader stops."""
     try:
         async for item in items:
             yield output.redact(item)
@@ -421,7 +422,7 @@ async def reconcile_file(items: AsyncIterator[bytes], path: Path, start: int) ->
     """Make ``path`` from ``start`` on equal to ``items``, chunk by chunk, off the loop."""
     # Made here, not in a thread: a cancellation while a thread made it would
     # lose the object with its file open. Opening costs nothing that grows.
-    rec = Reconciler(path, start)
+    rec = _Reconciler(path, start)
     try:
         batch = bytearray()
         async for item in items:
