@@ -6,9 +6,11 @@ that mission's lock. It talks to the world only through three protocols:
 a :class:`~haflowd.sandbox.protocol.SandboxProvider` (where steps run), an
 :class:`~haflowd.agents.protocol.AgentAdapter` per agent CLI (what runs),
 and a :class:`~haflowd.workspaces.protocol.Workspace` per workspace mode
-(what a step sees). Running a step is the
-:class:`~haflowd.supervisor.Supervisor`'s job; it reports each run's end
-back to :meth:`Engine._run_ended`.
+(what a step sees). Turning a run into a sandbox and collecting what it
+left is the :class:`~haflowd.launch.Launcher`'s job, running it the
+:class:`~haflowd.supervisor.Supervisor`'s (which reports each run's end
+back to :meth:`Engine._run_ended`), and holding it to the disk quota
+:class:`~haflowd.run_quota.RunQuotas`'.
 
 ``continue`` answers as soon as the run is recorded: preparing the
 workspace, building a missing image and starting the sandbox happen in the
@@ -24,29 +26,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import shutil
 from collections import defaultdict
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from . import secrets
-from .agentfiles import is_regular, regular_files
-from .agents.prompts import PromptLibrary
-from .agents.protocol import AgentAdapter, StepContext
+from . import verdict
+from .agentfiles import regular_files
 from .catalog import CODE_WORKFLOW, DEFAULT_WORKFLOW, Catalog, Definitions
 from .clock import utcnow
 from .config import Config
-from .errors import BadRequest, Conflict, HaflowError, NotFound
+from .errors import BadRequest, Conflict, NotFound
 from .executions import Executions
 from .ids import check_filename, new_mission_id, new_project_id, new_run_id
+from .launch import Launcher
 from .models import (
     RUNNING_STATUSES,
-    AgentSpec,
     CreateMissionRequest,
     Delivery,
     Execution,
@@ -58,22 +55,16 @@ from .models import (
     StepType,
     Workflow,
     WorkflowStep,
-    WorkspaceMode,
 )
 from .projects import ProjectStore
 from .quota import check_artifact_write
-from .quota_watch import QuotaWatch
-from .sandbox.protocol import Mount, SandboxError, SandboxInfo, SandboxProvider, SandboxSpec
+from .run_quota import RunQuotas
+from .sandbox.protocol import SandboxInfo, SandboxProvider
 from .store import Store
-from .supervisor import NOTE_PREFIX, Failure, FailureKind, Launch, RunEnd, Stop, Supervisor
-from .workspaces.protocol import ARTIFACTS_TARGET, Collected, LogLine, Repositories, Workspace
+from .supervisor import Launch, RunEnd, Stop, Supervisor
+from .workspaces.protocol import Repositories
 
 log = logging.getLogger(__name__)
-
-#: Where an agent whose adapter feeds it a prompt finds it (read-only).
-PROMPT_TARGET = "/mission/prompt.md"
-#: The most of an input artifact an adapter gets inline in its prompt.
-PROMPT_INPUT_BYTES = 256 * 1024
 
 
 @attrs.define
@@ -82,20 +73,19 @@ class Engine:
     definitions: Definitions
     sandbox: SandboxProvider
     config: Config
-    #: The workspace of plain missions, and the one of code missions (every step of a mission on a project).
-    workspaces: Mapping[WorkspaceMode, Workspace]
-    adapter_for: Callable[[AgentSpec], AgentAdapter]
+    #: Turns a run into its sandbox; knows the workspaces and agent adapters.
+    launcher: Launcher
     projects: ProjectStore
     repositories: Repositories
     _locks: defaultdict[str, asyncio.Lock] = attrs.field(factory=lambda: defaultdict(asyncio.Lock), init=False)
     supervisor: Supervisor = attrs.field(init=False)
     executions: Executions = attrs.field(init=False)
-    #: The disk quota watch of each live run, by run id.
-    _quota_watches: dict[str, QuotaWatch] = attrs.field(factory=dict, init=False)
+    quotas: RunQuotas = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.supervisor = Supervisor(store=self.store, sandbox=self.sandbox, on_end=self._run_ended)
         self.executions = Executions(store=self.store, sandbox=self.sandbox)
+        self.quotas = RunQuotas(store=self.store, limit=self.config.max_mission_bytes, stop=self.supervisor.stop)
 
     @property
     def catalog(self) -> Catalog:
@@ -116,9 +106,7 @@ class Engine:
         """Stop watching; sandboxes keep running and are re-attached next start."""
         await self.supervisor.close()
         await self.executions.close()
-        for watch in list(self._quota_watches.values()):
-            await watch.cancel()
-        self._quota_watches.clear()
+        await self.quotas.close()
 
     async def _recover(self, meta: MissionMeta, found: dict[str, SandboxInfo]) -> set[str]:
         mission_id = meta.mission_id
@@ -403,227 +391,14 @@ class Engine:
         log.info("run.starting", extra={"mission_id": mission_id, "run_id": run.run_id, "step_id": step.step_id})
         self.supervisor.launch(launch)
 
-    def _step_of(self, meta: MissionMeta, run: StepRun) -> tuple[WorkflowStep, AgentSpec] | None:
-        workflow = self.catalog.workflow(meta.workflow_id)
-        step = next((s for s in workflow.steps if s.step_id == run.step_id), None) if workflow else None
-        agent = self.catalog.agents.get(step.agent or "") if step else None
-        return (step, agent) if step is not None and agent is not None else None
-
     def _launch_for(self, meta: MissionMeta, run: StepRun) -> Launch | None:
-        found = self._step_of(meta, run)
-        if found is None:
-            return None
-        step, agent = found
-        adapter = self.adapter_for(agent)
-
-        async def prepare(note: LogLine) -> SandboxSpec:
-            spec = await self._prepare(meta, step, agent, adapter, run.run_id, run.feedback_artifact, note)
-            # Once the workspace is ready (a clone is not the agent's writing).
-            self._watch_quota(meta, run)
-            return spec
-
-        def known_secrets() -> list[str]:
-            # Re-attached after a restart, prepare() does not run again: the
-            # values to redact are looked up by the names the adapter asks
-            # for (the texts only shape the prompt, so none are read here).
-            # Blocking (files): the supervisor calls it in a thread.
-            context = self._step_context(meta, step, agent, run.run_id, run.feedback_artifact)
-            names = adapter.invocation(context).secrets
-            return list(secrets.known_values(names, self.config.home).values())
-
-        return Launch(
-            mission_id=meta.mission_id,
-            run=run,
-            prepare=prepare,
-            parser=adapter.parser(),
-            structured=adapter.structured,
-            timeout_seconds=agent.timeout_seconds,
-            known_secrets=known_secrets,
-        )
+        return self.launcher.launch(meta, run, on_prepared=lambda: self._watch_quota(meta, run))
 
     def _watch_quota(self, meta: MissionMeta, run: StepRun) -> None:
-        """Hold the live run to the mission's disk quota (artifacts and, for code missions, work tree growth)."""
-        folder = self.store.mission_dir(meta.mission_id)
-
-        async def over(used: int) -> None:
-            await self._over_quota(meta.mission_id, run, used)
-
-        # "workspace": a code mission's work tree (haflowd.workspaces.code.WORK_TREE).
-        watch = QuotaWatch(
-            folders=(self.store.artifacts_dir(meta.mission_id),),
-            grown=(folder / "workspace",) if meta.project_id else (),
-            limit=self.config.max_mission_bytes,
-            on_over=over,
-        )
-        self._quota_watches[run.run_id] = watch
-        watch.start()
-
-    async def _over_quota(self, mission_id: str, run: StepRun, used: int) -> None:
-        """Stop a run that wrote past the mission's quota (its end removes the output)."""
-        log.warning("run.over_quota", extra={"mission_id": mission_id, "run_id": run.run_id, "bytes": used})
-        await self.supervisor.stop(run, Stop(self._quota_message(mission_id, run, used)))
-
-    def _quota_message(self, mission_id: str, run: StepRun, used: int) -> str:
-        step = self._output_step(mission_id, run)
-        if step is not None and step.output_artifact:
-            aftermath = f"its output {step.output_artifact} was removed"
-        else:
-            aftermath = "what it wrote in the work tree is still there (nothing is cleaned up automatically)"
-        return (
-            f"Step '{step.name if step else run.step_id}' was stopped: over the mission's disk quota: "
-            f"{used} bytes > {self.config.max_mission_bytes} (HAFLOW_MAX_MISSION_BYTES); {aftermath}. "
-            "Continue to retry."
-        )
-
-    def _output_step(self, mission_id: str, run: StepRun) -> WorkflowStep | None:
-        found = self._step_of(self.store.get(mission_id), run)
-        return found[0] if found else None
-
-    async def _end_quota_watch(self, mission_id: str, run: StepRun, end: RunEnd) -> RunEnd:
-        """Stop watching a run that ended; over the quota (then or now), its output goes and it fails."""
-        watch = self._quota_watches.pop(run.run_id, None)
-        if watch is None:
-            return end
-        await watch.cancel()
-        if not watch.tripped:
-            used = await watch.check() if end.stop is None and end.exit_code == 0 else None
-            if used is None:
-                return end
-            # It wrote past the quota and exited before the next count.
-            log.warning("run.over_quota", extra={"mission_id": mission_id, "run_id": run.run_id, "bytes": used})
-            end = attrs.evolve(end, stop=Stop(self._quota_message(mission_id, run, used)))
-        step = self._output_step(mission_id, run)
-        if step is not None and step.output_artifact:
-            await asyncio.to_thread(_remove_entry, self.store.artifacts_dir(mission_id) / step.output_artifact)
-        return end
-
-    def _workspace(self, meta: MissionMeta) -> Workspace:
-        return self.workspaces[WorkspaceMode.CODEGEN if meta.project_id else WorkspaceMode.DOCUMENT]
-
-    async def _prepare(
-        self,
-        meta: MissionMeta,
-        step: WorkflowStep,
-        agent: AgentSpec,
-        adapter: AgentAdapter,
-        run_id: str,
-        feedback: str | None,
-        note: LogLine,
-    ) -> SandboxSpec:
-        mounts = await self._workspace(meta).prepare(meta, step, run_id, note)
-        invocation = adapter.invocation(await self._context(meta, step, agent, run_id, feedback))
-        command = invocation.command
-        if invocation.stdin is not None:
-            prompt = await asyncio.to_thread(self.store.write_prompt, meta.mission_id, run_id, invocation.stdin)
-            mounts = (*mounts, Mount(prompt, PROMPT_TARGET, read_only=True, name="prompt"))
-            # A fixed script; the agent's argv follows as "$@", never parsed by a shell.
-            command = ("/bin/sh", "-c", f'exec "$@" < {PROMPT_TARGET}', "sh", *command)
-        try:
-            secret_values = secrets.resolve(invocation.secrets, self.config.home)
-        except secrets.MissingSecret as exc:
-            raise SandboxError(exc.message) from None
-        return SandboxSpec(
-            mission_id=meta.mission_id,
-            run_id=run_id,
-            step_id=step.step_id,
-            image=agent.image or self.config.agent_image,
-            command=command,
-            env=_with_git_safe_directory(invocation.env) if meta.project_id else dict(invocation.env),
-            secrets=secret_values,
-            mounts=mounts,
-            workdir="/workspace" if step.workspace_mode is WorkspaceMode.CODEGEN else "/mission",
-            network=agent.network,
-            egress=agent.egress,
-            local_ports=agent.local_ports,
-            limits=agent.limits,
-            # Notes after the start go to the readable log only where it is
-            # apart from the raw output (re-attaching counts raw bytes).
-            notes=note if adapter.structured else None,
-        )
-
-    async def _context(
-        self, meta: MissionMeta, step: WorkflowStep, agent: AgentSpec, run_id: str, feedback: str | None
-    ) -> StepContext:
-        input_text = ""
-        if step.input_artifact:
-            with contextlib.suppress(HaflowError):
-                input_text = await asyncio.to_thread(
-                    self.store.read_artifact, meta.mission_id, step.input_artifact, PROMPT_INPUT_BYTES
-                )
-        feedback_text = None
-        if feedback:
-            with contextlib.suppress(HaflowError):
-                feedback_text = await asyncio.to_thread(
-                    self.store.read_artifact, meta.mission_id, feedback, PROMPT_INPUT_BYTES
-                )
-        context = await asyncio.to_thread(self._step_context, meta, step, agent, run_id, feedback)
-        return attrs.evolve(context, input_text=input_text, feedback_text=feedback_text)
-
-    def _step_context(
-        self,
-        meta: MissionMeta,
-        step: WorkflowStep,
-        agent: AgentSpec,
-        run_id: str,
-        feedback: str | None,
-    ) -> StepContext:
-        """The step's context without the input and feedback texts (it may read prompt templates: blocking)."""
-        codegen = step.workspace_mode is WorkspaceMode.CODEGEN
-        return StepContext(
-            mission_id=meta.mission_id,
-            mission_title=meta.title,
-            mission_type=meta.type.value,
-            run_id=run_id,
-            step_id=step.step_id,
-            step_name=step.name,
-            agent=agent,
-            prompt=agent.prompt or self._prompt_kind(step, codegen=codegen),
-            input_artifact=step.input_artifact,
-            output_artifact=step.output_artifact,
-            feedback_artifact=feedback,
-            codegen=codegen,
-            artifacts_dir=ARTIFACTS_TARGET,
-        )
-
-    def _prompt_kind(self, step: WorkflowStep, *, codegen: bool) -> str:
-        """The default prompt template of a step.
-
-        A codegen step gets the codegen template whatever its id. A document
-        step gets the template named after its id without a numeric suffix
-        ("research-2" -> research.md) if there is one and it is a document
-        template; otherwise (oneshot's "draft", standard-feature's document
-        "implementation" step) the generic document template, which names
-        the output file: the codegen template does not, and a missing
-        template would fail the step before it starts.
-        """
-        if codegen:
-            return CODEGEN_PROMPT
-        kind = step.step_id.rstrip("0123456789-_") or step.step_id
-        if kind == CODEGEN_PROMPT:
-            return DOCUMENT_PROMPT
-        try:
-            PromptLibrary.for_home(self.config.home).template(kind)
-        except HaflowError:
-            return DOCUMENT_PROMPT
-        return kind
-
-    def _write_codegen_report(
-        self, mission_id: str, step: WorkflowStep, collected: Collected, result: str | None
-    ) -> None:
-        """Give the code review its artifact when the agent wrote none (real CLIs commit code, not reports)."""
-        assert step.output_artifact is not None
-        if is_regular(self.store.artifacts_dir(mission_id) / step.output_artifact):
-            return
-        lines = [f"# {step.name}", "", result.strip() if result else "The agent left no message.", ""]
-        if collected.commit and collected.changes:
-            c = collected.changes
-            lines.append(
-                f"Commit `{collected.commit[:12]}`: {c.files} files changed, +{c.insertions} -{c.deletions}."
-            )
-        else:
-            lines.append("The work tree is unchanged: no commit.")
-        with contextlib.suppress(OSError, HaflowError):
-            self.store.write_artifact(mission_id, step.output_artifact, "\n".join(lines) + "\n")
+        """Hold the live run to the mission's disk quota (artifacts, and what the workspace lets it grow)."""
+        found = self.launcher.step_of(meta, run)
+        grown = self.launcher.workspace(meta).grown_folders(meta)
+        self.quotas.watch(meta.mission_id, run, found[0] if found else None, grown)
 
     def _fail_locked(self, meta: MissionMeta, message: str) -> None:
         self._save(meta, status=MissionStatus.FAILED, errors=(*meta.errors, message), last_error=message)
@@ -638,22 +413,14 @@ class Engine:
     async def _run_ended(self, mission_id: str, run: StepRun, end: RunEnd) -> None:
         """The supervisor's report: record the run, collect its work, move the mission on."""
         try:
-            end = await self._end_quota_watch(mission_id, run, end)
+            end = await self.quotas.end(mission_id, run, end)
             await self._conclude(mission_id, run, end)
         except Exception as exc:
             # Whatever went wrong, the mission must not stay "running".
             log.exception("run.conclude_failed", extra={"mission_id": mission_id, "run_id": run.run_id})
             with contextlib.suppress(Exception):
                 self.store.save_run(mission_id, attrs.evolve(run, finished_at=run.finished_at or utcnow()))
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                message = (
-                    "Could not record the step's result: the disk under HAFLOW_HOME is full; "
-                    "free some space, then continue to retry."
-                )
-            elif isinstance(exc, OSError) and exc.errno == errno.EROFS:
-                message = "Could not record the step's result: HAFLOW_HOME is read-only; continue to retry."
-            else:
-                message = "Internal error while recording the step's result (see the daemon log); continue to retry."
+            message = verdict.unrecorded(exc)
             try:
                 await self._fail(mission_id, message)
             except Exception:
@@ -675,7 +442,7 @@ class Engine:
 
     async def _conclude(self, mission_id: str, run: StepRun, end: RunEnd) -> None:
         meta = self.store.get(mission_id)
-        found = self._step_of(meta, run)
+        found = self.launcher.step_of(meta, run)
         step = found[0] if found else None
         outcome = end.outcome
         problem: str | None = None
@@ -683,20 +450,9 @@ class Engine:
         if outcome is not None:
             changes.update(usage=outcome.usage, result=outcome.result)
         if step is not None and end.exit_code == 0 and end.stop is None and (outcome is None or outcome.success):
-            workspace = self._workspace(meta)
-
-            def note(text: str) -> None:
-                # Progress only: a log that cannot be written must not stop the run's result.
-                with contextlib.suppress(OSError), self.store.open_log(mission_id, run.run_id) as logfile:
-                    logfile.write(f"{NOTE_PREFIX}{text}\n".encode())
-
-            collected = await workspace.collect(meta, step, run.run_id, end.exit_code, note)
+            collected = await self.launcher.collect(meta, step, run.run_id, outcome.result if outcome else None)
             problem = collected.problem
             changes.update(commit=collected.commit, changes=collected.changes)
-            if problem is None and step.workspace_mode is WorkspaceMode.CODEGEN and step.output_artifact:
-                await asyncio.to_thread(
-                    self._write_codegen_report, mission_id, step, collected, outcome.result if outcome else None
-                )
         run = attrs.evolve(
             run,
             finished_at=run.finished_at or utcnow(),
@@ -716,56 +472,8 @@ class Engine:
             current = workflow.steps[meta.current_step] if meta.current_step < len(workflow.steps) else None
             if meta.status not in RUNNING_STATUSES or current is None or current.step_id != run.step_id:
                 return
-            if end.stop is not None:
-                self._fail_locked(meta, end.stop.message)
-            elif end.failure is not None:
-                self._fail_locked(meta, _failure_message(current, end.failure))
-            elif end.exit_code != 0:
-                reason = outcome.error if outcome is not None and outcome.error else None
-                detail = f": {reason}" if reason else ""
-                self._fail_locked(
-                    meta, f"Step '{current.name}' failed: the agent exited with code {end.exit_code}{detail}."
-                )
-            elif outcome is not None and not outcome.success:
-                self._fail_locked(
-                    meta, f"Step '{current.name}' failed: {outcome.error or 'the agent reported a failure'}."
-                )
-            elif problem is not None:
-                self._fail_locked(meta, problem)
+            why = verdict.failure(current, end) or problem
+            if why is not None:
+                self._fail_locked(meta, why)
             else:
                 self._advance(meta, workflow)
-
-
-def _with_git_safe_directory(env: Mapping[str, str]) -> dict[str, str]:
-    """Let the agent's own git read ``/workspace/.git``, which belongs to the daemon's user."""
-    out = dict(env)
-    if "GIT_CONFIG_COUNT" not in out:
-        out.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory", GIT_CONFIG_VALUE_0="/workspace")
-    return out
-
-
-def _remove_entry(path: Path) -> None:
-    """Remove a file, link or folder an agent left (never following a link)."""
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError:
-        log.exception("run.output_not_removed", extra={"path": str(path)})
-
-
-def _failure_message(step: WorkflowStep, failure: Failure) -> str:
-    if failure.kind is FailureKind.NOT_STARTED:
-        return f"Step '{step.name}' could not start: {failure.detail}; continue to retry."
-    if failure.kind is FailureKind.LOST:
-        return f"Lost the sandbox of step '{step.name}': {failure.detail}; continue to retry."
-    return f"Internal error while watching step '{step.name}' (see the daemon log); continue to retry."
-
-
-#: The prompt template of every codegen step (it edits the work tree).
-CODEGEN_PROMPT = "implementation"
-#: The prompt template of a document step no template is named after.
-DOCUMENT_PROMPT = "document"

@@ -1,29 +1,14 @@
 """Run supervision: start a step's sandbox, follow its output into the log, learn its exit.
 
 The :class:`Supervisor` owns one task per live run. The task prepares the
-step (a workspace may take a while), starts the sandbox, appends the
-sandbox's output to the run's log as each line arrives, enforces the time
+step (a workspace may take a while), starts the sandbox, has the sandbox's
+output written into the run's log as each line arrives, enforces the time
 limit and, once the sandbox exited, reports a :class:`RunEnd` through the
 ``on_end`` callback the engine gave it. It never changes a mission: that is
 the engine's job, and the callback keeps this module free of the engine.
 
-Agents whose output is structured (JSON events) get two files: the raw
-events (``logs/<run>.events.jsonl``) and the readable log the adapter's
-parser makes of them (``logs/<run>.log``). Other agents' output is the log
-(their parser still reads it, for the run's outcome).
-
-Following a live sandbox is best effort (Docker 20.10's ``logs --follow``
-drops or repeats output around json-file rotation), so once the sandbox
-exited the supervisor *reconciles*: it reads the provider's complete stored
-output again and makes the file, from ``run.output_offset`` on, equal to it
-to the byte (appending what is missing, or rewriting the part that differs
-through a temporary file renamed over it), streaming in bounded memory. When
-the raw events changed, the readable log is rebuilt from them with a fresh
-parser. The daemon's notes written before the output started are kept.
-
-Secret values the run was given are replaced by :data:`REDACTED` in every
-output line before it is written or parsed, so an agent that prints its API
-key leaves no trace of it in the logs, the run's ``result`` or its error.
+What the log files hold, to the byte (following, reconciling with the
+provider's stored output, redacting secrets), is :mod:`haflowd.run_log`'s job.
 """
 
 from __future__ import annotations
@@ -33,11 +18,7 @@ import contextlib
 import copy
 import enum
 import logging
-import os
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from pathlib import Path
-from typing import BinaryIO
+from collections.abc import Awaitable, Callable, Iterable
 
 import attrs
 
@@ -45,6 +26,7 @@ from .agents.protocol import Outcome, OutputParser
 from .clock import utcnow
 from .errors import HaflowError
 from .models import StepRun
+from .run_log import Follower, RunLog
 from .sandbox.protocol import SandboxError, SandboxInfo, SandboxProvider, SandboxSpec
 from .store import Store
 from .workspaces.protocol import LogLine
@@ -55,14 +37,6 @@ log = logging.getLogger(__name__)
 DRAIN_SECONDS = 10.0
 #: How long close() lets removals of finished sandboxes take.
 REMOVE_SECONDS = 10.0
-#: The longest line handed to a parser whole; longer ones are shown as text.
-MAX_EVENT_BYTES = 8 * 1024 * 1024
-#: Lines the daemon itself writes into a run's log start with this.
-NOTE_PREFIX = "[haflow] "
-#: Bytes compared, copied or written per step when reconciling a log.
-RECONCILE_CHUNK = 1024 * 1024
-#: What a secret value an agent printed is replaced with.
-REDACTED = b"[redacted]"
 
 
 @attrs.frozen
@@ -119,260 +93,6 @@ class Launch:
 
 
 OnEnd = Callable[[str, StepRun, RunEnd], Awaitable[None]]
-
-
-@attrs.define
-class RunLog:
-    """The files one run's output goes to."""
-
-    log_file: BinaryIO
-    raw_file: BinaryIO | None
-    log_path: Path | None = None
-    raw_path: Path | None = None
-    #: Size of the readable log when the sandbox's output began (structured
-    #: agents): what a rebuild keeps. None when unknown (re-attached).
-    readable_start: int | None = None
-    #: Secret values, longest first (one that contains another goes whole).
-    secrets: tuple[bytes, ...] = ()
-
-    @classmethod
-    def open(cls, store: Store, mission_id: str, run_id: str, *, structured: bool) -> RunLog:
-        log_file = store.open_log(mission_id, run_id)
-        raw = store.open_events(mission_id, run_id) if structured else None
-        raw_path = store.events_path(mission_id, run_id) if structured else None
-        return cls(log_file, raw, store.log_path(mission_id, run_id), raw_path)
-
-    def keep_secret(self, values: Iterable[str]) -> None:
-        """Redact ``values`` from every output line from now on."""
-        found = {v.encode() for v in values if v} | set(self.secrets)
-        self.secrets = tuple(sorted(found, key=len, reverse=True))
-
-    def redact(self, item: bytes) -> bytes:
-        # Output comes in whole lines (see sandbox/lines.py), so a value is
-        # only missed if it straddles the cut of a line longer than the
-        # provider's limit (1 MiB by default).
-        for value in self.secrets:
-            if value in item:
-                item = item.replace(value, REDACTED)
-        return item
-
-    def note(self, text: str) -> None:
-        for line in text.splitlines() or [""]:
-            self.log_file.write(f"{NOTE_PREFIX}{line}\n".encode())
-
-    def raw(self, item: bytes) -> None:
-        (self.raw_file or self.log_file).write(item)
-
-    def readable(self, lines: list[str]) -> None:
-        if lines:
-            self.log_file.write("".join(f"{line}\n" for line in lines).encode())
-
-    def raw_size(self) -> int:
-        return os.fstat((self.raw_file or self.log_file).fileno()).st_size
-
-    def log_size(self) -> int:
-        return os.fstat(self.log_file.fileno()).st_size
-
-    def reopen(self) -> None:
-        """Open the files again by path (after one was replaced by a rewrite)."""
-        if self.log_path is not None:
-            self.log_file.close()
-            self.log_file = self.log_path.open("ab", buffering=0)
-        if self.raw_file is not None and self.raw_path is not None:
-            self.raw_file.close()
-            self.raw_file = self.raw_path.open("ab", buffering=0)
-
-    def close(self) -> None:
-        self.log_file.close()
-        if self.raw_file is not None:
-            self.raw_file.close()
-
-
-class Reconciled(enum.Enum):
-    """What reconciling a log with the stored output did to it."""
-
-    SAME = "same"
-    APPENDED = "appended"
-    REWRITTEN = "rewritten"
-    #: The stored output does not begin as the log does: the engine dropped
-    #: its beginning (its log rotation keeps a bounded amount), so the log,
-    #: which has it, is kept as followed.
-    KEPT = "kept"
-
-
-class _Reconciler:
-    """Makes a file, from ``start`` on, equal to a stream of bytes fed in order.
-
-    Blocking (run it in a thread) and bounded in memory: each :meth:`feed`
-    compares its chunk with the same stretch of the file. While they agree
-    nothing is written. If the file ends first, the rest is appended; if it
-    differs, the agreed part is copied to a temporary file in the same
-    folder, the rest of the stream written after it, and :meth:`finish`
-    renames it over the file. Extra bytes at the file's end are cut off.
-    """
-
-    def __init__(self, path: Path, start: int) -> None:
-        self.path = path
-        self.start = start
-        self.matched = 0
-        self.reader: BinaryIO | None = path.open("rb")
-        self.reader.seek(start)
-        self.sink: BinaryIO | None = None
-        self.temp: Path | None = None
-        self.result = Reconciled.SAME
-
-    def feed(self, data: bytes) -> None:
-        if self.result is Reconciled.KEPT:
-            return
-        if self.sink is not None:
-            self.sink.write(data)
-            return
-        assert self.reader is not None
-        have = self.reader.read(len(data))
-        if have == data:
-            self.matched += len(data)
-            return
-        same = _common_prefix(have, data)
-        if self.matched == 0 and have and b"\n" not in data[:same]:
-            # Different from the first line on. A follower reads from the
-            # start and can only lose or repeat later, so this is the engine
-            # having dropped the output's beginning.
-            self.reader.close()
-            self.reader = None
-            self.result = Reconciled.KEPT
-            return
-        self.matched += same
-        self.reader.close()
-        self.reader = None
-        if same == len(have):
-            # The file ended here: the rest is simply missing.
-            self.sink = self.path.open("ab")
-            self.result = Reconciled.APPENDED
-        else:
-            self.sink = self._rewrite()
-            self.result = Reconciled.REWRITTEN
-        self.sink.write(data[same:])
-
-    def _rewrite(self) -> BinaryIO:
-        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        self.temp = Path(name)
-        sink = os.fdopen(fd, "wb")
-        try:
-            os.chmod(fd, os.stat(self.path).st_mode & 0o777)
-            with self.path.open("rb") as src:
-                left = self.start + self.matched
-                while left and (chunk := src.read(min(left, RECONCILE_CHUNK))):
-                    sink.write(chunk)
-                    left -= len(chunk)
-        except BaseException:
-            sink.close()
-            self.temp.unlink(missing_ok=True)
-            raise
-        return sink
-
-    def finish(self) -> Reconciled:
-        if self.reader is not None:
-            extra = self.reader.read(1)
-            self.reader.close()
-            self.reader = None
-            if extra:
-                # Everything matched, but the file holds more: repeated output.
-                os.truncate(self.path, self.start + self.matched)
-                self.result = Reconciled.REWRITTEN
-        if self.sink is not None:
-            self.sink.flush()
-            os.fsync(self.sink.fileno())
-            self.sink.close()
-            self.sink = None
-            if self.temp is not None:
-                os.replace(self.temp, self.path)
-                self.temp = None
-        return self.result
-
-    def abort(self) -> None:
-        for f in (self.reader, self.sink):
-            if f is not None:
-                f.close()
-        if self.temp is not None:
-            self.temp.unlink(missing_ok=True)
-
-
-def _common_prefix(a: bytes, b: bytes) -> int:
-    """Length of the longest common prefix of ``a`` and ``b`` (binary search over slices)."""
-    lo, hi = 0, min(len(a), len(b))
-    va, vb = memoryview(a), memoryview(b)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if va[lo:mid] == vb[lo:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def _rebuild_readable(log_path: Path, raw_path: Path, keep: int | None, parser: OutputParser) -> None:
-    """Rewrite the readable log: its first ``keep`` bytes, then ``parser``'s lines for the raw events.
-
-    With ``keep`` unknown (a re-attached run) the leading note lines are kept.
-    Notes written while the run ran (egress decisions) follow the rebuilt lines.
-    """
-    overlong = f"{NOTE_PREFIX}an event longer than".encode()
-    with log_path.open("rb") as old:
-        if keep is None:
-            keep = 0
-            for line in old:
-                if not line.startswith(NOTE_PREFIX.encode()):
-                    break
-                keep += len(line)
-            old.seek(0)
-        fd, name = tempfile.mkstemp(dir=log_path.parent, prefix=f".{log_path.name}.", suffix=".tmp")
-        temp = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                os.chmod(fd, os.stat(log_path).st_mode & 0o777)
-                left = keep
-                while left and (chunk := old.read(min(left, RECONCILE_CHUNK))):
-                    out.write(chunk)
-                    left -= len(chunk)
-                note = NOTE_PREFIX.encode()
-                notes = [line for line in old if line.startswith(note) and not line.startswith(overlong)]
-                with raw_path.open("rb") as raw:
-                    for lines in _parse_stream(raw, parser):
-                        out.write("".join(f"{line}\n" for line in lines).encode())
-                out.writelines(notes)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, log_path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-
-
-def _parse_stream(raw: BinaryIO, parser: OutputParser) -> Iterator[list[str]]:
-    """Feed ``parser`` every line of ``raw`` as the pump would; yield its readable lines."""
-    pending = bytearray()
-    overflow = False
-    while chunk := raw.read(RECONCILE_CHUNK):
-        start = 0
-        while start < len(chunk):
-            nl = chunk.find(b"\n", start)
-            end = len(chunk) if nl == -1 else nl
-            if not overflow:
-                pending += chunk[start:end]
-                if len(pending) + (nl != -1) > MAX_EVENT_BYTES:
-                    pending.clear()
-                    overflow = True
-            if nl == -1:
-                break
-            if overflow:
-                yield [f"{NOTE_PREFIX}an event longer than {MAX_EVENT_BYTES} bytes was not parsed"]
-            else:
-                yield _feed(parser, bytes(pending))
-            pending.clear()
-            overflow = False
-            start = nl + 1
-    if pending:
-        yield _feed(parser, bytes(pending))
 
 
 @attrs.define
@@ -513,22 +233,11 @@ class Supervisor:
             launch = _with_spare_parser(launch)
             if already:
                 # Rebuild the parser's state (usage so far) from the output kept.
-                self._replay(mission_id, run.run_id, launch)
+                await asyncio.to_thread(output.replay, launch.parser)
             log.info("run.reattached", extra={"mission_id": mission_id, "run_id": run.run_id, "log_bytes": already})
             await self._follow(launch, run, sandbox_id, output, skip_bytes=max(already, 0))
         finally:
             output.close()
-
-    def _replay(self, mission_id: str, run_id: str, launch: Launch) -> None:
-        if launch.structured:
-            path = self.store.events_path(mission_id, run_id)
-        else:
-            path = self.store.log_path(mission_id, run_id)
-        with path.open("rb") as f:
-            for raw in f:
-                # Plain output shares its file with the daemon's notes.
-                if raw.endswith(b"\n") and not raw.startswith(NOTE_PREFIX.encode()):
-                    launch.parser.feed(raw[:-1].decode("utf-8", errors="replace"))
 
     async def _follow(self, launch: Launch, run: StepRun, sandbox_id: str, output: RunLog, *, skip_bytes: int) -> None:
         mission_id = launch.mission_id
@@ -552,7 +261,9 @@ class Supervisor:
             if not pump.done():
                 pump.cancel()
                 await asyncio.gather(pump, return_exceptions=True)
-            parser = await self._reconcile(launch, run, sandbox_id, output)
+            ids = {"mission_id": mission_id, "run_id": run.run_id}
+            stored = self.sandbox.output(sandbox_id)
+            parser = await output.reconcile(stored, run.output_offset or 0, launch.parser, launch.spare_parser, ids)
             why = self._stops.get(run.run_id)
             if timed_out and why is None:
                 why = Stop(
@@ -581,43 +292,6 @@ class Supervisor:
             # first, the next start removes it (nobody owns it).
             self._remove_soon(sandbox_id)
 
-    async def _reconcile(self, launch: Launch, run: StepRun, sandbox_id: str, output: RunLog) -> OutputParser:
-        """Make the run's files hold exactly the stored output; return the parser that saw it.
-
-        A failure here (the engine gone, a full disk) keeps the followed log
-        as it is: the run's result matters more than its log.
-        """
-        path = output.raw_path if launch.structured else output.log_path
-        ids = {"mission_id": launch.mission_id, "run_id": run.run_id}
-        if path is None:
-            return launch.parser
-        try:
-            # The files hold redacted bytes: compare them with the stored output redacted alike.
-            stored = _redacted(self.sandbox.output(sandbox_id), output)
-            result = await _reconcile_file(stored, path, run.output_offset or 0)
-        except (HaflowError, OSError) as exc:
-            log.warning("run.reconcile_failed", extra={**ids, "error": str(exc)})
-            return launch.parser
-        if result is Reconciled.KEPT:
-            log.warning("run.log_not_reconciled", extra={**ids, "reason": "stored output lost its beginning"})
-        if result in (Reconciled.SAME, Reconciled.KEPT):
-            return launch.parser
-        log.info("run.log_reconciled", extra={**ids, "result": result.value})
-        if not launch.structured or output.log_path is None or output.raw_path is None:
-            output.reopen()
-            return launch.parser
-        if launch.spare_parser is None:
-            # Nothing to rebuild with: the readable log stays as followed.
-            return launch.parser
-        parser = launch.spare_parser
-        try:
-            await asyncio.to_thread(_rebuild_readable, output.log_path, output.raw_path, output.readable_start, parser)
-        except OSError as exc:
-            log.warning("run.reconcile_failed", extra={**ids, "error": str(exc)})
-            return launch.parser
-        output.reopen()
-        return parser
-
     async def _report(self, mission_id: str, run: StepRun, end: RunEnd) -> None:
         self._stops.pop(run.run_id, None)
         try:
@@ -627,41 +301,10 @@ class Supervisor:
 
     async def _pump(self, sandbox_id: str, output: RunLog, launch: Launch, skip_bytes: int) -> None:
         """Append the sandbox's output to the run's files as each line arrives."""
-        parser = launch.parser
-        pending = bytearray()
-        overflow = False
+        follower = Follower(output, launch.parser, launch.structured, skip_bytes)
         async for item in self.sandbox.output(sandbox_id):
-            # Before skipping: the files hold redacted bytes, and redaction
-            # of the same lines gives the same bytes again.
-            item = output.redact(item)
-            if skip_bytes:
-                # Replayed from the start after a restart: drop what the
-                # files already hold, to the byte.
-                if len(item) <= skip_bytes:
-                    skip_bytes -= len(item)
-                    continue
-                item, skip_bytes = item[skip_bytes:], 0
-            output.raw(item)
-            if not overflow:
-                pending += item
-                if len(pending) > MAX_EVENT_BYTES:
-                    pending.clear()
-                    overflow = True
-            if item.endswith(b"\n"):
-                if overflow:
-                    readable = [f"{NOTE_PREFIX}an event longer than {MAX_EVENT_BYTES} bytes was not parsed"]
-                else:
-                    readable = _feed(parser, bytes(pending[:-1]))
-                # Plain output is its own log; its parser only judges the run
-                # (aider's usage, result and errors are in its text).
-                if launch.structured:
-                    output.readable(readable)
-                pending.clear()
-                overflow = False
-        if pending:
-            readable = _feed(parser, bytes(pending))
-            if launch.structured:
-                output.readable(readable)
+            follower.feed(item)
+        follower.finish()
 
     def _remove_soon(self, sandbox_id: str) -> None:
         async def remove() -> None:
@@ -671,42 +314,6 @@ class Supervisor:
         task = asyncio.create_task(remove(), name=f"remove {sandbox_id}")
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)
-
-
-async def _redacted(items: AsyncIterator[bytes], output: RunLog) -> AsyncIterator[bytes]:
-    try:
-        async for item in items:
-            yield output.redact(item)
-    finally:
-        aclose = getattr(items, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-async def _reconcile_file(items: AsyncIterator[bytes], path: Path, start: int) -> Reconciled:
-    """Make ``path`` from ``start`` on equal to ``items``, chunk by chunk, off the loop."""
-    # Made here, not in a thread: a cancellation while a thread made it would
-    # lose the object with its file open. Opening costs nothing that grows.
-    rec = _Reconciler(path, start)
-    try:
-        batch = bytearray()
-        async for item in items:
-            batch += item
-            if len(batch) >= RECONCILE_CHUNK:
-                await asyncio.to_thread(rec.feed, bytes(batch))
-                batch.clear()
-                if rec.result is Reconciled.KEPT:
-                    break
-        if batch:
-            await asyncio.to_thread(rec.feed, bytes(batch))
-        return await asyncio.to_thread(rec.finish)
-    except BaseException:
-        await asyncio.shield(asyncio.to_thread(rec.abort))
-        raise
-    finally:
-        aclose = getattr(items, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 def _with_spare_parser(launch: Launch) -> Launch:
@@ -719,16 +326,6 @@ def _with_spare_parser(launch: Launch) -> Launch:
         log.warning("run.parser_not_copyable", extra={"run_id": launch.run.run_id})
         return launch
     return attrs.evolve(launch, spare_parser=spare)
-
-
-def _feed(parser: OutputParser, line: bytes) -> list[str]:
-    text = line.decode("utf-8", errors="replace")
-    try:
-        return list(parser.feed(text))
-    except Exception:
-        # A parser must not raise; if one does, the line still reaches the log.
-        log.exception("run.parse_failed")
-        return [text]
 
 
 def _finish(parser: OutputParser, exit_code: int) -> Outcome:

@@ -1,10 +1,10 @@
-"""A finished run's log holds exactly what the sandbox printed: reconciled with the stored output."""
+"""The supervisor runs a step to its end, and leaves exactly what the sandbox printed in the run's log."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,128 +12,19 @@ import attrs
 import pytest
 from aiohttp.test_utils import TestClient
 
-from haflowd import supervisor
-from haflowd.agents.protocol import Outcome
 from haflowd.clock import utcnow
 from haflowd.models import StepRun
+from haflowd.run_log import NOTE_PREFIX
 from haflowd.sandbox import SandboxSpec
 from haflowd.store import Store
-from haflowd.supervisor import (
-    NOTE_PREFIX,
-    Launch,
-    Reconciled,
-    RunEnd,
-    Supervisor,
-    _rebuild_readable,
-    _reconcile_file,
-)
+from haflowd.supervisor import Launch, RunEnd, Supervisor
 from tests.conftest import create_mission, until, wait_status
-from tests.fakes import FakeSandbox
 from tests.e2e.test_docker_e2e import docker_config, instance, make_client, provider, write_agent
+from tests.fakes import FakeSandbox
+from tests.test_run_log import Upper as _Upper
 
 #: The real-Docker daemon fixtures this module shares with test_docker_e2e.
 DOCKER_FIXTURES = (docker_config, instance, make_client, provider)
-
-NOTES = f"{NOTE_PREFIX}preparing\n{NOTE_PREFIX}workspace ready\n".encode()
-
-
-async def stream(items: Iterable[bytes]) -> AsyncIterator[bytes]:
-    for item in items:
-        yield item
-
-
-def lines(n: int, start: int = 1) -> list[bytes]:
-    return [f"line {i}\n".encode() for i in range(start, start + n)]
-
-
-class TestReconcileFile:
-    @pytest.mark.parametrize("chunk", [7, 64, 1 << 20])
-    @pytest.mark.parametrize(
-        ("followed", "expected"),
-        [
-            (lines(100), Reconciled.SAME),
-            (lines(60), Reconciled.APPENDED),
-            ([*lines(60)[:-1], b"line 6"], Reconciled.APPENDED),
-            ([], Reconciled.APPENDED),
-            (lines(50) + lines(20, 31) + lines(50, 51), Reconciled.REWRITTEN),
-            (lines(30) + lines(40, 61), Reconciled.REWRITTEN),
-            (lines(100) + lines(5, 96), Reconciled.REWRITTEN),
-            ([*lines(40), b"garbage\n", *lines(60, 41)], Reconciled.REWRITTEN),
-        ],
-    )
-    async def test_file_ends_equal_to_stored_output(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, followed: list[bytes], expected: Reconciled
-    ) -> None:
-        """Whatever the follower lost or repeated, the file ends as notes + the stored output, saying what it did."""
-        monkeypatch.setattr(supervisor, "RECONCILE_CHUNK", chunk)
-        path = tmp_path / "run.log"
-        path.write_bytes(NOTES + b"".join(followed))
-        stored = lines(100)
-        assert await _reconcile_file(stream(stored), path, len(NOTES)) is expected
-        assert path.read_bytes() == NOTES + b"".join(stored)
-        assert [p.name for p in tmp_path.iterdir()] == ["run.log"]
-
-    @pytest.mark.parametrize("chunk", [7, 1 << 20])
-    async def test_stored_output_missing_its_beginning(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
-    ) -> None:
-        """If the engine's stored output lost its beginning (rotated away), the followed log is kept, not cut."""
-        monkeypatch.setattr(supervisor, "RECONCILE_CHUNK", chunk)
-        path = tmp_path / "run.log"
-        path.write_bytes(NOTES + b"".join(lines(100)))
-        assert await _reconcile_file(stream(lines(40, 61)), path, len(NOTES)) is Reconciled.KEPT
-        assert path.read_bytes() == NOTES + b"".join(lines(100))
-        assert [p.name for p in tmp_path.iterdir()] == ["run.log"]
-
-    async def test_rewrite_keeps_mode(self, tmp_path: Path) -> None:
-        """A rewritten log keeps its permissions (the temp file is renamed over it)."""
-        path = tmp_path / "run.log"
-        path.write_bytes(b"a\nb\n")
-        path.chmod(0o640)
-        assert await _reconcile_file(stream([b"a\n", b"c\n"]), path, 0) is Reconciled.REWRITTEN
-        assert path.read_bytes() == b"a\nc\n"
-        assert path.stat().st_mode & 0o777 == 0o640
-
-    async def test_failing_stream_leaves_no_temp_file(self, tmp_path: Path) -> None:
-        """If the stored output cannot be read to its end, the log stays as followed and no temp file is left."""
-
-        async def broken() -> AsyncIterator[bytes]:
-            yield b"x\n"
-            raise OSError("engine gone")
-
-        path = tmp_path / "run.log"
-        path.write_bytes(b"a\nb\n")
-        with pytest.raises(OSError, match="engine gone"):
-            await _reconcile_file(broken(), path, 0)
-        assert path.read_bytes() == b"a\nb\n"
-        assert [p.name for p in tmp_path.iterdir()] == ["run.log"]
-
-
-class _Upper:
-    """A parser that shows each event upper-cased; its verdict lists the events it saw."""
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    def feed(self, line: str) -> Sequence[str]:
-        self.seen.append(line)
-        return [line.upper()]
-
-    def finish(self, exit_code: int) -> Outcome:
-        return Outcome(success=exit_code == 0, result=",".join(self.seen))
-
-
-class TestRebuildReadable:
-    @pytest.mark.parametrize("keep", [None, len(NOTES)])
-    def test_readable_log_rebuilt_from_events(self, tmp_path: Path, keep: int | None) -> None:
-        """The readable log becomes its leading notes, the parser's lines for every event, then notes from the run."""
-        log_path, raw_path = tmp_path / "r.log", tmp_path / "r.events.jsonl"
-        log_path.write_bytes(NOTES + b"A\nA\n" + f"{NOTE_PREFIX}egress allowed: x:443\n".encode() + b"B\n")
-        raw_path.write_bytes(b"a\nb\nc")
-        parser = _Upper()
-        _rebuild_readable(log_path, raw_path, keep, parser)
-        assert log_path.read_bytes() == NOTES + b"A\nB\nC\n" + f"{NOTE_PREFIX}egress allowed: x:443\n".encode()
-        assert parser.seen == ["a", "b", "c"]
 
 
 class TestSupervisorReconciles:

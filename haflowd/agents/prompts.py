@@ -25,6 +25,10 @@ from ..errors import InvalidDefinition
 from .protocol import StepContext
 
 PROMPTS = "prompts"
+#: The prompt template of every codegen step (it edits the work tree).
+CODEGEN_PROMPT = "implementation"
+#: The prompt template of a document step no template is named after.
+DOCUMENT_PROMPT = "document"
 #: Appended to a step's prompt when a reviewer asked for changes.
 REQUEST_CHANGES = "request-changes"
 PLACEHOLDERS = frozenset(
@@ -121,6 +125,28 @@ class PromptLibrary:
             if candidate.is_file():
                 return candidate.read_text(encoding="utf-8")
         raise InvalidDefinition(f"{stem}.md", f"no such prompt template in {', '.join(map(str, self.folders))}")
+
+    def default_prompt(self, step_id: str, *, codegen: bool) -> str:
+        """The default prompt template of a step (blocking: it looks for template files).
+
+        A codegen step gets the codegen template whatever its id. A document
+        step gets the template named after its id without a numeric suffix
+        ("research-2" -> research.md) if there is one and it is a document
+        template; otherwise (oneshot's "draft", standard-feature's document
+        "implementation" step) the generic document template, which names
+        the output file: the codegen template does not, and a missing
+        template would fail the step before it starts.
+        """
+        if codegen:
+            return CODEGEN_PROMPT
+        kind = step_id.rstrip("0123456789-_") or step_id
+        if kind == CODEGEN_PROMPT:
+            return DOCUMENT_PROMPT
+        try:
+            self.template(kind)
+        except InvalidDefinition:
+            return DOCUMENT_PROMPT
+        return kind
 
     def prompt_for(self, ctx: StepContext) -> str:
         """The full prompt of one step: its template, plus the reviewer's request if any."""

@@ -104,3 +104,11 @@ class AgentAdapter(Protocol):
 
     def parser(self) -> OutputParser:
         """A fresh parser for one run's output."""
+
+
+@runtime_checkable
+class PromptChooser(Protocol):
+    """Names the prompt template of a step whose agent names none (the agents' prompt library knows which exist)."""
+
+    def default_prompt(self, step_id: str, *, codegen: bool) -> str:
+        """The template for step ``step_id``; ``codegen`` when the step edits a work tree (may read files: blocking)."""

@@ -19,6 +19,7 @@ from ..agents.registry import adapter_for
 from ..catalog import Catalog, Definitions, load_definitions
 from ..config import Config
 from ..engine import Engine
+from ..launch import Launcher
 from ..models import WorkspaceMode
 from ..projects import ProjectStore
 from ..sandbox.protocol import SandboxProvider, SandboxUnavailable
@@ -119,13 +120,22 @@ def create_app(
     transfers = _transfer_tickets(config)
     sandbox = sandbox or default_sandbox(config, transfers)
     code = CodeWorkspace(store, projects.get, config.home)
+    # The user's templates first: they win over the shipped ones.
+    prompts = PromptLibrary.for_home(config.home)
+    launcher = Launcher(
+        store=store,
+        config=config,
+        definitions=definitions,
+        workspaces={WorkspaceMode.DOCUMENT: ArtifactsWorkspace(store), WorkspaceMode.CODEGEN: code},
+        adapter_for=functools.partial(adapter_for, prompts=prompts),
+        prompts=prompts,
+    )
     engine = Engine(
         store=store,
         definitions=definitions,
         sandbox=sandbox,
         config=config,
-        workspaces={WorkspaceMode.DOCUMENT: ArtifactsWorkspace(store), WorkspaceMode.CODEGEN: code},
-        adapter_for=functools.partial(adapter_for, prompts=PromptLibrary.for_home(config.home)),
+        launcher=launcher,
         projects=projects,
         repositories=code,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import attrs
 
 from ..agentfiles import is_regular
@@ -30,3 +32,6 @@ class ArtifactsWorkspace:
             what = "is missing" if not path.exists() and not path.is_symlink() else "is not a regular file"
             return Collected(problem=f"Step '{step.name}' exited 0 but its output {step.output_artifact} {what}.")
         return Collected()
+
+    def grown_folders(self, mission: MissionMeta) -> tuple[Path, ...]:
+        return ()

@@ -130,6 +130,10 @@ class CodeWorkspace:
         )
         return Collected(commit=result.sha, changes=changes)
 
+    def grown_folders(self, mission: MissionMeta) -> tuple[Path, ...]:
+        # The work tree only: the git directory is mounted read-only.
+        return (self.store.mission_dir(mission.mission_id) / WORK_TREE,)
+
     # -- Repositories -------------------------------------------------------
 
     async def validate(self, path: str) -> tuple[str, str | None]:

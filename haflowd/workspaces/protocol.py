@@ -52,6 +52,13 @@ class Workspace(Protocol):
     ) -> Collected:
         """Look at what the run left (called once the sandbox exited)."""
 
+    def grown_folders(self, mission: MissionMeta) -> tuple[Path, ...]:
+        """Host folders besides the artifacts that a run may write to, for the mission's disk quota.
+
+        Counted by their growth: what they held when the run started (a
+        checkout of the user's repository) is not the agent's writing.
+        """
+
 
 @runtime_checkable
 class Repositories(Protocol):

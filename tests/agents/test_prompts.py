@@ -100,3 +100,27 @@ class TestLookup:
         """A missing template names itself."""
         with pytest.raises(InvalidDefinition, match=r"nope\.md"):
             PromptLibrary().template("nope")
+
+
+class TestDefaultPrompt:
+    @pytest.mark.parametrize(
+        ("step_id", "codegen", "expected"),
+        [
+            ("research-2", False, "research"),
+            ("planning", False, "planning"),
+            ("draft", False, "document"),
+            ("implementation", False, "document"),
+            ("anything", True, "implementation"),
+        ],
+    )
+    def test_template_of_a_step(self, step_id: str, codegen: bool, expected: str) -> None:
+        """A codegen step gets the codegen template; a document step its kind's template, else the generic one."""
+        assert PromptLibrary().default_prompt(step_id, codegen=codegen) == expected
+
+    def test_users_template_counts(self, tmp_path: Path) -> None:
+        """A step kind only the user's prompts folder has a template for gets that template."""
+        user = tmp_path / "workflows" / "prompts"
+        user.mkdir(parents=True)
+        (user / "triage.md").write_text("Triage.\nOutput file: {output_path}\n")
+        assert PromptLibrary.for_home(tmp_path).default_prompt("triage-1", codegen=False) == "triage"
+        assert PromptLibrary().default_prompt("triage-1", codegen=False) == "document"
