@@ -307,7 +307,13 @@ class _Reconciler:
             extra = self.reader.read(1)
             self.reader.close()
             self.reader = None
-            if extra:
+            if extra and self._stored_is_also_the_end():
+                # The stored output is the file's beginning *and* its end:
+                # uniform output (the same line over and over) whose beginning
+                # the engine rotated away. The follower saw it all; cutting
+                # the file to the stored size would lose what it kept.
+                self.result = Reconciled.KEPT
+            elif extra:
                 # Everything matched, but the file holds more: repeated output.
                 os.truncate(self.path, self.start + self.matched)
                 self.result = Reconciled.REWRITTEN
@@ -320,6 +326,24 @@ class _Reconciler:
                 os.replace(self.temp, self.path)
                 self.temp = None
         return self.result
+
+    def _stored_is_also_the_end(self) -> bool:
+        """Whether the file ends with the ``matched`` bytes it also begins with (after ``start``).
+
+        Both are the stored output, so this compares the file with itself;
+        nothing stored at all counts too (an engine that kept nothing).
+        """
+        size = os.stat(self.path).st_size
+        head, tail, left = self.start, size - self.matched, self.matched
+        with self.path.open("rb") as a, self.path.open("rb") as b:
+            a.seek(head)
+            b.seek(tail)
+            while left:
+                n = min(left, RECONCILE_CHUNK)
+                if a.read(n) != b.read(n):
+                    return False
+                left -= n
+        return True
 
     def abort(self) -> None:
         for f in (self.reader, self.sink):

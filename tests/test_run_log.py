@@ -74,6 +74,26 @@ class TestReconcileFile:
         assert path.read_bytes() == NOTES + b"".join(lines(100))
         assert [p.name for p in tmp_path.iterdir()] == ["run.log"]
 
+    @pytest.mark.parametrize("chunk", [7, 1 << 20])
+    @pytest.mark.parametrize("kept", [0, 1, 300])
+    async def test_uniform_output_rotated_away_is_not_cut(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, kept: int
+    ) -> None:
+        """Identical lines whose beginning the engine rotated away leave the followed log whole, not cut to the stored size."""
+        monkeypatch.setattr(run_log, "RECONCILE_CHUNK", chunk)
+        path = tmp_path / "run.log"
+        same = [b"the same line, again and again\n"] * 1000
+        path.write_bytes(NOTES + b"".join(same))
+        assert await reconcile_file(stream(same[:kept]), path, len(NOTES)) is Reconciled.KEPT
+        assert path.read_bytes() == NOTES + b"".join(same)
+
+    async def test_repeated_output_is_still_cut(self, tmp_path: Path) -> None:
+        """A follower that repeated the output's end is cut back to the stored output (it is not the file's end too)."""
+        path = tmp_path / "run.log"
+        path.write_bytes(b"".join(lines(100) + lines(5, 96)))
+        assert await reconcile_file(stream(lines(100)), path, 0) is Reconciled.REWRITTEN
+        assert path.read_bytes() == b"".join(lines(100))
+
     async def test_rewrite_keeps_mode(self, tmp_path: Path) -> None:
         """A rewritten log keeps its permissions (the temp file is renamed over it)."""
         path = tmp_path / "run.log"
