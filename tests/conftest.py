@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from haflowd.web.app import create_app
 from haflowd.config import Config
+from haflowd.web.app import create_app
 from tests.fakes import FakeSandbox
 
 #: Real-Docker fixtures (docker_image), shared by test_docker*.py.

@@ -17,10 +17,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from haflowd import __version__
-from haflowd.models import RUNNING_STATUSES, MissionStatus
 from haflowd.cli import client as client_module
 from haflowd.cli.client import Client, ClientError, resolve_token
 from haflowd.cli.main import main
+from haflowd.models import RUNNING_STATUSES, MissionStatus
 from tests.conftest import create_mission, detail, until, wait_status
 from tests.daemon_support import Daemon, child_env, free_port
 from tests.fakes import Behaviour, FakeSandbox

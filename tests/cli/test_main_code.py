@@ -7,7 +7,6 @@ import io
 import json
 from pathlib import Path
 
-
 import pytest
 from aiohttp.test_utils import TestClient
 

@@ -28,10 +28,10 @@ from haflowd.web.tls import server_context
 from tests.conftest import RAW_INPUT, api, create_mission, until, wait_status
 from tests.daemon_support import free_port
 from tests.docker_support import OWNED_INSTANCES, haflow_containers
+from tests.e2e.test_code_missions import PLAN_DIFF, create, fingerprint, git, link, make_repo, step
 from tests.sandbox.kubernetes.fake_apiserver import FakeCluster
 from tests.sandbox.kubernetes.fake_kubelet import NODE_LABEL, FakeKubelet
 from tests.sandbox.kubernetes.kube_support import tls_config, trusting
-from tests.e2e.test_code_missions import PLAN_DIFF, create, fingerprint, git, link, make_repo, step
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 pytest.importorskip("kubernetes_asyncio")

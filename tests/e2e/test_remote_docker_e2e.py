@@ -20,8 +20,8 @@ from haflowd.sandbox.docker import instance_id
 from haflowd.sandbox.remote_docker import RemoteDockerProvider
 from haflowd.web.app import create_app, default_sandbox
 from tests.conftest import RAW_INPUT, api, create_mission, until, wait_status
-from tests.remote_engine import Engine
 from tests.e2e.test_code_missions import PLAN_DIFF, create, fingerprint, git, link, make_repo, step
+from tests.remote_engine import Engine
 
 pytestmark = pytest.mark.docker
 

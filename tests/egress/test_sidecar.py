@@ -24,8 +24,8 @@ from pathlib import Path
 import attrs
 import pytest
 
-from haflowd.egress import sidecar
 from haflowd.allowlist import PROXY_PORT, Allowlist, parse_allowlist
+from haflowd.egress import sidecar
 from haflowd.egress.errors import EgressUnavailable
 from haflowd.egress.proxy import EgressEvent, EgressProxy, IPNetwork
 

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from haflowd.sandbox.docker import DockerProvider, run_cli, split_lines
-from haflowd.sandbox.docker_image import ensure_image, image_exists, is_buildable, is_static_elf
 from haflowd.sandbox import (
     Limits,
     Mount,
@@ -21,6 +19,8 @@ from haflowd.sandbox import (
     SandboxSpec,
     SandboxUnavailable,
 )
+from haflowd.sandbox.docker import DockerProvider, run_cli, split_lines
+from haflowd.sandbox.docker_image import ensure_image, image_exists, is_buildable, is_static_elf
 from tests.docker_support import SESSION_INSTANCE, haflow_containers
 
 

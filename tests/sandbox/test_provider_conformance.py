@@ -32,8 +32,8 @@ from haflowd.sandbox.kube_manifests import TOKEN_IN_KEY, TOKEN_OUT_KEY, job_name
 from haflowd.sandbox.kubernetes import KubeApiError
 from haflowd.sandbox.remote_docker import RemoteDockerProvider
 from tests.docker_support import SESSION_INSTANCE
-from tests.sandbox.kubernetes.kube_support import FakeKube, RealKube
 from tests.remote_engine import Engine
+from tests.sandbox.kubernetes.kube_support import FakeKube, RealKube
 
 pytestmark = pytest.mark.docker
 

@@ -15,21 +15,21 @@ import asyncio
 import itertools
 import os
 import re
-from urllib.parse import parse_qs, urlsplit
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import pytest
 from playwright.async_api import Browser, Dialog, Page, Response, Route, async_playwright, expect
 
-from haflowd.web.app import create_app, default_sandbox
 from haflowd.config import Config
 from haflowd.sandbox import SandboxProvider
+from haflowd.web.app import create_app, default_sandbox
 from tests.docker_support import engine_problem
-from tests.fakes import Behaviour, FakeSandbox
 from tests.e2e.test_code_missions import PLAN_DIFF, git, make_repo
+from tests.fakes import Behaviour, FakeSandbox
 
 pytestmark = pytest.mark.browser
 
