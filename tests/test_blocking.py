@@ -49,7 +49,9 @@ class TestNoBlockingReads:
         assert (await detail(client, mid))["artifacts"]["big.md"].startswith("# big")
         status, body = await api(client, "GET", f"/api/missions/{mid}/artifacts/big.md/html")
         assert status == 200 and body["data"]["html"].startswith("<h1>big</h1>")
-        status, _ = await api(client, "PUT", f"/api/missions/{mid}/artifacts/notes.md", json={"content": "x" * 1_000_000})
+        status, _ = await api(
+            client, "PUT", f"/api/missions/{mid}/artifacts/notes.md", json={"content": "x" * 1_000_000}
+        )
         assert status == 200
         await api(client, "POST", f"/api/missions/{mid}/continue")
         data = await detail(client, mid)

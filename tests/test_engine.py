@@ -108,7 +108,7 @@ class TestFailure:
         assert await cont(client, mid) == 200
         data = await wait_status(client, mid, "failed")
         assert "Docker is not running" in data["last_error"]
-        status, body = await api(client, "GET", f"/api/missions/{mid}/runs/{data['runs'][0]['run_id']}/log")
+        _, body = await api(client, "GET", f"/api/missions/{mid}/runs/{data['runs'][0]['run_id']}/log")
         assert "[haflow] could not start: Docker is not running" in body["data"]
         assert "exit_code" not in data["runs"][0] and "finished_at" in data["runs"][0]
 

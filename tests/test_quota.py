@@ -117,7 +117,9 @@ class TestHomePermissions:
     async def test_home_is_created_0700(self, aiohttp_client: Any, tmp_path: Path, fake: FakeSandbox) -> None:
         """A missing HAFLOW_HOME (and its parents) is created at start-up, readable only by its owner."""
         home = tmp_path / "deep" / "haflow"
-        client = await aiohttp_client(create_app(Config.from_env({"HAFLOW_AUTH": "none"}, home=home, port=0), sandbox=fake))
+        client = await aiohttp_client(
+            create_app(Config.from_env({"HAFLOW_AUTH": "none"}, home=home, port=0), sandbox=fake)
+        )
         assert stat.S_IMODE(home.stat().st_mode) == 0o700
         payload = {"title": "t", "type": "fix", "rawInput": RAW_INPUT}
         status, _ = await api(client, "POST", "/api/missions", json=payload)

@@ -49,7 +49,9 @@ Add a greeting to the README and a new module.
 
 
 def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env={**os.environ, **GIT_ENV})
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, env={**os.environ, **GIT_ENV}
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -206,7 +208,9 @@ class TestCodeMissionCreation:
         second = fake.started[1]
         assert second.env.get("HAFLOW_FEEDBACK_ARTIFACT") == "feedback-1.md"
 
-    async def test_codegen_without_a_report_gets_one(self, client: TestClient, fake: FakeSandbox, tmp_path: Path) -> None:
+    async def test_codegen_without_a_report_gets_one(
+        self, client: TestClient, fake: FakeSandbox, tmp_path: Path
+    ) -> None:
         """A codegen agent that commits code but writes no report (as real CLIs do) leaves the review a summary."""
         from tests.fakes import Behaviour
 
@@ -256,7 +260,8 @@ async def step(client: TestClient, mid: str, *statuses: str) -> dict[str, Any]:
 class TestCodeFeatureOnDocker:
     @pytest.mark.timeout(300)
     async def test_whole_workflow_to_delivery(self, docker_client: TestClient, tmp_path: Path, home: Path) -> None:
-        """Plan with a diff -> commit -> review, command, request changes -> delivered branch; the user's checkout stays as it was."""
+        """Plan with a diff -> commit -> review, command, request changes -> delivered branch;
+        the user's checkout stays as it was."""
         client = docker_client
         repo = make_repo(tmp_path / "repo")
         before = fingerprint(repo)
@@ -266,7 +271,9 @@ class TestCodeFeatureOnDocker:
         await step(client, mid, "waiting_human")  # cleanup
         data = await step(client, mid, "waiting_human")  # planning
         assert data["current_step"] == 3
-        status, _ = await api(client, "PUT", f"/api/missions/{mid}/artifacts/implementation-plan.md", json={"content": PLAN_DIFF})
+        status, _ = await api(
+            client, "PUT", f"/api/missions/{mid}/artifacts/implementation-plan.md", json={"content": PLAN_DIFF}
+        )
         assert status == 200
         data = await step(client, mid, "waiting_code_review")  # implementation
         impl = data["runs"][-1]
@@ -282,7 +289,9 @@ class TestCodeFeatureOnDocker:
         assert "+Hello from the mission." in body["data"]["diff"] and "+def greet(name):" in body["data"]["diff"]
         status, body = await api(client, "GET", f"/api/missions/{mid}/git-diff/src%2Fgreet.py")
         assert "README" not in body["data"]["diff"] and "greet" in body["data"]["diff"]
-        status, body = await api(client, "GET", f"/api/missions/{mid}/git-diff?from={impl['run_id']}&to={impl['run_id']}")
+        status, body = await api(
+            client, "GET", f"/api/missions/{mid}/git-diff?from={impl['run_id']}&to={impl['run_id']}"
+        )
         assert "+Hello from the mission." in body["data"]["diff"]
         status, body = await api(client, "GET", f"/api/missions/{mid}/commits")
         (commit,) = body["data"]
@@ -333,8 +342,11 @@ class TestCodeFeatureOnDocker:
         await until(lambda: _none_left())
 
     @pytest.mark.timeout(300)
-    async def test_hostile_agent_gets_nothing_from_the_host(self, docker_client: TestClient, tmp_path: Path, home: Path) -> None:
-        """An agent writing git hooks/config, a filter driver and symlinks out of the tree runs no code and reads no host file."""
+    async def test_hostile_agent_gets_nothing_from_the_host(
+        self, docker_client: TestClient, tmp_path: Path, home: Path
+    ) -> None:
+        """An agent writing git hooks/config, a filter driver and symlinks out of the tree runs no code
+        and reads no host file."""
         client = docker_client
         marker = tmp_path / "pwned"
         secret = tmp_path / "daemon-token"
@@ -357,7 +369,9 @@ class TestCodeFeatureOnDocker:
             json.dumps(
                 {
                     "agent_id": "codegen-agent",
-                    "command": ["sh", "-c", hostile, "sh", "{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"],
+                    "command": [
+                        "sh", "-c", hostile, "sh", "{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"
+                    ],
                     "memory": "128m",
                 }
             )
@@ -403,7 +417,8 @@ async def _fresh(client: TestClient, home: Path) -> TestClient:
 class TestCodegenRestart:
     @pytest.mark.timeout(300)
     async def test_kill_9_during_codegen(self, home: Path, docker_image: str, tmp_path: Path) -> None:
-        """A daemon killed while a codegen step runs re-attaches after a restart; the change still becomes the run's commit."""
+        """A daemon killed while a codegen step runs re-attaches after a restart;
+        the change still becomes the run's commit."""
         import json as jsonlib
         import signal
 
@@ -416,7 +431,9 @@ class TestCodegenRestart:
             jsonlib.dumps(
                 {
                     "agent_id": "codegen-agent",
-                    "command": ["sh", "-c", slow, "sh", "{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"],
+                    "command": [
+                        "sh", "-c", slow, "sh", "{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"
+                    ],
                     "memory": "128m",
                 }
             )
@@ -438,7 +455,11 @@ class TestCodegenRestart:
 
             async def running() -> bool:
                 found = await daemon.call("GET", f"/api/missions/{mid}")
-                return bool(found["runs"]) and "container_id" in found["runs"][-1] and found["runs"][-1]["step_id"] == "implementation"
+                return (
+                    bool(found["runs"])
+                    and "container_id" in found["runs"][-1]
+                    and found["runs"][-1]["step_id"] == "implementation"
+                )
 
             await until(running, timeout=60)
             assert await daemon.kill(signal.SIGKILL) == -signal.SIGKILL

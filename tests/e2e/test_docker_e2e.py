@@ -339,7 +339,13 @@ class Daemon:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        env = {**os.environ, "HAFLOW_HOME": str(self.home), "HAFLOW_AGENT_IMAGE": self.image, "PORT": str(self.port), "HAFLOW_AUTH": "none"}
+        env = {
+            **os.environ,
+            "HAFLOW_HOME": str(self.home),
+            "HAFLOW_AGENT_IMAGE": self.image,
+            "PORT": str(self.port),
+            "HAFLOW_AUTH": "none",
+        }
         with self.logfile.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "haflowd", "serve"], env=env, stdout=log, stderr=log)
         await until(self._answers, timeout=30)

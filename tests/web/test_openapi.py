@@ -357,7 +357,9 @@ INSTANCES: dict[type, Any] = {
         finished_at=st.none() | timestamps,
     ),
     GitFile: git_files,
-    GitStatus: st.builds(GitStatus, has_changes=st.booleans(), files=st.lists(git_files, max_size=3).map(tuple), summary=text),
+    GitStatus: st.builds(
+        GitStatus, has_changes=st.booleans(), files=st.lists(git_files, max_size=3).map(tuple), summary=text
+    ),
     GitDiff: st.builds(GitDiff, diff=st.text(max_size=40), truncated=st.booleans()),
     Commit: st.builds(
         Commit,
@@ -426,7 +428,9 @@ REQUESTS = {
 @functools.cache
 def generated() -> dict[str, Any]:
     """The document of a daemon that was built but never started."""
-    app = create_app(Config.from_env({"HAFLOW_AUTH": "none"}, home=Path("/nonexistent/haflow-home"), port=0), sandbox=FakeSandbox())
+    app = create_app(
+        Config.from_env({"HAFLOW_AUTH": "none"}, home=Path("/nonexistent/haflow-home"), port=0), sandbox=FakeSandbox()
+    )
     return document(app.router.routes(), ["oneshot", "standard-feature"])
 
 
@@ -545,7 +549,9 @@ class TestGenerated:
         """Summary, status, request body and documented errors are those of the handler's mark."""
         doc = generated()
         for method, path, mark in api_routes(
-            create_app(Config.from_env({"HAFLOW_AUTH": "none"}, home=Path("/nonexistent/h"), port=0), sandbox=FakeSandbox()).router.routes()
+            create_app(
+                Config.from_env({"HAFLOW_AUTH": "none"}, home=Path("/nonexistent/h"), port=0), sandbox=FakeSandbox()
+            ).router.routes()
         ):
             op = doc["paths"][path][method]
             assert op["summary"] == mark.summary

@@ -1,4 +1,5 @@
-"""A FAKE kubelet for tests: runs the pods of :class:`~tests.sandbox.kubernetes.fake_apiserver.FakeCluster` on local Docker.
+"""A FAKE kubelet for tests: runs the pods of
+:class:`~tests.sandbox.kubernetes.fake_apiserver.FakeCluster` on local Docker.
 
 This is not a kubelet. It is just enough of a node for the Kubernetes
 provider to run real agent commands end to end without a cluster:
