@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from haflowd.config import Config
 from haflowd.web.app import create_app
-from tests.conftest import RAW_INPUT, api, create_mission, detail, until, wait_status
+from tests.conftest import RAW_INPUT, AppClient, api, create_mission, detail, until, wait_status
 from tests.fakes import Behaviour, FakeSandbox
 
 AGENT_STEPS = ["cleanup", "research", "planning", "implementation"]
@@ -21,13 +20,13 @@ async def _true(value: bool) -> bool:
     return value
 
 
-async def cont(client: TestClient, mission_id: str) -> int:
+async def cont(client: AppClient, mission_id: str) -> int:
     status, _ = await api(client, "POST", f"/api/missions/{mission_id}/continue")
     return status
 
 
 class TestStandardFeature:
-    async def test_full_workflow_to_completed(self, client: TestClient, fake: FakeSandbox, home: Path) -> None:
+    async def test_full_workflow_to_completed(self, client: AppClient, fake: FakeSandbox, home: Path) -> None:
         """A mission walks all 8 steps: agents run on continue and after each approval, gates wait."""
         meta = await create_mission(client)
         mid = meta["mission_id"]
@@ -58,7 +57,7 @@ class TestStandardFeature:
             log = (home / "missions" / mid / "logs" / f"{run['run_id']}.log").read_text()
             assert f"starting step {run['step_id']}" in log
 
-    async def test_sandbox_spec(self, client: TestClient, fake: FakeSandbox, home: Path) -> None:
+    async def test_sandbox_spec(self, client: AppClient, fake: FakeSandbox, home: Path) -> None:
         """The agent gets the configured image, its argv filled in and only the artifacts folder mounted."""
         mid = (await create_mission(client))["mission_id"]
         await cont(client, mid)
@@ -72,7 +71,7 @@ class TestStandardFeature:
         assert spec.network is False and spec.workdir == "/mission"
         assert spec.labels == {"haflow.mission_id": mid, "haflow.run_id": spec.run_id, "haflow.step_id": "cleanup"}
 
-    async def test_oneshot_workflow(self, client: TestClient) -> None:
+    async def test_oneshot_workflow(self, client: AppClient) -> None:
         """The oneshot workflow is one agent step and one gate."""
         mid = (await create_mission(client, workflowId="oneshot"))["mission_id"]
         await cont(client, mid)
@@ -84,7 +83,7 @@ class TestStandardFeature:
 
 
 class TestFailure:
-    async def test_failure_then_retry(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_failure_then_retry(self, client: AppClient, fake: FakeSandbox) -> None:
         """A non-zero exit fails the mission with errors and last_error; continue retries it."""
         fake.behaviours["cleanup"] = Behaviour(exit_code=3)
         mid = (await create_mission(client))["mission_id"]
@@ -101,7 +100,7 @@ class TestFailure:
         assert data["errors"] == ["Step 'Cleanup' failed: the agent exited with code 3."]
         assert [r["exit_code"] for r in data["runs"]] == [3, 0]
 
-    async def test_sandbox_that_cannot_start(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_sandbox_that_cannot_start(self, client: AppClient, fake: FakeSandbox) -> None:
         """When the sandbox cannot start, the run fails (retryable) with the provider's advice, also in its log."""
         fake.unavailable = "Docker is not running: start it with 'sudo systemctl start docker'"
         mid = (await create_mission(client))["mission_id"]
@@ -115,7 +114,7 @@ class TestFailure:
 
 class TestWatchFailures:
     async def test_broken_wait_fails_instead_of_hanging(
-        self, client: TestClient, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
+        self, client: AppClient, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """An unexpected error while watching a run fails the mission, so it never stays 'running'."""
 
@@ -130,7 +129,7 @@ class TestWatchFailures:
         assert "finished_at" in data["runs"][0]
 
     async def test_unwritable_log_still_records_the_run(
-        self, client: TestClient, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
+        self, client: AppClient, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """If the log cannot be written the run's result is still recorded and the mission moves on."""
         from haflowd.store import Store
@@ -152,7 +151,7 @@ class TestWatchFailures:
 
 
     async def test_unwritable_run_file_fails_the_start(
-        self, client: TestClient, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
+        self, client: AppClient, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """If the run file cannot be written, no sandbox starts and the mission fails (retryable), not stuck."""
         from haflowd.store import Store
@@ -173,7 +172,7 @@ class TestWatchFailures:
 
 
 class TestBackgroundStart:
-    async def test_continue_answers_before_a_slow_start(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_continue_answers_before_a_slow_start(self, client: AppClient, fake: FakeSandbox) -> None:
         """continue answers once the run is recorded, while the sandbox start still hangs; the run then proceeds."""
         fake.start_gate = asyncio.Event()
         mid = (await create_mission(client))["mission_id"]
@@ -189,7 +188,7 @@ class TestBackgroundStart:
         data = await wait_status(client, mid, "waiting_human")
         assert data["runs"][0]["exit_code"] == 0
 
-    async def test_cancel_during_a_slow_start(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_cancel_during_a_slow_start(self, client: AppClient, fake: FakeSandbox) -> None:
         """cancel while the sandbox is still starting stops it as soon as it exists; continue retries."""
         fake.start_gate = asyncio.Event()
         mid = (await create_mission(client))["mission_id"]
@@ -208,7 +207,7 @@ class TestBackgroundStart:
 
 
 class TestLocks:
-    async def test_unknown_ids_create_no_locks(self, client: TestClient) -> None:
+    async def test_unknown_ids_create_no_locks(self, client: AppClient) -> None:
         """Requests naming missions that do not exist leave no lock behind (a scanner cannot grow memory)."""
         from haflowd.web.keys import ENGINE
 
@@ -220,7 +219,7 @@ class TestLocks:
 
 
 class TestConflicts:
-    async def test_continue_while_running_is_409(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_continue_while_running_is_409(self, client: AppClient, fake: FakeSandbox) -> None:
         """continue while an agent runs answers 409 and starts nothing more."""
         fake.behaviours["cleanup"] = Behaviour(gate=asyncio.Event())
         mid = (await create_mission(client))["mission_id"]
@@ -232,7 +231,7 @@ class TestConflicts:
         await asyncio.sleep(0.1)
         assert len(fake.started) == 1
 
-    async def test_concurrent_continues_start_one_run(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_concurrent_continues_start_one_run(self, client: AppClient, fake: FakeSandbox) -> None:
         """20 simultaneous continue calls on a ready mission start exactly one run."""
         fake.behaviours["cleanup"] = Behaviour(gate=asyncio.Event())
         mid = (await create_mission(client))["mission_id"]
@@ -243,7 +242,7 @@ class TestConflicts:
         assert len(fake.started) == 1
         assert len((await detail(client, mid))["runs"]) == 1
 
-    async def test_concurrent_approvals_advance_once(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_concurrent_approvals_advance_once(self, client: AppClient, fake: FakeSandbox) -> None:
         """Simultaneous approvals of a gate advance exactly one step."""
         mid = (await create_mission(client))["mission_id"]
         await cont(client, mid)
@@ -256,7 +255,7 @@ class TestConflicts:
 
 
 class TestCancelAndComplete:
-    async def test_cancel_fails_and_continue_retries(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_cancel_fails_and_continue_retries(self, client: AppClient, fake: FakeSandbox) -> None:
         """cancel stops the run (recorded with its exit code), fails the mission, and continue retries."""
         fake.behaviours["cleanup"] = Behaviour(gate=asyncio.Event())
         mid = (await create_mission(client))["mission_id"]
@@ -273,13 +272,13 @@ class TestCancelAndComplete:
         assert await cont(client, mid) == 200
         await wait_status(client, mid, "waiting_human")
 
-    async def test_cancel_without_a_run_is_409(self, client: TestClient) -> None:
+    async def test_cancel_without_a_run_is_409(self, client: AppClient) -> None:
         """cancel when nothing runs answers 409."""
         mid = (await create_mission(client))["mission_id"]
         status, _ = await api(client, "POST", f"/api/missions/{mid}/cancel")
         assert status == 409
 
-    async def test_mark_completed_stops_the_running_step(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_mark_completed_stops_the_running_step(self, client: AppClient, fake: FakeSandbox) -> None:
         """mark-completed stops a running step first, then completes the mission."""
         fake.behaviours["cleanup"] = Behaviour(gate=asyncio.Event())
         mid = (await create_mission(client))["mission_id"]
@@ -295,7 +294,7 @@ class TestCancelAndComplete:
         assert "current_log_tail" not in data
         assert await cont(client, mid) == 409
 
-    async def test_mark_completed_from_a_gate(self, client: TestClient) -> None:
+    async def test_mark_completed_from_a_gate(self, client: AppClient) -> None:
         """mark-completed at a human gate completes the mission."""
         mid = (await create_mission(client))["mission_id"]
         await cont(client, mid)
@@ -400,7 +399,7 @@ class TestRestart:
         assert "finished_at" in data["runs"][0]
 
 
-async def _has_tail(client: TestClient, mid: str, text: str) -> bool:
+async def _has_tail(client: AppClient, mid: str, text: str) -> bool:
     return text in (await detail(client, mid)).get("current_log_tail", "")
 
 

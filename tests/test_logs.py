@@ -11,12 +11,12 @@ from typing import Any
 import attrs
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from haflowd import daemon_log as logs
 from haflowd.config import Config
 from haflowd.web.app import create_app
-from tests.conftest import create_mission, wait_status
+from tests.conftest import AppClient, create_mission, wait_status
 from tests.fakes import FakeSandbox
 
 TOKEN = "very-secret-token-value"
@@ -44,11 +44,11 @@ def stream() -> Iterator[io.StringIO]:
     root.setLevel(saved[1])
 
 
-async def logged_client(aiohttp_client: Any, app: web.Application) -> TestClient:
+async def logged_client(aiohttp_client: Any, app: web.Application) -> AppClient:
     """A client of ``app`` served with the request logger ``haflowd serve`` uses."""
     server = TestServer(app)
     await server.start_server(access_log_class=logs.RequestLogger, access_log=logging.getLogger("haflowd.access"))
-    client: TestClient = await aiohttp_client(server)
+    client: AppClient = await aiohttp_client(server)
     return client
 
 

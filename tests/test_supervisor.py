@@ -10,7 +10,6 @@ from typing import Any
 
 import attrs
 import pytest
-from aiohttp.test_utils import TestClient
 
 from haflowd import supervisor
 from haflowd.agents.protocol import Outcome
@@ -27,7 +26,7 @@ from haflowd.supervisor import (
     _rebuild_readable,
     _reconcile_file,
 )
-from tests.conftest import create_mission, until, wait_status
+from tests.conftest import AppClient, create_mission, until, wait_status
 from tests.e2e.test_docker_e2e import docker_config, instance, make_client, provider, write_agent
 from tests.fakes import FakeSandbox
 
@@ -138,7 +137,7 @@ class TestRebuildReadable:
 
 class TestSupervisorReconciles:
     async def test_lossy_follow_is_repaired(
-        self, client: TestClient, fake: FakeSandbox, home: Path, monkeypatch: pytest.MonkeyPatch
+        self, client: AppClient, fake: FakeSandbox, home: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A follower that drops and repeats lines while the run lives still leaves the exact log behind."""
         printed = FakeSandbox.output

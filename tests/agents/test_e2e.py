@@ -15,7 +15,6 @@ from typing import Any
 
 import attrs
 import pytest
-from aiohttp.test_utils import TestClient
 
 from haflowd.config import Config
 from haflowd.convert import converter
@@ -23,7 +22,7 @@ from haflowd.models import Usage
 from haflowd.sandbox.docker import DockerProvider, instance_id
 from haflowd.sandbox.protocol import SandboxSpec
 from haflowd.web.app import create_app
-from tests.conftest import RAW_INPUT, api, create_mission, until, wait_status
+from tests.conftest import RAW_INPUT, AppClient, api, create_mission, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, haflow_containers
 from tests.e2e.test_code_missions import create, git, link, make_repo
 
@@ -124,7 +123,7 @@ def provider(home: Path, docker_image: str) -> CountingProvider:
 async def daemon(aiohttp_client: Any, home: Path, docker_image: str, standin_image: str, provider: CountingProvider):
     """Start the daemon over real Docker once the test wrote its agent files."""
 
-    async def make() -> TestClient:
+    async def make() -> AppClient:
         config = Config.from_env({"HAFLOW_AUTH": "none"}, home=home, port=0, agent_image=docker_image)
         return await aiohttp_client(create_app(config, sandbox=provider))
 
@@ -152,7 +151,7 @@ def mission_dir(home: Path, mission_id: str) -> Path:
     return home / "missions" / mission_id
 
 
-async def run_step(client: TestClient, mission_id: str, *statuses: str) -> dict[str, Any]:
+async def run_step(client: AppClient, mission_id: str, *statuses: str) -> dict[str, Any]:
     status, body = await api(client, "POST", f"/api/missions/{mission_id}/continue")
     assert status == 200, body
     return await wait_status(client, mission_id, *statuses, timeout=90)

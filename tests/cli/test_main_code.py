@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from haflowd.cli.main import main
+from tests.conftest import AppClient
 from tests.e2e.test_code_missions import fingerprint, make_repo
 
 
@@ -22,7 +22,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 class TestProjectsAndCodeMissions:
     async def test_link_create_diff_delete(
-        self, client: TestClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+        self, client: AppClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """projects link/list, missions create --project, diff --stat, delete and projects unlink work end to end."""
         url = str(client.make_url("")).rstrip("/")

@@ -10,12 +10,11 @@ from typing import Any
 
 import attrs
 import pytest
-from aiohttp.test_utils import TestClient
 
 from haflowd.config import Config
 from haflowd.sandbox.docker import DockerProvider, instance_id
 from haflowd.web.app import create_app
-from tests.conftest import api, detail, until, wait_status
+from tests.conftest import AppClient, api, detail, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, haflow_containers
 from tests.fakes import FakeSandbox
 
@@ -84,13 +83,13 @@ def fingerprint(repo: Path) -> dict[str, str]:
     }
 
 
-async def link(client: TestClient, repo: Path, **fields: Any) -> dict[str, Any]:
+async def link(client: AppClient, repo: Path, **fields: Any) -> dict[str, Any]:
     status, body = await api(client, "POST", "/api/projects", json={"path": str(repo), **fields})
     assert status == 201, body
     return body["data"]
 
 
-async def create(client: TestClient, project_id: str, **fields: Any) -> dict[str, Any]:
+async def create(client: AppClient, project_id: str, **fields: Any) -> dict[str, Any]:
     payload = {"title": "Greet users!", "type": "feature", "rawInput": "Say hello.", "projectId": project_id, **fields}
     status, body = await api(client, "POST", "/api/missions", json=payload)
     assert status == 201, body
@@ -98,7 +97,7 @@ async def create(client: TestClient, project_id: str, **fields: Any) -> dict[str
 
 
 class TestProjects:
-    async def test_link_list_get_unlink(self, client: TestClient, tmp_path: Path) -> None:
+    async def test_link_list_get_unlink(self, client: AppClient, tmp_path: Path) -> None:
         """A repository is linked (nothing written into it), listed, read and unlinked."""
         repo = make_repo(tmp_path / "repo")
         before = fingerprint(repo)
@@ -116,7 +115,7 @@ class TestProjects:
         assert (await api(client, "GET", f"/api/projects/{project['project_id']}"))[0] == 404
         assert repo.is_dir() and fingerprint(repo) == before
 
-    async def test_link_twice_names_the_project(self, client: TestClient, tmp_path: Path) -> None:
+    async def test_link_twice_names_the_project(self, client: AppClient, tmp_path: Path) -> None:
         """Linking the same repository twice is a 409 naming the project."""
         repo = make_repo(tmp_path / "repo")
         project = await link(client, repo)
@@ -132,7 +131,7 @@ class TestProjects:
             ("__home__", "HAFLOW_HOME"),
         ],
     )
-    async def test_bad_paths(self, client: TestClient, tmp_path: Path, home: Path, path: str, problem: str) -> None:
+    async def test_bad_paths(self, client: AppClient, tmp_path: Path, home: Path, path: str, problem: str) -> None:
         """A path that is not absolute, missing, not a git work tree or inside HAFLOW_HOME is a 400 saying so."""
         if path == "__empty__":
             (tmp_path / "empty").mkdir()
@@ -144,7 +143,7 @@ class TestProjects:
 
 
 class TestCodeMissionCreation:
-    async def test_mission_on_a_project(self, client: TestClient, tmp_path: Path) -> None:
+    async def test_mission_on_a_project(self, client: AppClient, tmp_path: Path) -> None:
         """A mission on a project gets the code workflow, a branch and its base commit; nothing is cloned yet."""
         repo = make_repo(tmp_path / "repo")
         project = await link(client, repo)
@@ -158,7 +157,7 @@ class TestCodeMissionCreation:
         status, body = await api(client, "GET", f"/api/missions/{meta['mission_id']}/commits")
         assert (status, body["data"]) == (200, [])
 
-    async def test_base_ref(self, client: TestClient, tmp_path: Path) -> None:
+    async def test_base_ref(self, client: AppClient, tmp_path: Path) -> None:
         """baseRef picks the start; one that does not resolve is a 400, like an unknown project."""
         repo = make_repo(tmp_path / "repo")
         project = await link(client, repo)
@@ -171,7 +170,7 @@ class TestCodeMissionCreation:
         status, body = await api(client, "POST", "/api/missions", json=payload)
         assert status == 400 and "projectId" in body["error"]
 
-    async def test_code_endpoints_need_a_project(self, client: TestClient) -> None:
+    async def test_code_endpoints_need_a_project(self, client: AppClient) -> None:
         """Code endpoints of a mission without a project answer 409."""
         status, body = await api(client, "POST", "/api/missions", json={"title": "t", "type": "fix", "rawInput": "x"})
         mid = body["data"]["mission_id"]
@@ -185,7 +184,7 @@ class TestCodeMissionCreation:
             status, body = await api(client, method, f"/api/missions/{mid}/{path}", json=payload)
             assert status == 409, (path, body)
 
-    async def test_request_changes_only_at_a_gate(self, client: TestClient) -> None:
+    async def test_request_changes_only_at_a_gate(self, client: AppClient) -> None:
         """request-changes is a 409 away from a gate and a 400 without feedback."""
         status, body = await api(client, "POST", "/api/missions", json={"title": "t", "type": "fix", "rawInput": "x"})
         mid = body["data"]["mission_id"]
@@ -194,7 +193,7 @@ class TestCodeMissionCreation:
         status, body = await api(client, "POST", f"/api/missions/{mid}/request-changes", json={"feedback": " "})
         assert status == 400
 
-    async def test_request_changes_reruns_the_agent_with_feedback(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_request_changes_reruns_the_agent_with_feedback(self, client: AppClient, fake: FakeSandbox) -> None:
         """At a gate the feedback is saved as feedback-1.md and the agent step before the gate runs again with it."""
         status, body = await api(client, "POST", "/api/missions", json={"title": "t", "type": "fix", "rawInput": "x"})
         mid = body["data"]["mission_id"]
@@ -209,7 +208,7 @@ class TestCodeMissionCreation:
         assert second.env.get("HAFLOW_FEEDBACK_ARTIFACT") == "feedback-1.md"
 
     async def test_codegen_without_a_report_gets_one(
-        self, client: TestClient, fake: FakeSandbox, tmp_path: Path
+        self, client: AppClient, fake: FakeSandbox, tmp_path: Path
     ) -> None:
         """A codegen agent that commits code but writes no report (as real CLIs do) leaves the review a summary."""
         from tests.fakes import Behaviour
@@ -227,7 +226,7 @@ class TestCodeMissionCreation:
         assert report.startswith("# Implementation\n\nThe agent left no message.")
         assert f"Commit `{run['commit'][:12]}`: 1 files changed, +1 -0." in report
 
-    async def test_delete_mission(self, client: TestClient, home: Path) -> None:
+    async def test_delete_mission(self, client: AppClient, home: Path) -> None:
         """DELETE removes the mission's folder; the mission is gone from the list."""
         status, body = await api(client, "POST", "/api/missions", json={"title": "t", "type": "fix", "rawInput": "x"})
         mid = body["data"]["mission_id"]
@@ -242,13 +241,13 @@ class TestCodeMissionCreation:
 
 
 @pytest.fixture
-async def docker_client(aiohttp_client: Any, config: Config, docker_image: str, home: Path) -> TestClient:
+async def docker_client(aiohttp_client: Any, config: Config, docker_image: str, home: Path) -> AppClient:
     OWNED_INSTANCES.add(instance_id(home))
     provider = DockerProvider(default_image=docker_image, instance=instance_id(home))
     return await aiohttp_client(create_app(attrs.evolve(config, agent_image=docker_image), sandbox=provider))
 
 
-async def step(client: TestClient, mid: str, *statuses: str) -> dict[str, Any]:
+async def step(client: AppClient, mid: str, *statuses: str) -> dict[str, Any]:
     status, body = await api(client, "POST", f"/api/missions/{mid}/continue")
     assert status == 200, body
     data = await wait_status(client, mid, *statuses, "failed", timeout=120)
@@ -259,7 +258,7 @@ async def step(client: TestClient, mid: str, *statuses: str) -> dict[str, Any]:
 @pytest.mark.docker
 class TestCodeFeatureOnDocker:
     @pytest.mark.timeout(300)
-    async def test_whole_workflow_to_delivery(self, docker_client: TestClient, tmp_path: Path, home: Path) -> None:
+    async def test_whole_workflow_to_delivery(self, docker_client: AppClient, tmp_path: Path, home: Path) -> None:
         """Plan with a diff -> commit -> review, command, request changes -> delivered branch;
         the user's checkout stays as it was."""
         client = docker_client
@@ -343,7 +342,7 @@ class TestCodeFeatureOnDocker:
 
     @pytest.mark.timeout(300)
     async def test_hostile_agent_gets_nothing_from_the_host(
-        self, docker_client: TestClient, tmp_path: Path, home: Path
+        self, docker_client: AppClient, tmp_path: Path, home: Path
     ) -> None:
         """An agent writing git hooks/config, a filter driver and symlinks out of the tree runs no code
         and reads no host file."""
@@ -405,7 +404,7 @@ async def _none_left() -> bool:
     return haflow_containers() == []
 
 
-async def _fresh(client: TestClient, home: Path) -> TestClient:
+async def _fresh(client: AppClient, home: Path) -> AppClient:
     """The same daemon settings, built again after the test wrote agent files."""
     from haflowd.web.reload import reload_definitions
 

@@ -16,13 +16,12 @@ from typing import Any
 import aiohttp
 import attrs
 import pytest
-from aiohttp.test_utils import TestClient
 
 from haflowd.config import Config
 from haflowd.sandbox import Limits, SandboxSpec
 from haflowd.sandbox.docker import DockerProvider, instance_id
 from haflowd.web.app import create_app
-from tests.conftest import RAW_INPUT, api, create_mission, detail, until, wait_status
+from tests.conftest import RAW_INPUT, AppClient, api, create_mission, detail, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, SESSION_INSTANCE, haflow_containers
 
 pytestmark = pytest.mark.docker
@@ -64,20 +63,20 @@ def provider(docker_image: str, instance: str) -> DockerProvider:
 async def make_client(aiohttp_client: Any, docker_config: Config, provider: DockerProvider):
     """Build the daemon over real Docker (after the test wrote its agent files)."""
 
-    async def make(sandbox: DockerProvider | None = None, **changes: Any) -> TestClient:
+    async def make(sandbox: DockerProvider | None = None, **changes: Any) -> AppClient:
         config = attrs.evolve(docker_config, **changes)
         return await aiohttp_client(create_app(config, sandbox=sandbox or provider))
 
     return make
 
 
-async def advance(client: TestClient, mission_id: str, *statuses: str) -> dict[str, Any]:
+async def advance(client: AppClient, mission_id: str, *statuses: str) -> dict[str, Any]:
     status, body = await api(client, "POST", f"/api/missions/{mission_id}/continue")
     assert status == 200, body
     return await wait_status(client, mission_id, *statuses)
 
 
-async def save(client: TestClient, mission_id: str, filename: str, content: str) -> None:
+async def save(client: AppClient, mission_id: str, filename: str, content: str) -> None:
     status, body = await api(
         client, "PUT", f"/api/missions/{mission_id}/artifacts/{filename}", json={"content": content}
     )
@@ -302,7 +301,7 @@ class TestFailures:
             await other.remove(others_id)
 
 
-async def _tail_has(client: TestClient, mission_id: str, text: str) -> bool:
+async def _tail_has(client: AppClient, mission_id: str, text: str) -> bool:
     return text in (await detail(client, mission_id)).get("current_log_tail", "")
 
 

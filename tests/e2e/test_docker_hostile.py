@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
-from tests.conftest import api, create_mission, until, wait_status
+from tests.conftest import AppClient, api, create_mission, until, wait_status
 from tests.e2e.test_docker_e2e import (
     advance,
     docker_config,
@@ -34,14 +33,14 @@ OUTPUT = "structured-text.md"
 REQUEST_SECONDS = 10.0
 
 
-async def get(client: TestClient, path: str) -> tuple[int, bytes]:
+async def get(client: AppClient, path: str) -> tuple[int, bytes]:
     """One GET, bounded in time, its whole body read."""
     async with asyncio.timeout(REQUEST_SECONDS):
         resp = await client.get(path)
         return resp.status, await resp.read()
 
 
-async def hammer(client: TestClient, mission_id: str, rounds: int) -> list[tuple[str, int, bytes]]:
+async def hammer(client: AppClient, mission_id: str, rounds: int) -> list[tuple[str, int, bytes]]:
     """Ask the detail, the rendered and the raw output ``rounds`` times each."""
     answers = []
     paths = (

@@ -33,13 +33,12 @@ from typing import Any
 import aiohttp
 import attrs
 import pytest
-from aiohttp.test_utils import TestClient
 
 from haflowd.sandbox.docker import instance_id
 from haflowd.secrets import write_value
 from haflowd.web.app import create_app
 from haflowd.web.tls import server_context
-from tests.conftest import api, until, wait_status
+from tests.conftest import AppClient, api, until, wait_status
 from tests.e2e.test_code_missions import create, fingerprint, git, link, make_repo
 from tests.e2e.test_docker_hostile import REQUEST_SECONDS
 from tests.e2e.test_remote_docker_e2e import nothing_left_on, remote_config  # noqa: F401 - a fixture
@@ -60,7 +59,7 @@ BAD_NAME_SH = "bad-\\377-name"
 class Daemon:
     """One daemon on one provider, and how to tell that it left nothing anywhere."""
 
-    client: TestClient
+    client: AppClient
     nothing_left: Callable[[], Awaitable[bool]]
 
 

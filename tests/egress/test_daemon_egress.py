@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from haflowd.catalog import builtin_dir, load_catalog
 from haflowd.config import Config
@@ -26,7 +25,7 @@ from haflowd.errors import InvalidDefinition
 from haflowd.sandbox import Limits, SandboxError, SandboxSpec
 from haflowd.sandbox.docker import DockerProvider, instance_id
 from haflowd.web.app import create_app
-from tests.conftest import api, create_mission, detail, until, wait_status
+from tests.conftest import AppClient, api, create_mission, detail, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, haflow_containers
 from tests.egress.test_sidecar import API_PORT, OTHER_PORT, Internet, internet  # noqa: F401 (fixture)
 
@@ -118,7 +117,7 @@ def provider(docker_image: str, instance: str, internet: Internet) -> DockerProv
 async def daemon(aiohttp_client: Any, home: Path, docker_image: str, provider: DockerProvider):
     """Build the daemon over real Docker (call it after writing the agent files)."""
 
-    async def make() -> TestClient:
+    async def make() -> AppClient:
         config = Config.from_env({"HAFLOW_AUTH": "none"}, home=home, port=0, agent_image=docker_image)
         return await aiohttp_client(create_app(config, sandbox=provider))
 
@@ -134,7 +133,7 @@ def log_of(home: Path, mission_id: str, run_id: str) -> str:
     return (home / "missions" / mission_id / "logs" / f"{run_id}.log").read_text()
 
 
-async def run_cleanup_step(client: TestClient) -> tuple[str, dict[str, Any]]:
+async def run_cleanup_step(client: AppClient) -> tuple[str, dict[str, Any]]:
     """Create a mission, run its first (cleanup) step, and return its id and detail."""
     mid = (await create_mission(client))["mission_id"]
     status, body = await api(client, "POST", f"/api/missions/{mid}/continue")

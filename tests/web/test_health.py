@@ -9,20 +9,19 @@ from typing import Any
 
 import attrs
 import pytest
-from aiohttp.test_utils import TestClient
 
 from haflowd import __version__
 from haflowd.config import Config
 from haflowd.web import health
 from haflowd.web.app import create_app
-from tests.conftest import api, create_mission
+from tests.conftest import AppClient, api, create_mission
 from tests.fakes import FakeSandbox
 
 KEYS = {"status", "version", "uptime_seconds", "docker", "missions_dir_writable", "missions"}
 
 
 class TestHealth:
-    async def test_healthy_daemon(self, client: TestClient) -> None:
+    async def test_healthy_daemon(self, client: AppClient) -> None:
         """A daemon with a working sandbox and missions folder is ok."""
         status, body = await api(client, "GET", "/api/health")
         data = body["data"]
@@ -32,21 +31,21 @@ class TestHealth:
         assert isinstance(data["uptime_seconds"], float | int) and data["uptime_seconds"] >= 0
         assert data["missions"] == {}
 
-    async def test_counts_missions_by_status(self, client: TestClient) -> None:
+    async def test_counts_missions_by_status(self, client: AppClient) -> None:
         """missions counts every mission under its status."""
         await create_mission(client)
         await create_mission(client)
         _, body = await api(client, "GET", "/api/health")
         assert body["data"]["missions"] == {"ready": 2}
 
-    async def test_no_docker_is_degraded(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_no_docker_is_degraded(self, client: AppClient, fake: FakeSandbox) -> None:
         """An unavailable sandbox engine gives docker false and status degraded, still 200."""
         fake.unavailable = "no engine"
         status, body = await api(client, "GET", "/api/health")
         assert status == 200
         assert (body["data"]["docker"], body["data"]["status"]) == (False, "degraded")
 
-    async def test_missions_folder_not_writable(self, client: TestClient, home: Path) -> None:
+    async def test_missions_folder_not_writable(self, client: AppClient, home: Path) -> None:
         """A missions folder that cannot take a file is reported."""
         missions = home / "missions"
         shutil.rmtree(missions)
@@ -89,7 +88,7 @@ class SlowSandbox(FakeSandbox):
 
 
 class TestPrivacy:
-    async def test_no_secrets_or_paths(self, client: TestClient, home: Path) -> None:
+    async def test_no_secrets_or_paths(self, client: AppClient, home: Path) -> None:
         """Health carries neither the data folder's path nor anything configured."""
         resp = await client.get("/api/health")
         assert str(home) not in await resp.text()

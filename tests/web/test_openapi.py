@@ -13,7 +13,6 @@ from typing import Any
 import attrs
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -56,7 +55,7 @@ from haflowd.models import (
 )
 from haflowd.web.app import create_app
 from haflowd.web.openapi import OPENAPI_PATH, api_routes, document
-from tests.conftest import RAW_INPUT, wait_status
+from tests.conftest import RAW_INPUT, AppClient, wait_status
 from tests.fakes import Behaviour, FakeSandbox
 from tests.test_convert import changes, deliveries, metas, mission_ids, runs, text, timestamps, usages
 
@@ -114,7 +113,7 @@ class Spec:
 class Driver:
     """Calls the API by path template and checks every answer against the document."""
 
-    client: TestClient
+    client: AppClient
     spec: Spec
 
     async def call(self, method: str, template: str, *, expect: int, body: Any = None, **params: str) -> Any:
@@ -136,7 +135,7 @@ def app_routes(config: Config, fake: FakeSandbox) -> list[Any]:
 
 
 @pytest.fixture
-async def served(client: TestClient) -> dict[str, Any]:
+async def served(client: AppClient) -> dict[str, Any]:
     resp = await client.get(OPENAPI_PATH)
     assert resp.status == 200 and resp.content_type == "application/json"
     return json.loads(await resp.read())
@@ -163,7 +162,7 @@ class TestDocument:
         assert schemas["MissionType"]["enum"] == [t.value for t in MissionType]
         assert schemas["CreateMissionRequest"]["properties"]["workflowId"]["default"] == DEFAULT_WORKFLOW
 
-    async def test_every_route_is_described(self, client: TestClient, served: dict[str, Any]) -> None:
+    async def test_every_route_is_described(self, client: AppClient, served: dict[str, Any]) -> None:
         """Each /api route of the app's router has an operation in the document, and nothing more."""
         routes = set()
         for route in client.app.router.routes():
@@ -201,7 +200,7 @@ class TestDocument:
 
 
 class TestAnswersValidate:
-    async def test_driven_workflow(self, client: TestClient, fake: FakeSandbox, served: dict[str, Any]) -> None:
+    async def test_driven_workflow(self, client: AppClient, fake: FakeSandbox, served: dict[str, Any]) -> None:
         """A whole standard-feature mission, with its errors, answers only what the document describes."""
         spec = Spec(served)
         api = Driver(client, spec)

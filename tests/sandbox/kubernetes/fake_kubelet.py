@@ -312,7 +312,8 @@ class FakeKubelet:
         return found
 
     def _job(self, run: _PodRun) -> str:
-        return run.pod["metadata"]["labels"]["job-name"]
+        name: str = run.pod["metadata"]["labels"]["job-name"]
+        return name
 
     def _end(self, run: _PodRun, ok: bool, reason: str = "BackoffLimitExceeded", message: str = "") -> None:
         if run.pod["metadata"]["name"] not in self._pods:
