@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from haflowd.config import Config
 from haflowd.web.app import create_app
@@ -308,7 +309,7 @@ class TestCancelAndComplete:
 
 class TestRestart:
     async def test_reattach_without_lost_or_doubled_lines(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox
     ) -> None:
         """A daemon restart mid-run re-attaches: the run finishes and each log line is there once."""
         gate = asyncio.Event()
@@ -332,7 +333,7 @@ class TestRestart:
         assert all(r.removed for r in fake.runs.values())
 
     async def test_reattach_redacts_secrets(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """After a restart the re-attached run's output is still redacted: the secret is looked up again by name."""
         import json
@@ -364,7 +365,9 @@ class TestRestart:
         )
         assert fake.started[0].secrets == {"HAFLOW_TEST_KEY": value}
 
-    async def test_orphans_are_removed_at_start(self, aiohttp_client: Any, config: Config, fake: FakeSandbox) -> None:
+    async def test_orphans_are_removed_at_start(
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox
+    ) -> None:
         """Sandboxes labelled for a mission that no longer exists are removed at start-up."""
         from haflowd.sandbox import SandboxSpec
 
@@ -382,7 +385,7 @@ class TestRestart:
         assert fake.live() == []
 
     async def test_vanished_sandbox_fails_the_mission(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox
     ) -> None:
         """If the sandbox of a running step is gone after a restart, the mission fails and can retry."""
         fake.behaviours["cleanup"] = Behaviour(gate=asyncio.Event())
@@ -409,7 +412,7 @@ async def _exited(fake: FakeSandbox) -> bool:
 
 class TestFullDisk:
     async def test_full_disk_after_exit_0_fails_the_mission(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A result that cannot be saved after exit 0 (disk full) fails the mission, retryably, never running."""
         import errno
@@ -441,7 +444,7 @@ class TestFullDisk:
         assert data["status"] == "waiting_human", data.get("last_error")
 
     async def test_running_without_a_run_file_is_repaired_at_start(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox
     ) -> None:
         """A mission left running_code_agent without any run file fails at start-up, and continue retries it."""
         import json

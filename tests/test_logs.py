@@ -12,6 +12,7 @@ import attrs
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from pytest_aiohttp import AiohttpClient
 
 from haflowd import daemon_log as logs
 from haflowd.config import Config
@@ -44,7 +45,7 @@ def stream() -> Iterator[io.StringIO]:
     root.setLevel(saved[1])
 
 
-async def logged_client(aiohttp_client: Any, app: web.Application) -> AppClient:
+async def logged_client(aiohttp_client: AiohttpClient, app: web.Application) -> AppClient:
     """A client of ``app`` served with the request logger ``haflowd serve`` uses."""
     server = TestServer(app)
     await server.start_server(access_log_class=logs.RequestLogger, access_log=logging.getLogger("haflowd.access"))
@@ -117,7 +118,7 @@ class TestJsonFormat:
 
 class TestRequestLines:
     async def test_one_line_per_request_with_ids(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox, stream: io.StringIO
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox, stream: io.StringIO
     ) -> None:
         """Each request logs method, path, status, duration and its mission and run ids."""
         client = await logged_client(aiohttp_client, create_app(config, sandbox=fake))
@@ -137,7 +138,7 @@ class TestRequestLines:
             assert event in events
 
     async def test_authorization_never_logged(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox, stream: io.StringIO
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox, stream: io.StringIO
     ) -> None:
         """Neither a right nor a wrong token shows up in the log."""
         client = await logged_client(aiohttp_client, create_app(attrs.evolve(config, token=TOKEN), sandbox=fake))
@@ -148,7 +149,7 @@ class TestRequestLines:
         assert [line["status"] for line in lines(stream) if line["event"] == "http.request"] == [200, 401]
 
     async def test_health_polls_are_debug(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox, stream: io.StringIO
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox, stream: io.StringIO
     ) -> None:
         """Health polls stay out of an INFO log."""
         client = await logged_client(aiohttp_client, create_app(config, sandbox=fake))

@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from haflowd.config import Config
 from haflowd.errors import Conflict, PayloadTooLarge
@@ -19,7 +20,7 @@ from tests.fakes import FakeSandbox
 
 
 @pytest.fixture
-async def small(aiohttp_client: Any, config: Config, fake: FakeSandbox) -> AppClient:
+async def small(aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox) -> AppClient:
     """A daemon with tiny limits: 2 KiB bodies, 3 artifacts, 1000 bytes per mission."""
     limited = attrs.evolve(config, max_body_bytes=2048, max_artifacts=3, max_mission_bytes=1000)
     return await aiohttp_client(create_app(limited, sandbox=fake))
@@ -113,7 +114,7 @@ class TestArtifactQuota:
 
 
 class TestHomePermissions:
-    async def test_home_is_created_0700(self, aiohttp_client: Any, tmp_path: Path, fake: FakeSandbox) -> None:
+    async def test_home_is_created_0700(self, aiohttp_client: AiohttpClient, tmp_path: Path, fake: FakeSandbox) -> None:
         """A missing HAFLOW_HOME (and its parents) is created at start-up, readable only by its owner."""
         home = tmp_path / "deep" / "haflow"
         client = await aiohttp_client(

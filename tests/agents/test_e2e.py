@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from haflowd.config import Config
 from haflowd.convert import converter
@@ -120,7 +121,9 @@ def provider(home: Path, docker_image: str) -> CountingProvider:
 
 
 @pytest.fixture
-async def daemon(aiohttp_client: Any, home: Path, docker_image: str, standin_image: str, provider: CountingProvider):
+async def daemon(
+    aiohttp_client: AiohttpClient, home: Path, docker_image: str, standin_image: str, provider: CountingProvider
+):
     """Start the daemon over real Docker once the test wrote its agent files."""
 
     async def make() -> AppClient:

@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from haflowd.config import Config
 from haflowd.sandbox.docker import DockerProvider, instance_id
@@ -86,14 +87,16 @@ def fingerprint(repo: Path) -> dict[str, str]:
 async def link(client: AppClient, repo: Path, **fields: Any) -> dict[str, Any]:
     status, body = await api(client, "POST", "/api/projects", json={"path": str(repo), **fields})
     assert status == 201, body
-    return body["data"]
+    data: dict[str, Any] = body["data"]
+    return data
 
 
 async def create(client: AppClient, project_id: str, **fields: Any) -> dict[str, Any]:
     payload = {"title": "Greet users!", "type": "feature", "rawInput": "Say hello.", "projectId": project_id, **fields}
     status, body = await api(client, "POST", "/api/missions", json=payload)
     assert status == 201, body
-    return body["data"]
+    data: dict[str, Any] = body["data"]
+    return data
 
 
 class TestProjects:
@@ -241,7 +244,7 @@ class TestCodeMissionCreation:
 
 
 @pytest.fixture
-async def docker_client(aiohttp_client: Any, config: Config, docker_image: str, home: Path) -> AppClient:
+async def docker_client(aiohttp_client: AiohttpClient, config: Config, docker_image: str, home: Path) -> AppClient:
     OWNED_INSTANCES.add(instance_id(home))
     provider = DockerProvider(default_image=docker_image, instance=instance_id(home))
     return await aiohttp_client(create_app(attrs.evolve(config, agent_image=docker_image), sandbox=provider))
@@ -306,7 +309,7 @@ class TestCodeFeatureOnDocker:
 
         async def finished() -> bool:
             _, found = await api(client, "GET", f"/api/missions/{mid}/execution/{exec_id}")
-            return found["data"]["status"] != "running"
+            return bool(found["data"]["status"] != "running")
 
         await until(finished, timeout=60)
         _, found = await api(client, "GET", f"/api/missions/{mid}/execution/{exec_id}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from haflowd.catalog import builtin_dir, load_catalog
 from haflowd.config import Config
@@ -114,7 +115,7 @@ def provider(docker_image: str, instance: str, internet: Internet) -> DockerProv
 
 
 @pytest.fixture
-async def daemon(aiohttp_client: Any, home: Path, docker_image: str, provider: DockerProvider):
+async def daemon(aiohttp_client: AiohttpClient, home: Path, docker_image: str, provider: DockerProvider):
     """Build the daemon over real Docker (call it after writing the agent files)."""
 
     async def make() -> AppClient:
@@ -237,7 +238,7 @@ class TestDaemonEgress:
         self,
         daemon,
         provider: DockerProvider,
-        aiohttp_client: Any,
+        aiohttp_client: AiohttpClient,
         home: Path,
         docker_image: str,
         instance: str,

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import pytest
 from aiohttp import ClientPayloadError
+from pytest_aiohttp import AiohttpClient
 
 from haflowd.config import Config
 from haflowd.sandbox import Mount, SandboxError
@@ -71,7 +72,7 @@ def plans(mounts: list[Mount]) -> list[AreaPlan]:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, config: Config) -> AppClient:
+async def client(aiohttp_client: AiohttpClient, config: Config) -> AppClient:
     return await aiohttp_client(create_app(config, sandbox=FakeSandbox()))
 
 
@@ -403,7 +404,12 @@ class TestTickets:
         assert (await client.get(IN, headers=bearer(other))).status == 200
 
     async def test_ticket_survives_a_restart(
-        self, aiohttp_client: Any, client: AppClient, config: Config, plans: list[AreaPlan], mounts: list[Mount]
+        self,
+        aiohttp_client: AiohttpClient,
+        client: AppClient,
+        config: Config,
+        plans: list[AreaPlan],
+        mounts: list[Mount],
     ) -> None:
         """An OUT token issued before a restart opens the upload on the new daemon (whose start-up sweep keeps it)."""
         token = issue(client, plans, "out")
@@ -414,7 +420,7 @@ class TestTickets:
         assert (mounts[0].source / "after.py").read_text() == "1"
 
     async def test_start_up_sweeps_expired_tickets(
-        self, aiohttp_client: Any, config: Config, home: Path, plans: list[AreaPlan]
+        self, aiohttp_client: AiohttpClient, config: Config, home: Path, plans: list[AreaPlan]
     ) -> None:
         """A daemon starting removes tickets that expired while it was down, and a crash's temp files."""
         root = home / "transfers"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from haflowd.web.api import LOG_PAGE_BYTES
 from tests.conftest import RAW_INPUT, AppClient, api, create_mission, detail, until, wait_status
@@ -169,7 +170,9 @@ class TestList:
         _, body = await api(client, "GET", "/api/missions")
         assert body["data"][0]["mission_id"] == first["mission_id"]
 
-    async def test_corrupt_missions_are_skipped(self, aiohttp_client: Any, config: Any, fake: FakeSandbox) -> None:
+    async def test_corrupt_missions_are_skipped(
+        self, aiohttp_client: AiohttpClient, config: Any, fake: FakeSandbox
+    ) -> None:
         """Folders with a missing or corrupt mission.json are left out of the list, not a 500."""
         from haflowd.web.app import create_app
 
@@ -454,7 +457,7 @@ class TestErrors:
         assert status == 500
         assert "secret" not in body["error"]
 
-    async def test_body_too_large_is_413(self, aiohttp_client: Any, config: Any, fake: FakeSandbox) -> None:
+    async def test_body_too_large_is_413(self, aiohttp_client: AiohttpClient, config: Any, fake: FakeSandbox) -> None:
         """A body above the configured cap answers 413 in the envelope."""
         import attrs
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import stat
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from haflowd.config import Config
 from haflowd.errors import HaflowError
@@ -22,13 +22,13 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-async def guarded(aiohttp_client: Any, config: Config, fake: FakeSandbox) -> AppClient:
+async def guarded(aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox) -> AppClient:
     """The API of a daemon that has a token (on loopback)."""
     return await aiohttp_client(create_app(attrs.evolve(config, token=TOKEN), sandbox=fake))
 
 
 @pytest.fixture
-async def exposed(aiohttp_client: Any, config: Config, fake: FakeSandbox) -> AppClient:
+async def exposed(aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox) -> AppClient:
     """The API of a daemon listening on every address, with a token and one configured origin."""
     exposed = attrs.evolve(
         config, host="0.0.0.0", token=TOKEN, cors_origins=("https://phone.example",), allowed_hosts=("box.vpn",)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from haflowd import __version__
 from haflowd.config import Config
@@ -53,7 +53,7 @@ class TestHealth:
         _, body = await api(client, "GET", "/api/health")
         assert (body["data"]["missions_dir_writable"], body["data"]["status"]) == (False, "degraded")
 
-    async def test_check_result_is_reused(self, aiohttp_client: Any, config: Config) -> None:
+    async def test_check_result_is_reused(self, aiohttp_client: AiohttpClient, config: Config) -> None:
         """Polling health does not run the sandbox check on every request."""
         sandbox = SlowSandbox()
         sandbox.release.set()
@@ -63,7 +63,7 @@ class TestHealth:
         assert sandbox.checks == 1
 
     async def test_slow_check_does_not_hold_the_answer(
-        self, aiohttp_client: Any, config: Config, monkeypatch: pytest.MonkeyPatch
+        self, aiohttp_client: AiohttpClient, config: Config, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A check that hangs answers with the last known result instead of waiting for it."""
         monkeypatch.setattr(health, "CHECK_WAIT", 0.01)

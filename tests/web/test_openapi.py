@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pytest_aiohttp import AiohttpClient
 
 from haflowd import __version__
 from haflowd.catalog import DEFAULT_WORKFLOW
@@ -266,7 +267,7 @@ class TestAnswersValidate:
             assert any(k == kind for _, _, k in spec.checked), kind
 
     async def test_limit_and_auth_errors_validate(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox, served: dict[str, Any]
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox, served: dict[str, Any]
     ) -> None:
         """413, 415, 401 and 403 answers match the document too."""
         spec = Spec(served)

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 import pytest
 from playwright.async_api import Browser, Dialog, Page, Response, Route, async_playwright, expect
+from pytest_aiohttp import AiohttpServer
 
 from haflowd.config import Config
 from haflowd.sandbox import SandboxProvider
@@ -119,7 +120,7 @@ def sandbox(config: Config, fake: FakeSandbox, agent_image: str | None) -> Sandb
 
 
 @pytest.fixture
-async def daemon(aiohttp_server: Any, config: Config, sandbox: SandboxProvider) -> str:
+async def daemon(aiohttp_server: AiohttpServer, config: Config, sandbox: SandboxProvider) -> str:
     server = await aiohttp_server(create_app(config, sandbox=sandbox))
     return str(server.make_url("")).rstrip("/")
 
