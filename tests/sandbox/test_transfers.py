@@ -21,7 +21,7 @@ from pytest_aiohttp import AiohttpClient
 from haflowd.config import Config
 from haflowd.sandbox import Mount, SandboxError
 from haflowd.sandbox.areas import AreaPlan, plan_areas
-from haflowd.sandbox.transfers import TransferIssuer, TransferTickets
+from haflowd.sandbox.transfers import Direction, Ticket, TransferIssuer, TransferTickets
 from haflowd.web import transfers_api
 from haflowd.web.app import create_app
 from haflowd.web.keys import TRANSFERS
@@ -80,14 +80,14 @@ def tickets_of(client: AppClient) -> TransferTickets:
     return client.app[TRANSFERS]
 
 
-def issue(client: AppClient, plans: list[AreaPlan], direction: str, run_id: str = RUN, ttl: float = 600) -> str:
+def issue(client: AppClient, plans: list[AreaPlan], direction: Direction, run_id: str = RUN, ttl: float = 600) -> str:
     return tickets_of(client).issue(
         run_id=run_id,
         plans=plans,
         direction=direction,
         uid=UID,
         gid=GID,
-        ttl_seconds=ttl,  # type: ignore[arg-type]
+        ttl_seconds=ttl,
     )
 
 
@@ -357,7 +357,8 @@ class TestTickets:
         tickets = TransferTickets(home / "transfers")
         for _ in range(5):
             token = tickets.issue(run_id=RUN, plans=plans, direction="in", uid=1, gid=1, ttl_seconds=60)
-            barrier, won = threading.Barrier(8), []
+            barrier = threading.Barrier(8)
+            won: list[Ticket | None] = []
 
             def claim(token: str = token, barrier: threading.Barrier = barrier, won: list[Any] = won) -> None:
                 barrier.wait()
