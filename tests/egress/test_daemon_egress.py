@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +115,9 @@ def provider(docker_image: str, instance: str, internet: Internet) -> DockerProv
 
 
 @pytest.fixture
-async def daemon(aiohttp_client: AiohttpClient, home: Path, docker_image: str, provider: DockerProvider):
+async def daemon(
+    aiohttp_client: AiohttpClient, home: Path, docker_image: str, provider: DockerProvider
+) -> Callable[[], Awaitable[AppClient]]:
     """Build the daemon over real Docker (call it after writing the agent files)."""
 
     async def make() -> AppClient:
@@ -149,7 +151,7 @@ class TestDaemonEgress:
 
     async def test_agent_reaches_only_its_pair(
         self,
-        daemon,
+        daemon: Callable[[], Awaitable[AppClient]],
         home: Path,
         instance: str,
         internet: Internet,  # noqa: F811
@@ -210,7 +212,7 @@ class TestDaemonEgress:
 
     async def test_agent_without_egress_has_no_network(
         self,
-        daemon,
+        daemon: Callable[[], Awaitable[AppClient]],
         home: Path,
         internet: Internet,  # noqa: F811
         caplog: pytest.LogCaptureFixture,
@@ -236,7 +238,7 @@ class TestDaemonEgress:
 
     async def test_run_survives_a_daemon_restart(
         self,
-        daemon,
+        daemon: Callable[[], Awaitable[AppClient]],
         provider: DockerProvider,
         aiohttp_client: AiohttpClient,
         home: Path,
@@ -285,7 +287,7 @@ class TestDaemonEgress:
     @pytest.mark.parametrize("how", ["cancel", "time limit"])
     async def test_stopped_run_leaves_nothing(
         self,
-        daemon,
+        daemon: Callable[[], Awaitable[AppClient]],
         home: Path,
         instance: str,
         how: str,

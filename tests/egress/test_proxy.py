@@ -18,6 +18,7 @@ from haflowd.egress.proxy import (
     EgressProxy,
     ProxyLimits,
     RequestRefused,
+    Resolver,
     address_problem,
     parse_connect,
     system_resolver,
@@ -131,7 +132,7 @@ async def echo() -> AsyncIterator[int]:
     await server.wait_closed()
 
 
-def resolver_for(answers: dict[str, Sequence[str]]):  # type: ignore[no-untyped-def]
+def resolver_for(answers: dict[str, Sequence[str]]) -> Resolver:
     """A resolver that knows only ``answers`` and fails like the system's for the rest."""
 
     async def resolve(host: str, port: int) -> Sequence[str]:
