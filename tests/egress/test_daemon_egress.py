@@ -114,10 +114,12 @@ def provider(docker_image: str, instance: str, internet: Internet) -> DockerProv
     return provider
 
 
+#: ``await daemon()``: a client of the daemon, started once the test wrote its agent files.
+StartDaemon = Callable[[], Awaitable[AppClient]]
+
+
 @pytest.fixture
-async def daemon(
-    aiohttp_client: AiohttpClient, home: Path, docker_image: str, provider: DockerProvider
-) -> Callable[[], Awaitable[AppClient]]:
+async def daemon(aiohttp_client: AiohttpClient, home: Path, docker_image: str, provider: DockerProvider) -> StartDaemon:
     """Build the daemon over real Docker (call it after writing the agent files)."""
 
     async def make() -> AppClient:
@@ -151,7 +153,7 @@ class TestDaemonEgress:
 
     async def test_agent_reaches_only_its_pair(
         self,
-        daemon: Callable[[], Awaitable[AppClient]],
+        daemon: StartDaemon,
         home: Path,
         instance: str,
         internet: Internet,  # noqa: F811
@@ -212,7 +214,7 @@ class TestDaemonEgress:
 
     async def test_agent_without_egress_has_no_network(
         self,
-        daemon: Callable[[], Awaitable[AppClient]],
+        daemon: StartDaemon,
         home: Path,
         internet: Internet,  # noqa: F811
         caplog: pytest.LogCaptureFixture,
@@ -238,7 +240,7 @@ class TestDaemonEgress:
 
     async def test_run_survives_a_daemon_restart(
         self,
-        daemon: Callable[[], Awaitable[AppClient]],
+        daemon: StartDaemon,
         provider: DockerProvider,
         aiohttp_client: AiohttpClient,
         home: Path,
@@ -287,7 +289,7 @@ class TestDaemonEgress:
     @pytest.mark.parametrize("how", ["cancel", "time limit"])
     async def test_stopped_run_leaves_nothing(
         self,
-        daemon: Callable[[], Awaitable[AppClient]],
+        daemon: StartDaemon,
         home: Path,
         instance: str,
         how: str,
