@@ -6,7 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pytest
@@ -49,7 +49,7 @@ async def logged_client(aiohttp_client: AiohttpClient, app: web.Application) -> 
     """A client of ``app`` served with the request logger ``haflowd serve`` uses."""
     server = TestServer(app)
     await server.start_server(access_log_class=logs.RequestLogger, access_log=logging.getLogger("haflowd.access"))
-    client: AppClient = await aiohttp_client(server)
+    client = cast(AppClient, await aiohttp_client(server))  # pytest-aiohttp types a TestServer's client loosely
     return client
 
 
@@ -100,7 +100,8 @@ class TestJsonFormat:
     @pytest.mark.parametrize("name", ["token", "authorization", "api_key", "env", "OPENAI_API_KEY", "password"])
     def test_secret_fields_are_redacted(self, name: str) -> None:
         """Fields whose names say they hold secrets are never written."""
-        data = json.loads(logs.JsonFormatter().format(record(**{name: "hunter2"})))
+        extra: dict[str, Any] = {name: "hunter2"}
+        data = json.loads(logs.JsonFormatter().format(record(**extra)))
         assert data[name] == logs.REDACTED
 
     def test_nested_secrets_are_redacted(self) -> None:

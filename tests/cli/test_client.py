@@ -50,7 +50,8 @@ def create(capsys: pytest.CaptureFixture[str], daemon: Daemon, *extra: str) -> d
         capsys, "missions", "create", "--url", daemon.url, "--title", "Dark mode", "--json", "--input", "-", *extra
     )
     assert code == 0, err
-    return json.loads(out)
+    created: dict[str, Any] = json.loads(out)
+    return created
 
 
 @pytest.fixture

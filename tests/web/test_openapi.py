@@ -85,7 +85,7 @@ class Spec:
 
     def response(self, method: str, template: str, status: int) -> dict[str, Any]:
         responses = self._absolute["paths"][template][method.lower()]["responses"]
-        response = responses.get(str(status)) or responses["default"]
+        response: dict[str, Any] = responses.get(str(status)) or responses["default"]
         while "$ref" in response:
             name = response["$ref"].rsplit("/", 1)[1]
             response = self._absolute["components"]["responses"][name]
@@ -139,7 +139,8 @@ def app_routes(config: Config, fake: FakeSandbox) -> list[Any]:
 async def served(client: AppClient) -> dict[str, Any]:
     resp = await client.get(OPENAPI_PATH)
     assert resp.status == 200 and resp.content_type == "application/json"
-    return json.loads(await resp.read())
+    document: dict[str, Any] = json.loads(await resp.read())
+    return document
 
 
 class TestDocument:
@@ -273,7 +274,7 @@ class TestAnswersValidate:
         spec = Spec(served)
         strict = attrs.evolve(config, token="tok", max_body_bytes=100)
         client = await aiohttp_client(create_app(strict, sandbox=fake))
-        cases = [
+        cases: list[tuple[str, str, dict[str, Any], int]] = [
             ("POST", "/api/missions", {"data": b"{}"}, 401),
             ("GET", "/api/missions", {"headers": {"Authorization": "Bearer tok", "Host": "evil.example"}}, 403),
             ("POST", "/api/missions", {"headers": {"Authorization": "Bearer tok"}, "json": {"r": "x" * 500}}, 413),

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import pytest
-from playwright.async_api import Browser, Dialog, Page, Response, Route, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Page, Response, Route, ViewportSize, async_playwright, expect
 from pytest_aiohttp import AiohttpServer
 
 from haflowd.config import Config
@@ -36,8 +36,8 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-DESKTOP = {"width": 1280, "height": 860}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 860}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 SCREENSHOTS = os.environ.get("HAFLOW_UI_SCREENSHOTS")
 #: Agent runs in real Docker take seconds; expectations wait this long.
 WAIT_MS = 60_000
@@ -137,7 +137,7 @@ async def browser() -> AsyncIterator[Browser]:
         await browser.close()
 
 
-async def open_session(browser: Browser, base: str, viewport: dict[str, int] = DESKTOP) -> Session:
+async def open_session(browser: Browser, base: str, viewport: ViewportSize = DESKTOP) -> Session:
     context = await browser.new_context(viewport=viewport)
     page = await context.new_page()
     session = Session(page=page, base=base)
