@@ -6,17 +6,22 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pytest
 from aiohttp.test_utils import TestClient
+from aiohttp.web import Application, Request
+from pytest_aiohttp import AiohttpClient
 
-from haflowd.web.app import create_app
 from haflowd.config import Config
+from haflowd.web.app import create_app
 from tests.fakes import FakeSandbox
 
 #: Real-Docker fixtures (docker_image), shared by test_docker*.py.
 pytest_plugins = ["tests.docker_support", "tests.remote_engine", "tests.sandbox.kubernetes.kube_support"]
+
+#: The test client of a haflowd app: what ``client`` and ``aiohttp_client(app)`` give.
+AppClient: TypeAlias = TestClient[Request, Application]
 
 RAW_INPUT = "Add a dark mode toggle to the settings page."
 
@@ -38,11 +43,11 @@ def fake() -> FakeSandbox:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, config: Config, fake: FakeSandbox) -> TestClient:
+async def client(aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox) -> AppClient:
     return await aiohttp_client(create_app(config, sandbox=fake))
 
 
-async def api(client: TestClient, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+async def api(client: AppClient, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
     """Call the API and return (status, envelope), checking the envelope's shape."""
     resp = await client.request(method, path, **kwargs)
     assert resp.content_type == "application/json"
@@ -56,17 +61,19 @@ async def api(client: TestClient, method: str, path: str, **kwargs: Any) -> tupl
     return resp.status, body
 
 
-async def create_mission(client: TestClient, **fields: Any) -> dict[str, Any]:
+async def create_mission(client: AppClient, **fields: Any) -> dict[str, Any]:
     payload = {"title": "Dark mode", "type": "feature", "rawInput": RAW_INPUT, **fields}
     status, body = await api(client, "POST", "/api/missions", json=payload)
     assert status == 201, body
-    return body["data"]
+    data: dict[str, Any] = body["data"]
+    return data
 
 
-async def detail(client: TestClient, mission_id: str) -> dict[str, Any]:
+async def detail(client: AppClient, mission_id: str) -> dict[str, Any]:
     status, body = await api(client, "GET", f"/api/missions/{mission_id}")
     assert status == 200, body
-    return body["data"]
+    data: dict[str, Any] = body["data"]
+    return data
 
 
 async def until(
@@ -78,7 +85,7 @@ async def until(
             await asyncio.sleep(interval)
 
 
-async def wait_status(client: TestClient, mission_id: str, *statuses: str, timeout: float = 30.0) -> dict[str, Any]:
+async def wait_status(client: AppClient, mission_id: str, *statuses: str, timeout: float = 30.0) -> dict[str, Any]:
     found: dict[str, Any] = {}
 
     async def reached() -> bool:

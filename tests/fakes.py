@@ -8,6 +8,7 @@ the mounted artifacts folder and exits. Tests steer it per step.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -144,5 +145,5 @@ class FakeSandbox:
             if not r.removed
         ]
 
-    def live(self) -> list[FakeRun]:
+    def live(self) -> builtins.list[FakeRun]:
         return [r for r in self.runs.values() if not r.removed]

@@ -14,6 +14,8 @@ class TestImportContracts:
     def test_contracts_are_kept(self) -> None:
         """lint-imports reports every contract kept (and the contracts exist)."""
         binary = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
-        done = subprocess.run([binary, "--config", str(ROOT / ".importlinter")], cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(
+            [binary, "--config", str(ROOT / ".importlinter")], cwd=ROOT, capture_output=True, text=True
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         assert "5 kept, 0 broken" in done.stdout

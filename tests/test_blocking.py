@@ -7,10 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient
 from blockbuster import BlockBuster
 
-from tests.conftest import api, create_mission, detail, until, wait_status
+from tests.conftest import AppClient, api, create_mission, detail, until, wait_status
 from tests.fakes import Behaviour, FakeSandbox
 
 #: Blocking calls that move file content: the ones whose cost grows with the data.
@@ -35,7 +34,7 @@ def content_io_forbidden() -> Iterator[BlockBuster]:
 
 class TestNoBlockingReads:
     async def test_large_artifacts_and_logs_are_read_off_the_loop(
-        self, client: TestClient, fake: FakeSandbox, home: Path, content_io_forbidden: BlockBuster
+        self, client: AppClient, fake: FakeSandbox, home: Path, content_io_forbidden: BlockBuster
     ) -> None:
         """Detail, rendering, the raw artifact, saves and log pages of large files all read and write off the loop."""
         gate = asyncio.Event()
@@ -49,7 +48,9 @@ class TestNoBlockingReads:
         assert (await detail(client, mid))["artifacts"]["big.md"].startswith("# big")
         status, body = await api(client, "GET", f"/api/missions/{mid}/artifacts/big.md/html")
         assert status == 200 and body["data"]["html"].startswith("<h1>big</h1>")
-        status, _ = await api(client, "PUT", f"/api/missions/{mid}/artifacts/notes.md", json={"content": "x" * 1_000_000})
+        status, _ = await api(
+            client, "PUT", f"/api/missions/{mid}/artifacts/notes.md", json={"content": "x" * 1_000_000}
+        )
         assert status == 200
         await api(client, "POST", f"/api/missions/{mid}/continue")
         data = await detail(client, mid)
@@ -63,6 +64,6 @@ class TestNoBlockingReads:
         await wait_status(client, mid, "waiting_human")
 
 
-async def _logged(client: TestClient, mission_id: str, run_id: str) -> bool:
+async def _logged(client: AppClient, mission_id: str, run_id: str) -> bool:
     _, body = await api(client, "GET", f"/api/missions/{mission_id}/runs/{run_id}/log?offset=0")
     return "starting step" in body["data"]["text"]

@@ -29,7 +29,9 @@ usages = st.builds(
     model=st.none() | text,
 )
 changes = st.builds(Changes, files=counts, insertions=counts, deletions=counts)
-deliveries = st.builds(Delivery, branch=text, commit=st.from_regex(r"[0-9a-f]{40}", fullmatch=True), delivered_at=timestamps)
+deliveries = st.builds(
+    Delivery, branch=text, commit=st.from_regex(r"[0-9a-f]{40}", fullmatch=True), delivered_at=timestamps
+)
 
 metas = st.builds(
     MissionMeta,

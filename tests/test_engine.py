@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
-from haflowd.web.app import create_app
 from haflowd.config import Config
-from tests.conftest import RAW_INPUT, api, create_mission, detail, until, wait_status
+from haflowd.web.app import create_app
+from tests.conftest import RAW_INPUT, AppClient, api, create_mission, detail, until, wait_status
 from tests.fakes import Behaviour, FakeSandbox
 
 AGENT_STEPS = ["cleanup", "research", "planning", "implementation"]
@@ -21,13 +21,13 @@ async def _true(value: bool) -> bool:
     return value
 
 
-async def cont(client: TestClient, mission_id: str) -> int:
+async def cont(client: AppClient, mission_id: str) -> int:
     status, _ = await api(client, "POST", f"/api/missions/{mission_id}/continue")
     return status
 
 
 class TestStandardFeature:
-    async def test_full_workflow_to_completed(self, client: TestClient, fake: FakeSandbox, home: Path) -> None:
+    async def test_full_workflow_to_completed(self, client: AppClient, fake: FakeSandbox, home: Path) -> None:
         """A mission walks all 8 steps: agents run on continue and after each approval, gates wait."""
         meta = await create_mission(client)
         mid = meta["mission_id"]
@@ -58,7 +58,7 @@ class TestStandardFeature:
             log = (home / "missions" / mid / "logs" / f"{run['run_id']}.log").read_text()
             assert f"starting step {run['step_id']}" in log
 
-    async def test_sandbox_spec(self, client: TestClient, fake: FakeSandbox, home: Path) -> None:
+    async def test_sandbox_spec(self, client: AppClient, fake: FakeSandbox, home: Path) -> None:
         """The agent gets the configured image, its argv filled in and only the artifacts folder mounted."""
         mid = (await create_mission(client))["mission_id"]
         await cont(client, mid)
@@ -72,7 +72,7 @@ class TestStandardFeature:
         assert spec.network is False and spec.workdir == "/mission"
         assert spec.labels == {"haflow.mission_id": mid, "haflow.run_id": spec.run_id, "haflow.step_id": "cleanup"}
 
-    async def test_oneshot_workflow(self, client: TestClient) -> None:
+    async def test_oneshot_workflow(self, client: AppClient) -> None:
         """The oneshot workflow is one agent step and one gate."""
         mid = (await create_mission(client, workflowId="oneshot"))["mission_id"]
         await cont(client, mid)
@@ -84,7 +84,7 @@ class TestStandardFeature:
 
 
 class TestFailure:
-    async def test_failure_then_retry(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_failure_then_retry(self, client: AppClient, fake: FakeSandbox) -> None:
         """A non-zero exit fails the mission with errors and last_error; continue retries it."""
         fake.behaviours["cleanup"] = Behaviour(exit_code=3)
         mid = (await create_mission(client))["mission_id"]
@@ -101,21 +101,21 @@ class TestFailure:
         assert data["errors"] == ["Step 'Cleanup' failed: the agent exited with code 3."]
         assert [r["exit_code"] for r in data["runs"]] == [3, 0]
 
-    async def test_sandbox_that_cannot_start(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_sandbox_that_cannot_start(self, client: AppClient, fake: FakeSandbox) -> None:
         """When the sandbox cannot start, the run fails (retryable) with the provider's advice, also in its log."""
         fake.unavailable = "Docker is not running: start it with 'sudo systemctl start docker'"
         mid = (await create_mission(client))["mission_id"]
         assert await cont(client, mid) == 200
         data = await wait_status(client, mid, "failed")
         assert "Docker is not running" in data["last_error"]
-        status, body = await api(client, "GET", f"/api/missions/{mid}/runs/{data['runs'][0]['run_id']}/log")
+        _, body = await api(client, "GET", f"/api/missions/{mid}/runs/{data['runs'][0]['run_id']}/log")
         assert "[haflow] could not start: Docker is not running" in body["data"]
         assert "exit_code" not in data["runs"][0] and "finished_at" in data["runs"][0]
 
 
 class TestWatchFailures:
     async def test_broken_wait_fails_instead_of_hanging(
-        self, client: TestClient, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
+        self, client: AppClient, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """An unexpected error while watching a run fails the mission, so it never stays 'running'."""
 
@@ -130,7 +130,7 @@ class TestWatchFailures:
         assert "finished_at" in data["runs"][0]
 
     async def test_unwritable_log_still_records_the_run(
-        self, client: TestClient, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
+        self, client: AppClient, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """If the log cannot be written the run's result is still recorded and the mission moves on."""
         from haflowd.store import Store
@@ -152,7 +152,7 @@ class TestWatchFailures:
 
 
     async def test_unwritable_run_file_fails_the_start(
-        self, client: TestClient, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
+        self, client: AppClient, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """If the run file cannot be written, no sandbox starts and the mission fails (retryable), not stuck."""
         from haflowd.store import Store
@@ -173,7 +173,7 @@ class TestWatchFailures:
 
 
 class TestBackgroundStart:
-    async def test_continue_answers_before_a_slow_start(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_continue_answers_before_a_slow_start(self, client: AppClient, fake: FakeSandbox) -> None:
         """continue answers once the run is recorded, while the sandbox start still hangs; the run then proceeds."""
         fake.start_gate = asyncio.Event()
         mid = (await create_mission(client))["mission_id"]
@@ -189,7 +189,7 @@ class TestBackgroundStart:
         data = await wait_status(client, mid, "waiting_human")
         assert data["runs"][0]["exit_code"] == 0
 
-    async def test_cancel_during_a_slow_start(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_cancel_during_a_slow_start(self, client: AppClient, fake: FakeSandbox) -> None:
         """cancel while the sandbox is still starting stops it as soon as it exists; continue retries."""
         fake.start_gate = asyncio.Event()
         mid = (await create_mission(client))["mission_id"]
@@ -208,7 +208,7 @@ class TestBackgroundStart:
 
 
 class TestLocks:
-    async def test_unknown_ids_create_no_locks(self, client: TestClient) -> None:
+    async def test_unknown_ids_create_no_locks(self, client: AppClient) -> None:
         """Requests naming missions that do not exist leave no lock behind (a scanner cannot grow memory)."""
         from haflowd.web.keys import ENGINE
 
@@ -220,7 +220,7 @@ class TestLocks:
 
 
 class TestConflicts:
-    async def test_continue_while_running_is_409(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_continue_while_running_is_409(self, client: AppClient, fake: FakeSandbox) -> None:
         """continue while an agent runs answers 409 and starts nothing more."""
         fake.behaviours["cleanup"] = Behaviour(gate=asyncio.Event())
         mid = (await create_mission(client))["mission_id"]
@@ -232,7 +232,7 @@ class TestConflicts:
         await asyncio.sleep(0.1)
         assert len(fake.started) == 1
 
-    async def test_concurrent_continues_start_one_run(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_concurrent_continues_start_one_run(self, client: AppClient, fake: FakeSandbox) -> None:
         """20 simultaneous continue calls on a ready mission start exactly one run."""
         fake.behaviours["cleanup"] = Behaviour(gate=asyncio.Event())
         mid = (await create_mission(client))["mission_id"]
@@ -243,7 +243,7 @@ class TestConflicts:
         assert len(fake.started) == 1
         assert len((await detail(client, mid))["runs"]) == 1
 
-    async def test_concurrent_approvals_advance_once(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_concurrent_approvals_advance_once(self, client: AppClient, fake: FakeSandbox) -> None:
         """Simultaneous approvals of a gate advance exactly one step."""
         mid = (await create_mission(client))["mission_id"]
         await cont(client, mid)
@@ -256,7 +256,7 @@ class TestConflicts:
 
 
 class TestCancelAndComplete:
-    async def test_cancel_fails_and_continue_retries(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_cancel_fails_and_continue_retries(self, client: AppClient, fake: FakeSandbox) -> None:
         """cancel stops the run (recorded with its exit code), fails the mission, and continue retries."""
         fake.behaviours["cleanup"] = Behaviour(gate=asyncio.Event())
         mid = (await create_mission(client))["mission_id"]
@@ -273,13 +273,13 @@ class TestCancelAndComplete:
         assert await cont(client, mid) == 200
         await wait_status(client, mid, "waiting_human")
 
-    async def test_cancel_without_a_run_is_409(self, client: TestClient) -> None:
+    async def test_cancel_without_a_run_is_409(self, client: AppClient) -> None:
         """cancel when nothing runs answers 409."""
         mid = (await create_mission(client))["mission_id"]
         status, _ = await api(client, "POST", f"/api/missions/{mid}/cancel")
         assert status == 409
 
-    async def test_mark_completed_stops_the_running_step(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_mark_completed_stops_the_running_step(self, client: AppClient, fake: FakeSandbox) -> None:
         """mark-completed stops a running step first, then completes the mission."""
         fake.behaviours["cleanup"] = Behaviour(gate=asyncio.Event())
         mid = (await create_mission(client))["mission_id"]
@@ -295,7 +295,7 @@ class TestCancelAndComplete:
         assert "current_log_tail" not in data
         assert await cont(client, mid) == 409
 
-    async def test_mark_completed_from_a_gate(self, client: TestClient) -> None:
+    async def test_mark_completed_from_a_gate(self, client: AppClient) -> None:
         """mark-completed at a human gate completes the mission."""
         mid = (await create_mission(client))["mission_id"]
         await cont(client, mid)
@@ -309,7 +309,7 @@ class TestCancelAndComplete:
 
 class TestRestart:
     async def test_reattach_without_lost_or_doubled_lines(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox
     ) -> None:
         """A daemon restart mid-run re-attaches: the run finishes and each log line is there once."""
         gate = asyncio.Event()
@@ -333,7 +333,7 @@ class TestRestart:
         assert all(r.removed for r in fake.runs.values())
 
     async def test_reattach_redacts_secrets(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """After a restart the re-attached run's output is still redacted: the secret is looked up again by name."""
         import json
@@ -365,7 +365,9 @@ class TestRestart:
         )
         assert fake.started[0].secrets == {"HAFLOW_TEST_KEY": value}
 
-    async def test_orphans_are_removed_at_start(self, aiohttp_client: Any, config: Config, fake: FakeSandbox) -> None:
+    async def test_orphans_are_removed_at_start(
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox
+    ) -> None:
         """Sandboxes labelled for a mission that no longer exists are removed at start-up."""
         from haflowd.sandbox import SandboxSpec
 
@@ -383,7 +385,7 @@ class TestRestart:
         assert fake.live() == []
 
     async def test_vanished_sandbox_fails_the_mission(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox
     ) -> None:
         """If the sandbox of a running step is gone after a restart, the mission fails and can retry."""
         fake.behaviours["cleanup"] = Behaviour(gate=asyncio.Event())
@@ -400,7 +402,7 @@ class TestRestart:
         assert "finished_at" in data["runs"][0]
 
 
-async def _has_tail(client: TestClient, mid: str, text: str) -> bool:
+async def _has_tail(client: AppClient, mid: str, text: str) -> bool:
     return text in (await detail(client, mid)).get("current_log_tail", "")
 
 
@@ -410,7 +412,7 @@ async def _exited(fake: FakeSandbox) -> bool:
 
 class TestFullDisk:
     async def test_full_disk_after_exit_0_fails_the_mission(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A result that cannot be saved after exit 0 (disk full) fails the mission, retryably, never running."""
         import errno
@@ -442,7 +444,7 @@ class TestFullDisk:
         assert data["status"] == "waiting_human", data.get("last_error")
 
     async def test_running_without_a_run_file_is_repaired_at_start(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox
     ) -> None:
         """A mission left running_code_agent without any run file fails at start-up, and continue retries it."""
         import json

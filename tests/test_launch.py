@@ -112,8 +112,12 @@ def _note(text: str) -> None:
     pass
 
 
+def _nothing() -> None:
+    pass
+
+
 async def _spec(launcher: Launcher, meta: MissionMeta, step: WorkflowStep, feedback: str | None = None) -> SandboxSpec:
-    launch = launcher.launch(meta, StepRun(step.step_id, RUN, utcnow(), feedback_artifact=feedback), on_prepared=list)
+    launch = launcher.launch(meta, StepRun(step.step_id, RUN, utcnow(), feedback_artifact=feedback), on_prepared=_nothing)
     assert launch is not None
     return await launch.prepare(_note)
 
@@ -169,7 +173,7 @@ class TestLaunch:
         """A run whose step left the catalog has no launch (the engine fails it)."""
         launcher = _launcher(tmp_path, config, _Adapter())
         run = StepRun("gone", RUN, utcnow())
-        assert launcher.launch(_mission(launcher), run, on_prepared=list) is None
+        assert launcher.launch(_mission(launcher), run, on_prepared=_nothing) is None
 
     async def test_on_prepared_runs_once_the_workspace_is_ready(self, tmp_path: Path, config: Config) -> None:
         """The launch tells its caller when the step's files are ready, before the sandbox starts."""

@@ -6,17 +6,18 @@ import io
 import json
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
+from pytest_aiohttp import AiohttpClient
 
 from haflowd import daemon_log as logs
-from haflowd.web.app import create_app
 from haflowd.config import Config
-from tests.conftest import create_mission, wait_status
+from haflowd.web.app import create_app
+from tests.conftest import AppClient, create_mission, wait_status
 from tests.fakes import FakeSandbox
 
 TOKEN = "very-secret-token-value"
@@ -44,11 +45,11 @@ def stream() -> Iterator[io.StringIO]:
     root.setLevel(saved[1])
 
 
-async def logged_client(aiohttp_client: Any, app: web.Application) -> TestClient:
+async def logged_client(aiohttp_client: AiohttpClient, app: web.Application) -> AppClient:
     """A client of ``app`` served with the request logger ``haflowd serve`` uses."""
     server = TestServer(app)
     await server.start_server(access_log_class=logs.RequestLogger, access_log=logging.getLogger("haflowd.access"))
-    client: TestClient = await aiohttp_client(server)
+    client = cast(AppClient, await aiohttp_client(server))  # pytest-aiohttp types a TestServer's client loosely
     return client
 
 
@@ -99,7 +100,8 @@ class TestJsonFormat:
     @pytest.mark.parametrize("name", ["token", "authorization", "api_key", "env", "OPENAI_API_KEY", "password"])
     def test_secret_fields_are_redacted(self, name: str) -> None:
         """Fields whose names say they hold secrets are never written."""
-        data = json.loads(logs.JsonFormatter().format(record(**{name: "hunter2"})))
+        extra: dict[str, Any] = {name: "hunter2"}
+        data = json.loads(logs.JsonFormatter().format(record(**extra)))
         assert data[name] == logs.REDACTED
 
     def test_nested_secrets_are_redacted(self) -> None:
@@ -117,7 +119,7 @@ class TestJsonFormat:
 
 class TestRequestLines:
     async def test_one_line_per_request_with_ids(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox, stream: io.StringIO
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox, stream: io.StringIO
     ) -> None:
         """Each request logs method, path, status, duration and its mission and run ids."""
         client = await logged_client(aiohttp_client, create_app(config, sandbox=fake))
@@ -137,7 +139,7 @@ class TestRequestLines:
             assert event in events
 
     async def test_authorization_never_logged(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox, stream: io.StringIO
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox, stream: io.StringIO
     ) -> None:
         """Neither a right nor a wrong token shows up in the log."""
         client = await logged_client(aiohttp_client, create_app(attrs.evolve(config, token=TOKEN), sandbox=fake))
@@ -148,7 +150,7 @@ class TestRequestLines:
         assert [line["status"] for line in lines(stream) if line["event"] == "http.request"] == [200, 401]
 
     async def test_health_polls_are_debug(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox, stream: io.StringIO
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox, stream: io.StringIO
     ) -> None:
         """Health polls stay out of an INFO log."""
         client = await logged_client(aiohttp_client, create_app(config, sandbox=fake))

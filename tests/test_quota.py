@@ -9,29 +9,29 @@ from typing import Any
 
 import attrs
 import pytest
-from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
-from haflowd.web.app import create_app
 from haflowd.config import Config
 from haflowd.errors import Conflict, PayloadTooLarge
 from haflowd.quota import check_artifact_write, usage
-from tests.conftest import RAW_INPUT, api, create_mission, detail
+from haflowd.web.app import create_app
+from tests.conftest import RAW_INPUT, AppClient, api, create_mission, detail
 from tests.fakes import FakeSandbox
 
 
 @pytest.fixture
-async def small(aiohttp_client: Any, config: Config, fake: FakeSandbox) -> TestClient:
+async def small(aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox) -> AppClient:
     """A daemon with tiny limits: 2 KiB bodies, 3 artifacts, 1000 bytes per mission."""
     limited = attrs.evolve(config, max_body_bytes=2048, max_artifacts=3, max_mission_bytes=1000)
     return await aiohttp_client(create_app(limited, sandbox=fake))
 
 
-def put(client: TestClient, mission_id: str, name: str, content: str) -> Any:
+def put(client: AppClient, mission_id: str, name: str, content: str) -> Any:
     return api(client, "PUT", f"/api/missions/{mission_id}/artifacts/{name}", json={"content": content})
 
 
 class TestBodyLimit:
-    async def test_oversized_body_is_413_in_the_envelope(self, small: TestClient) -> None:
+    async def test_oversized_body_is_413_in_the_envelope(self, small: AppClient) -> None:
         """A body over max_body_bytes answers 413 in the envelope, before any handler work."""
         status, body = await api(
             small, "POST", "/api/missions", json={"title": "t", "type": "feature", "rawInput": "x" * 4096}
@@ -41,7 +41,7 @@ class TestBodyLimit:
         status, body = await api(small, "GET", "/api/missions")
         assert body["data"] == []
 
-    async def test_body_under_the_limit_passes(self, small: TestClient) -> None:
+    async def test_body_under_the_limit_passes(self, small: AppClient) -> None:
         """A body under the cap is served normally."""
         mission = await create_mission(small, rawInput="x" * 500)
         assert mission["status"] == "ready"
@@ -52,7 +52,7 @@ class TestBodyLimit:
 
 
 class TestArtifactQuota:
-    async def test_too_many_artifacts_is_409(self, small: TestClient) -> None:
+    async def test_too_many_artifacts_is_409(self, small: AppClient) -> None:
         """A mission holding max_artifacts files refuses a new one with a clear message."""
         mission_id = (await create_mission(small, rawInput="short"))["mission_id"]
         assert (await put(small, mission_id, "a.md", "a"))[0] == 200
@@ -62,7 +62,7 @@ class TestArtifactQuota:
         assert "already has 3 artifacts" in body["error"] and "HAFLOW_MAX_ARTIFACTS" in body["error"]
         assert set((await detail(small, mission_id))["artifacts"]) == {"raw-input.md", "a.md", "b.md"}
 
-    async def test_overwriting_at_the_count_limit_is_fine(self, small: TestClient) -> None:
+    async def test_overwriting_at_the_count_limit_is_fine(self, small: AppClient) -> None:
         """Replacing an existing artifact does not count as a new one."""
         mission_id = (await create_mission(small, rawInput="short"))["mission_id"]
         await put(small, mission_id, "a.md", "a")
@@ -70,7 +70,7 @@ class TestArtifactQuota:
         status, _ = await put(small, mission_id, "a.md", "changed")
         assert status == 200
 
-    async def test_total_size_over_the_cap_is_413(self, small: TestClient) -> None:
+    async def test_total_size_over_the_cap_is_413(self, small: AppClient) -> None:
         """Artifacts that would exceed max_mission_bytes in total answer 413 and are not written."""
         mission_id = (await create_mission(small, rawInput="r" * 100))["mission_id"]
         assert (await put(small, mission_id, "a.md", "a" * 800))[0] == 200
@@ -79,7 +79,7 @@ class TestArtifactQuota:
         assert "HAFLOW_MAX_MISSION_BYTES" in body["error"] and "1100 bytes" in body["error"]
         assert "b.md" not in (await detail(small, mission_id))["artifacts"]
 
-    async def test_shrinking_an_artifact_is_always_allowed(self, small: TestClient) -> None:
+    async def test_shrinking_an_artifact_is_always_allowed(self, small: AppClient) -> None:
         """The size check counts the replaced file's new size, not old plus new."""
         mission_id = (await create_mission(small, rawInput="r" * 100))["mission_id"]
         await put(small, mission_id, "a.md", "a" * 800)
@@ -93,7 +93,7 @@ class TestArtifactQuota:
         assert usage(tmp_path) == {"a.md": 3}
         assert usage(tmp_path / "missing") == {}
 
-    async def test_multibyte_content_counts_bytes(self, small: TestClient) -> None:
+    async def test_multibyte_content_counts_bytes(self, small: AppClient) -> None:
         """Sizes are UTF-8 bytes, not characters: 451 'é' are 902 bytes."""
         mission_id = (await create_mission(small, rawInput="r" * 100))["mission_id"]
         raw = json.dumps({"content": "é" * 451}, ensure_ascii=False).encode()
@@ -114,10 +114,12 @@ class TestArtifactQuota:
 
 
 class TestHomePermissions:
-    async def test_home_is_created_0700(self, aiohttp_client: Any, tmp_path: Path, fake: FakeSandbox) -> None:
+    async def test_home_is_created_0700(self, aiohttp_client: AiohttpClient, tmp_path: Path, fake: FakeSandbox) -> None:
         """A missing HAFLOW_HOME (and its parents) is created at start-up, readable only by its owner."""
         home = tmp_path / "deep" / "haflow"
-        client = await aiohttp_client(create_app(Config.from_env({"HAFLOW_AUTH": "none"}, home=home, port=0), sandbox=fake))
+        client = await aiohttp_client(
+            create_app(Config.from_env({"HAFLOW_AUTH": "none"}, home=home, port=0), sandbox=fake)
+        )
         assert stat.S_IMODE(home.stat().st_mode) == 0o700
         payload = {"title": "t", "type": "fix", "rawInput": RAW_INPUT}
         status, _ = await api(client, "POST", "/api/missions", json=payload)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any
 
 import attrs
+from pytest_aiohttp import AiohttpClient
 
 from haflowd.config import Config
 from haflowd.quota_watch import QuotaWatch, tree_bytes
@@ -98,7 +98,7 @@ async def _true(value: bool) -> bool:
 
 class TestEngine:
     async def test_a_run_writing_past_the_quota_is_stopped(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox
     ) -> None:
         """A run whose output grows past HAFLOW_MAX_MISSION_BYTES is stopped, its output removed, the mission failed."""
         gate = asyncio.Event()
@@ -119,7 +119,7 @@ class TestEngine:
         assert all(r.exit_code is not None for r in fake.runs.values())
 
     async def test_a_run_within_the_quota_goes_on(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox
     ) -> None:
         """A run that stays within the quota is not stopped, however long it runs."""
         gate = asyncio.Event()

@@ -79,7 +79,7 @@ class TestReconcileFile:
     async def test_uniform_output_rotated_away_is_not_cut(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, kept: int
     ) -> None:
-        """Identical lines whose beginning the engine rotated away leave the followed log whole, not cut to the stored size."""
+        """Identical lines whose beginning the engine rotated away leave the followed log whole, not cut short."""
         monkeypatch.setattr(run_log, "RECONCILE_CHUNK", chunk)
         path = tmp_path / "run.log"
         same = [b"the same line, again and again\n"] * 1000

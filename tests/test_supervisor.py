@@ -10,7 +10,6 @@ from typing import Any
 
 import attrs
 import pytest
-from aiohttp.test_utils import TestClient
 
 from haflowd.clock import utcnow
 from haflowd.models import StepRun
@@ -18,7 +17,7 @@ from haflowd.run_log import NOTE_PREFIX
 from haflowd.sandbox import SandboxSpec
 from haflowd.store import Store
 from haflowd.supervisor import Launch, RunEnd, Supervisor
-from tests.conftest import create_mission, until, wait_status
+from tests.conftest import AppClient, create_mission, until, wait_status
 from tests.e2e.test_docker_e2e import docker_config, instance, make_client, provider, write_agent
 from tests.fakes import FakeSandbox
 from tests.test_run_log import Upper as _Upper
@@ -29,7 +28,7 @@ DOCKER_FIXTURES = (docker_config, instance, make_client, provider)
 
 class TestSupervisorReconciles:
     async def test_lossy_follow_is_repaired(
-        self, client: TestClient, fake: FakeSandbox, home: Path, monkeypatch: pytest.MonkeyPatch
+        self, client: AppClient, fake: FakeSandbox, home: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A follower that drops and repeats lines while the run lives still leaves the exact log behind."""
         printed = FakeSandbox.output

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -29,7 +30,7 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def missing(why: str) -> None:
+def missing(why: str) -> NoReturn:
     """Skip for want of a host tool, or fail in CI (``HAFLOW_REQUIRE_DOCKER``), where .ci/run installs it."""
     if os.environ.get("HAFLOW_REQUIRE_DOCKER"):
         pytest.fail(f"HAFLOW_REQUIRE_DOCKER is set but {why}")

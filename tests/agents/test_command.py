@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from haflowd.agents.command import FEEDBACK_ENV, CommandAdapter, expand
+from haflowd.agents.command import FEEDBACK_ENV, CommandAdapter
 from haflowd.agents.protocol import Outcome
 from haflowd.models import AgentSpec
+from haflowd.placeholders import expand
 from tests.agents.conftest import step
 
 V0 = AgentSpec(

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import secrets as random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from haflowd.config import Config
 from haflowd.convert import converter
@@ -23,7 +23,7 @@ from haflowd.models import Usage
 from haflowd.sandbox.docker import DockerProvider, instance_id
 from haflowd.sandbox.protocol import SandboxSpec
 from haflowd.web.app import create_app
-from tests.conftest import RAW_INPUT, api, create_mission, until, wait_status
+from tests.conftest import RAW_INPUT, AppClient, api, create_mission, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, haflow_containers
 from tests.e2e.test_code_missions import create, git, link, make_repo
 
@@ -120,11 +120,17 @@ def provider(home: Path, docker_image: str) -> CountingProvider:
     return CountingProvider(default_image=docker_image, instance=instance_id(home))
 
 
+#: ``await daemon()``: a client of the daemon, started once the test wrote its agent files.
+StartDaemon = Callable[[], Awaitable[AppClient]]
+
+
 @pytest.fixture
-async def daemon(aiohttp_client: Any, home: Path, docker_image: str, standin_image: str, provider: CountingProvider):
+async def daemon(
+    aiohttp_client: AiohttpClient, home: Path, docker_image: str, standin_image: str, provider: CountingProvider
+) -> StartDaemon:
     """Start the daemon over real Docker once the test wrote its agent files."""
 
-    async def make() -> TestClient:
+    async def make() -> AppClient:
         config = Config.from_env({"HAFLOW_AUTH": "none"}, home=home, port=0, agent_image=docker_image)
         return await aiohttp_client(create_app(config, sandbox=provider))
 
@@ -152,14 +158,15 @@ def mission_dir(home: Path, mission_id: str) -> Path:
     return home / "missions" / mission_id
 
 
-async def run_step(client: TestClient, mission_id: str, *statuses: str) -> dict[str, Any]:
+async def run_step(client: AppClient, mission_id: str, *statuses: str) -> dict[str, Any]:
     status, body = await api(client, "POST", f"/api/missions/{mission_id}/continue")
     assert status == 200, body
     return await wait_status(client, mission_id, *statuses, timeout=90)
 
 
 def usage_json(usage: Usage) -> dict[str, Any]:
-    return converter.unstructure(usage)
+    found: dict[str, Any] = converter.unstructure(usage)
+    return found
 
 
 async def no_containers_left() -> bool:
@@ -175,7 +182,9 @@ def cli(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Cli:
 
 class TestSuccess:
     @pytest.mark.timeout(180)
-    async def test_recording_reaches_the_run(self, daemon, home: Path, standin_image: str, cli: Cli) -> None:
+    async def test_recording_reaches_the_run(
+        self, daemon: StartDaemon, home: Path, standin_image: str, cli: Cli
+    ) -> None:
         """The run gets the recording's usage and result, a readable log, the raw events; the mission sums two runs."""
         write_agent(home, "cleanup-agent", cli, standin_image)
         client = await daemon()
@@ -229,7 +238,13 @@ class TestFailures:
     @pytest.mark.timeout(120)
     @pytest.mark.parametrize(("adapter", "case"), FAILURES)
     async def test_failure_recording_fails_the_step(
-        self, daemon, home: Path, standin_image: str, monkeypatch: pytest.MonkeyPatch, adapter: str, case: str
+        self,
+        daemon: StartDaemon,
+        home: Path,
+        standin_image: str,
+        monkeypatch: pytest.MonkeyPatch,
+        adapter: str,
+        case: str,
     ) -> None:
         """A recorded failure fails the step with the CLI's own words in last_error."""
         cli = BY_ID[adapter]
@@ -250,7 +265,7 @@ class TestFailures:
 class TestCodegen:
     @pytest.mark.timeout(240)
     async def test_edit_becomes_a_commit(
-        self, daemon, home: Path, tmp_path: Path, standin_image: str, cli: Cli
+        self, daemon: StartDaemon, home: Path, tmp_path: Path, standin_image: str, cli: Cli
     ) -> None:
         """On a linked repository the stand-in's edit in /workspace becomes the run's commit."""
         write_agent(home, "codegen-agent", cli, standin_image)
@@ -280,7 +295,7 @@ class TestCodegen:
 class TestSecrets:
     @pytest.mark.timeout(60)
     async def test_missing_secret_fails_before_any_container(
-        self, daemon, home: Path, standin_image: str, provider: CountingProvider
+        self, daemon: StartDaemon, home: Path, standin_image: str, provider: CountingProvider
     ) -> None:
         """A secret the daemon does not have fails the step naming it, and no container is created."""
         name = "HAFLOW_E2E_MISSING_" + random.token_hex(4).upper()
@@ -300,7 +315,7 @@ class TestSecrets:
     @pytest.mark.parametrize("source", ["environment", "secrets.env"])
     async def test_secret_value_is_never_written_or_answered(
         self,
-        daemon,
+        daemon: StartDaemon,
         home: Path,
         standin_image: str,
         monkeypatch: pytest.MonkeyPatch,
@@ -342,14 +357,16 @@ class TestSecrets:
             assert resp.status == 200, path
             assert value not in await resp.text(), path
         await until(no_containers_left, timeout=30)
-        for path in home.rglob("*"):
-            if path.is_file() and path != home / "secrets.env":
-                assert value.encode() not in path.read_bytes(), path
+        for file in home.rglob("*"):  # not ``path``: that one is a str above
+            if file.is_file() and file != home / "secrets.env":
+                assert value.encode() not in file.read_bytes(), file
 
 
 class TestPromptKinds:
     @pytest.mark.timeout(120)
-    async def test_step_without_its_own_template(self, daemon, home: Path, standin_image: str, monkeypatch) -> None:
+    async def test_step_without_its_own_template(
+        self, daemon: StartDaemon, home: Path, standin_image: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """oneshot's "draft" step (no draft.md) gets the generic document prompt naming its output, and succeeds."""
         cli = BY_ID["claude-code"]
         monkeypatch.setenv(cli.secret, "sk-test-" + random.token_hex(8))
@@ -364,7 +381,9 @@ class TestPromptKinds:
         assert data["artifacts"]["implementation-plan.md"].startswith("# Written by the claude stand-in")
 
     @pytest.mark.timeout(180)
-    async def test_document_implementation_step(self, daemon, home: Path, standin_image: str, monkeypatch) -> None:
+    async def test_document_implementation_step(
+        self, daemon: StartDaemon, home: Path, standin_image: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """standard-feature's implementation step writes a document: it gets the document prompt, not codegen's."""
         cli = BY_ID["codex"]
         monkeypatch.setenv(cli.secret, "sk-test-" + random.token_hex(8))

@@ -7,10 +7,10 @@ from pathlib import Path
 import attrs
 import pytest
 
-from haflowd.errors import InvalidDefinition
-from haflowd.models import AdapterId
 from haflowd.agents.prompts import PLACEHOLDERS, PromptLibrary, render
 from haflowd.catalog import builtin_dir
+from haflowd.errors import InvalidDefinition
+from haflowd.models import AdapterId
 from tests.agents.conftest import INPUT_TEXT, agent, step
 
 SPEC = agent(AdapterId.CLAUDE_CODE)

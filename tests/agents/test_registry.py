@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from haflowd.agents.gemini import GeminiAdapter
+from haflowd.agents.prompts import PromptLibrary
 from haflowd.agents.protocol import AgentAdapter
 from haflowd.agents.registry import adapter_for
-from haflowd.models import AdapterId, AgentSpec
-from haflowd.agents.prompts import PromptLibrary
 from haflowd.catalog import builtin_dir, load_catalog
+from haflowd.models import AdapterId, AgentSpec
 
 
 class TestAdapterFor:

@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from haflowd import __version__
-from haflowd.models import RUNNING_STATUSES, MissionStatus
 from haflowd.cli import client as client_module
 from haflowd.cli.client import Client, ClientError, resolve_token
 from haflowd.cli.main import main
-from tests.conftest import create_mission, detail, until, wait_status
+from haflowd.models import RUNNING_STATUSES, MissionStatus
+from tests.conftest import AppClient, create_mission, detail, until, wait_status
 from tests.daemon_support import Daemon, child_env, free_port
 from tests.fakes import Behaviour, FakeSandbox
 
@@ -51,7 +50,8 @@ def create(capsys: pytest.CaptureFixture[str], daemon: Daemon, *extra: str) -> d
         capsys, "missions", "create", "--url", daemon.url, "--title", "Dark mode", "--json", "--input", "-", *extra
     )
     assert code == 0, err
-    return json.loads(out)
+    created: dict[str, Any] = json.loads(out)
+    return created
 
 
 @pytest.fixture
@@ -236,7 +236,7 @@ class TestResolveToken:
 class TestFollow:
     async def test_follows_a_live_run_to_the_gate(
         self,
-        client: TestClient,
+        client: AppClient,
         fake: FakeSandbox,
         capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch,
@@ -283,7 +283,7 @@ class _Digest(io.TextIOBase):
 class TestFollowLargeLog:
     @pytest.mark.timeout(900)
     async def test_follows_past_one_gibibyte(
-        self, client: TestClient, fake: FakeSandbox, home: Path, monkeypatch: pytest.MonkeyPatch
+        self, client: AppClient, fake: FakeSandbox, home: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """logs -f prints a log of more than 1 GiB exactly, byte for byte, paging by offset."""
         monkeypatch.setattr(client_module, "FOLLOW_INTERVAL", 0.02)

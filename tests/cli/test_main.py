@@ -72,7 +72,8 @@ class TestConfig:
 
 class TestDaemonProcess:
     def test_serves_and_stops_on_sigterm(self, tmp_path: Path) -> None:
-        """A real daemon prints where it listens and its login URL, needs its token (loopback too), exits 0 on SIGTERM."""
+        """A real daemon prints where it listens and its login URL, needs its token (loopback too),
+        exits 0 on SIGTERM."""
         port = free_port()
         home = tmp_path / "home"
         proc = subprocess.Popen(

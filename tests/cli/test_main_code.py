@@ -7,11 +7,10 @@ import io
 import json
 from pathlib import Path
 
-
 import pytest
-from aiohttp.test_utils import TestClient
 
 from haflowd.cli.main import main
+from tests.conftest import AppClient
 from tests.e2e.test_code_missions import fingerprint, make_repo
 
 
@@ -23,7 +22,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 class TestProjectsAndCodeMissions:
     async def test_link_create_diff_delete(
-        self, client: TestClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+        self, client: AppClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """projects link/list, missions create --project, diff --stat, delete and projects unlink work end to end."""
         url = str(client.make_url("")).rstrip("/")
@@ -50,7 +49,9 @@ class TestProjectsAndCodeMissions:
         assert code == 0 and "No changes" in out
         code, out, _ = await asyncio.to_thread(cli, "missions", "show", meta["mission_id"])
         assert f"branch: {meta['branch']}" in out
-        code, out, err = await asyncio.to_thread(run, capsys, "missions", "run", meta["mission_id"], "--url", url, "--", "ls")
+        code, out, err = await asyncio.to_thread(
+            run, capsys, "missions", "run", meta["mission_id"], "--url", url, "--", "ls"
+        )
         assert code == 1 and "no work tree yet" in err, err
         code, out, _ = await asyncio.to_thread(cli, "missions", "delete", meta["mission_id"])
         assert code == 0 and "deleted" in out
@@ -60,7 +61,9 @@ class TestProjectsAndCodeMissions:
 
 
 class TestSecrets:
-    def test_set_and_list(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_set_and_list(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """secrets set reads the value from stdin into a 0600 file; list shows names, never values."""
         monkeypatch.setattr("sys.stdin", io.StringIO("sk-very-secret\n"))
         code, out, _ = run(capsys, "secrets", "set", "ANTHROPIC_API_KEY", "--home", str(tmp_path))
@@ -71,7 +74,9 @@ class TestSecrets:
         code, out, _ = run(capsys, "secrets", "list", "--home", str(tmp_path))
         assert out == "ANTHROPIC_API_KEY\n"
 
-    def test_bad_name(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_bad_name(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """A name that is not an environment variable name is refused."""
         monkeypatch.setattr("sys.stdin", io.StringIO("x\n"))
         code, _, err = run(capsys, "secrets", "set", "A=B", "--home", str(tmp_path))

@@ -49,7 +49,7 @@ def no_subprocess(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
         ran.append(command)
         return subprocess.CompletedProcess(command, 0)
 
-    monkeypatch.setattr(service.subprocess, "run", fake_run)
+    monkeypatch.setattr("haflowd.cli.service.subprocess.run", fake_run)
     return ran
 
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import attrs
 import pytest
-from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from haflowd.config import Config
 from haflowd.sandbox.docker import DockerProvider, instance_id
 from haflowd.web.app import create_app
-from tests.conftest import api, detail, until, wait_status
+from tests.conftest import AppClient, api, detail, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, haflow_containers
 from tests.fakes import FakeSandbox
 
@@ -49,7 +49,9 @@ Add a greeting to the README and a new module.
 
 
 def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env={**os.environ, **GIT_ENV})
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, env={**os.environ, **GIT_ENV}
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -82,21 +84,23 @@ def fingerprint(repo: Path) -> dict[str, str]:
     }
 
 
-async def link(client: TestClient, repo: Path, **fields: Any) -> dict[str, Any]:
+async def link(client: AppClient, repo: Path, **fields: Any) -> dict[str, Any]:
     status, body = await api(client, "POST", "/api/projects", json={"path": str(repo), **fields})
     assert status == 201, body
-    return body["data"]
+    data: dict[str, Any] = body["data"]
+    return data
 
 
-async def create(client: TestClient, project_id: str, **fields: Any) -> dict[str, Any]:
+async def create(client: AppClient, project_id: str, **fields: Any) -> dict[str, Any]:
     payload = {"title": "Greet users!", "type": "feature", "rawInput": "Say hello.", "projectId": project_id, **fields}
     status, body = await api(client, "POST", "/api/missions", json=payload)
     assert status == 201, body
-    return body["data"]
+    data: dict[str, Any] = body["data"]
+    return data
 
 
 class TestProjects:
-    async def test_link_list_get_unlink(self, client: TestClient, tmp_path: Path) -> None:
+    async def test_link_list_get_unlink(self, client: AppClient, tmp_path: Path) -> None:
         """A repository is linked (nothing written into it), listed, read and unlinked."""
         repo = make_repo(tmp_path / "repo")
         before = fingerprint(repo)
@@ -114,7 +118,7 @@ class TestProjects:
         assert (await api(client, "GET", f"/api/projects/{project['project_id']}"))[0] == 404
         assert repo.is_dir() and fingerprint(repo) == before
 
-    async def test_link_twice_names_the_project(self, client: TestClient, tmp_path: Path) -> None:
+    async def test_link_twice_names_the_project(self, client: AppClient, tmp_path: Path) -> None:
         """Linking the same repository twice is a 409 naming the project."""
         repo = make_repo(tmp_path / "repo")
         project = await link(client, repo)
@@ -130,7 +134,7 @@ class TestProjects:
             ("__home__", "HAFLOW_HOME"),
         ],
     )
-    async def test_bad_paths(self, client: TestClient, tmp_path: Path, home: Path, path: str, problem: str) -> None:
+    async def test_bad_paths(self, client: AppClient, tmp_path: Path, home: Path, path: str, problem: str) -> None:
         """A path that is not absolute, missing, not a git work tree or inside HAFLOW_HOME is a 400 saying so."""
         if path == "__empty__":
             (tmp_path / "empty").mkdir()
@@ -142,7 +146,7 @@ class TestProjects:
 
 
 class TestCodeMissionCreation:
-    async def test_mission_on_a_project(self, client: TestClient, tmp_path: Path) -> None:
+    async def test_mission_on_a_project(self, client: AppClient, tmp_path: Path) -> None:
         """A mission on a project gets the code workflow, a branch and its base commit; nothing is cloned yet."""
         repo = make_repo(tmp_path / "repo")
         project = await link(client, repo)
@@ -156,7 +160,7 @@ class TestCodeMissionCreation:
         status, body = await api(client, "GET", f"/api/missions/{meta['mission_id']}/commits")
         assert (status, body["data"]) == (200, [])
 
-    async def test_base_ref(self, client: TestClient, tmp_path: Path) -> None:
+    async def test_base_ref(self, client: AppClient, tmp_path: Path) -> None:
         """baseRef picks the start; one that does not resolve is a 400, like an unknown project."""
         repo = make_repo(tmp_path / "repo")
         project = await link(client, repo)
@@ -169,7 +173,7 @@ class TestCodeMissionCreation:
         status, body = await api(client, "POST", "/api/missions", json=payload)
         assert status == 400 and "projectId" in body["error"]
 
-    async def test_code_endpoints_need_a_project(self, client: TestClient) -> None:
+    async def test_code_endpoints_need_a_project(self, client: AppClient) -> None:
         """Code endpoints of a mission without a project answer 409."""
         status, body = await api(client, "POST", "/api/missions", json={"title": "t", "type": "fix", "rawInput": "x"})
         mid = body["data"]["mission_id"]
@@ -183,7 +187,7 @@ class TestCodeMissionCreation:
             status, body = await api(client, method, f"/api/missions/{mid}/{path}", json=payload)
             assert status == 409, (path, body)
 
-    async def test_request_changes_only_at_a_gate(self, client: TestClient) -> None:
+    async def test_request_changes_only_at_a_gate(self, client: AppClient) -> None:
         """request-changes is a 409 away from a gate and a 400 without feedback."""
         status, body = await api(client, "POST", "/api/missions", json={"title": "t", "type": "fix", "rawInput": "x"})
         mid = body["data"]["mission_id"]
@@ -192,7 +196,7 @@ class TestCodeMissionCreation:
         status, body = await api(client, "POST", f"/api/missions/{mid}/request-changes", json={"feedback": " "})
         assert status == 400
 
-    async def test_request_changes_reruns_the_agent_with_feedback(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_request_changes_reruns_the_agent_with_feedback(self, client: AppClient, fake: FakeSandbox) -> None:
         """At a gate the feedback is saved as feedback-1.md and the agent step before the gate runs again with it."""
         status, body = await api(client, "POST", "/api/missions", json={"title": "t", "type": "fix", "rawInput": "x"})
         mid = body["data"]["mission_id"]
@@ -206,7 +210,9 @@ class TestCodeMissionCreation:
         second = fake.started[1]
         assert second.env.get("HAFLOW_FEEDBACK_ARTIFACT") == "feedback-1.md"
 
-    async def test_codegen_without_a_report_gets_one(self, client: TestClient, fake: FakeSandbox, tmp_path: Path) -> None:
+    async def test_codegen_without_a_report_gets_one(
+        self, client: AppClient, fake: FakeSandbox, tmp_path: Path
+    ) -> None:
         """A codegen agent that commits code but writes no report (as real CLIs do) leaves the review a summary."""
         from tests.fakes import Behaviour
 
@@ -223,7 +229,7 @@ class TestCodeMissionCreation:
         assert report.startswith("# Implementation\n\nThe agent left no message.")
         assert f"Commit `{run['commit'][:12]}`: 1 files changed, +1 -0." in report
 
-    async def test_delete_mission(self, client: TestClient, home: Path) -> None:
+    async def test_delete_mission(self, client: AppClient, home: Path) -> None:
         """DELETE removes the mission's folder; the mission is gone from the list."""
         status, body = await api(client, "POST", "/api/missions", json={"title": "t", "type": "fix", "rawInput": "x"})
         mid = body["data"]["mission_id"]
@@ -238,13 +244,13 @@ class TestCodeMissionCreation:
 
 
 @pytest.fixture
-async def docker_client(aiohttp_client: Any, config: Config, docker_image: str, home: Path) -> TestClient:
+async def docker_client(aiohttp_client: AiohttpClient, config: Config, docker_image: str, home: Path) -> AppClient:
     OWNED_INSTANCES.add(instance_id(home))
     provider = DockerProvider(default_image=docker_image, instance=instance_id(home))
     return await aiohttp_client(create_app(attrs.evolve(config, agent_image=docker_image), sandbox=provider))
 
 
-async def step(client: TestClient, mid: str, *statuses: str) -> dict[str, Any]:
+async def step(client: AppClient, mid: str, *statuses: str) -> dict[str, Any]:
     status, body = await api(client, "POST", f"/api/missions/{mid}/continue")
     assert status == 200, body
     data = await wait_status(client, mid, *statuses, "failed", timeout=120)
@@ -255,8 +261,9 @@ async def step(client: TestClient, mid: str, *statuses: str) -> dict[str, Any]:
 @pytest.mark.docker
 class TestCodeFeatureOnDocker:
     @pytest.mark.timeout(300)
-    async def test_whole_workflow_to_delivery(self, docker_client: TestClient, tmp_path: Path, home: Path) -> None:
-        """Plan with a diff -> commit -> review, command, request changes -> delivered branch; the user's checkout stays as it was."""
+    async def test_whole_workflow_to_delivery(self, docker_client: AppClient, tmp_path: Path, home: Path) -> None:
+        """Plan with a diff -> commit -> review, command, request changes -> delivered branch;
+        the user's checkout stays as it was."""
         client = docker_client
         repo = make_repo(tmp_path / "repo")
         before = fingerprint(repo)
@@ -266,7 +273,9 @@ class TestCodeFeatureOnDocker:
         await step(client, mid, "waiting_human")  # cleanup
         data = await step(client, mid, "waiting_human")  # planning
         assert data["current_step"] == 3
-        status, _ = await api(client, "PUT", f"/api/missions/{mid}/artifacts/implementation-plan.md", json={"content": PLAN_DIFF})
+        status, _ = await api(
+            client, "PUT", f"/api/missions/{mid}/artifacts/implementation-plan.md", json={"content": PLAN_DIFF}
+        )
         assert status == 200
         data = await step(client, mid, "waiting_code_review")  # implementation
         impl = data["runs"][-1]
@@ -282,7 +291,9 @@ class TestCodeFeatureOnDocker:
         assert "+Hello from the mission." in body["data"]["diff"] and "+def greet(name):" in body["data"]["diff"]
         status, body = await api(client, "GET", f"/api/missions/{mid}/git-diff/src%2Fgreet.py")
         assert "README" not in body["data"]["diff"] and "greet" in body["data"]["diff"]
-        status, body = await api(client, "GET", f"/api/missions/{mid}/git-diff?from={impl['run_id']}&to={impl['run_id']}")
+        status, body = await api(
+            client, "GET", f"/api/missions/{mid}/git-diff?from={impl['run_id']}&to={impl['run_id']}"
+        )
         assert "+Hello from the mission." in body["data"]["diff"]
         status, body = await api(client, "GET", f"/api/missions/{mid}/commits")
         (commit,) = body["data"]
@@ -298,7 +309,7 @@ class TestCodeFeatureOnDocker:
 
         async def finished() -> bool:
             _, found = await api(client, "GET", f"/api/missions/{mid}/execution/{exec_id}")
-            return found["data"]["status"] != "running"
+            return bool(found["data"]["status"] != "running")
 
         await until(finished, timeout=60)
         _, found = await api(client, "GET", f"/api/missions/{mid}/execution/{exec_id}")
@@ -333,8 +344,11 @@ class TestCodeFeatureOnDocker:
         await until(lambda: _none_left())
 
     @pytest.mark.timeout(300)
-    async def test_hostile_agent_gets_nothing_from_the_host(self, docker_client: TestClient, tmp_path: Path, home: Path) -> None:
-        """An agent writing git hooks/config, a filter driver and symlinks out of the tree runs no code and reads no host file."""
+    async def test_hostile_agent_gets_nothing_from_the_host(
+        self, docker_client: AppClient, tmp_path: Path, home: Path
+    ) -> None:
+        """An agent writing git hooks/config, a filter driver and symlinks out of the tree runs no code
+        and reads no host file."""
         client = docker_client
         marker = tmp_path / "pwned"
         secret = tmp_path / "daemon-token"
@@ -357,7 +371,9 @@ class TestCodeFeatureOnDocker:
             json.dumps(
                 {
                     "agent_id": "codegen-agent",
-                    "command": ["sh", "-c", hostile, "sh", "{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"],
+                    "command": [
+                        "sh", "-c", hostile, "sh", "{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"
+                    ],
                     "memory": "128m",
                 }
             )
@@ -391,7 +407,7 @@ async def _none_left() -> bool:
     return haflow_containers() == []
 
 
-async def _fresh(client: TestClient, home: Path) -> TestClient:
+async def _fresh(client: AppClient, home: Path) -> AppClient:
     """The same daemon settings, built again after the test wrote agent files."""
     from haflowd.web.reload import reload_definitions
 
@@ -403,7 +419,8 @@ async def _fresh(client: TestClient, home: Path) -> TestClient:
 class TestCodegenRestart:
     @pytest.mark.timeout(300)
     async def test_kill_9_during_codegen(self, home: Path, docker_image: str, tmp_path: Path) -> None:
-        """A daemon killed while a codegen step runs re-attaches after a restart; the change still becomes the run's commit."""
+        """A daemon killed while a codegen step runs re-attaches after a restart;
+        the change still becomes the run's commit."""
         import json as jsonlib
         import signal
 
@@ -416,7 +433,9 @@ class TestCodegenRestart:
             jsonlib.dumps(
                 {
                     "agent_id": "codegen-agent",
-                    "command": ["sh", "-c", slow, "sh", "{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"],
+                    "command": [
+                        "sh", "-c", slow, "sh", "{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"
+                    ],
                     "memory": "128m",
                 }
             )
@@ -438,7 +457,11 @@ class TestCodegenRestart:
 
             async def running() -> bool:
                 found = await daemon.call("GET", f"/api/missions/{mid}")
-                return bool(found["runs"]) and "container_id" in found["runs"][-1] and found["runs"][-1]["step_id"] == "implementation"
+                return (
+                    bool(found["runs"])
+                    and "container_id" in found["runs"][-1]
+                    and found["runs"][-1]["step_id"] == "implementation"
+                )
 
             await until(running, timeout=60)
             assert await daemon.kill(signal.SIGKILL) == -signal.SIGKILL

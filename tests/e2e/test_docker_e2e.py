@@ -9,20 +9,20 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import attrs
 import pytest
-from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
-from haflowd.web.app import create_app
 from haflowd.config import Config
-from haflowd.sandbox.docker import DockerProvider, instance_id
 from haflowd.sandbox import Limits, SandboxSpec
-from tests.conftest import RAW_INPUT, api, create_mission, detail, until, wait_status
+from haflowd.sandbox.docker import DockerProvider, instance_id
+from haflowd.web.app import create_app
+from tests.conftest import RAW_INPUT, AppClient, api, create_mission, detail, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, SESSION_INSTANCE, haflow_containers
 
 pytestmark = pytest.mark.docker
@@ -32,6 +32,8 @@ AGENT_ARGS = ["{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"
 SLOW = 'echo "[agent] waiting for go"; until [ -f go ]; do sleep 0.05; done; exec haflow-agent "$@"'
 #: An agent that fails with code 7 until the artifact ``fixed`` exists.
 FLAKY = '[ -f fixed ] && exec haflow-agent "$@"; exec haflow-agent --fail 7 "$@"'
+#: ``make_client(sandbox=None, **config_changes)``: a client of the daemon over real Docker.
+MakeClient = Callable[..., Awaitable[AppClient]]
 
 
 def write_agent(home: Path, agent_id: str, script: str, **fields: Any) -> None:
@@ -61,23 +63,23 @@ def provider(docker_image: str, instance: str) -> DockerProvider:
 
 
 @pytest.fixture
-async def make_client(aiohttp_client: Any, docker_config: Config, provider: DockerProvider):
+async def make_client(aiohttp_client: AiohttpClient, docker_config: Config, provider: DockerProvider) -> MakeClient:
     """Build the daemon over real Docker (after the test wrote its agent files)."""
 
-    async def make(sandbox: DockerProvider | None = None, **changes: Any) -> TestClient:
+    async def make(sandbox: DockerProvider | None = None, **changes: Any) -> AppClient:
         config = attrs.evolve(docker_config, **changes)
         return await aiohttp_client(create_app(config, sandbox=sandbox or provider))
 
     return make
 
 
-async def advance(client: TestClient, mission_id: str, *statuses: str) -> dict[str, Any]:
+async def advance(client: AppClient, mission_id: str, *statuses: str) -> dict[str, Any]:
     status, body = await api(client, "POST", f"/api/missions/{mission_id}/continue")
     assert status == 200, body
     return await wait_status(client, mission_id, *statuses)
 
 
-async def save(client: TestClient, mission_id: str, filename: str, content: str) -> None:
+async def save(client: AppClient, mission_id: str, filename: str, content: str) -> None:
     status, body = await api(
         client, "PUT", f"/api/missions/{mission_id}/artifacts/{filename}", json={"content": content}
     )
@@ -94,7 +96,7 @@ def log_of(home: Path, mission_id: str, run_id: str) -> str:
 
 
 class TestStandardFeature:
-    async def test_whole_workflow(self, make_client, home: Path) -> None:
+    async def test_whole_workflow(self, make_client: MakeClient, home: Path) -> None:
         """Four real agent runs and four gates take a mission to completed, a human edit flowing on."""
         client = await make_client()
         mission = await create_mission(client)
@@ -146,7 +148,7 @@ class TestStandardFeature:
             )
         await until(no_containers_left)
 
-    async def test_log_tail_while_running(self, make_client, home: Path) -> None:
+    async def test_log_tail_while_running(self, make_client: MakeClient, home: Path) -> None:
         """current_log_tail shows a slow agent's output while it still runs."""
         write_agent(home, "cleanup-agent", SLOW)
         client = await make_client()
@@ -173,7 +175,9 @@ class TestStandardFeature:
 
 
 class TestAgentSetup:
-    async def test_image_built_on_first_step(self, make_client, provider, home: Path) -> None:
+    async def test_image_built_on_first_step(
+        self, make_client: MakeClient, provider: DockerProvider, home: Path
+    ) -> None:
         """A missing agent image is built by the daemon when the first step needs it."""
         tag = f"haflow-agent:e2e-{instance_id(home)}"
         client = await make_client(agent_image=tag, sandbox=attrs.evolve(provider, default_image=tag))
@@ -187,7 +191,7 @@ class TestAgentSetup:
         await until(no_containers_left)
 
     async def test_env_secret_reaches_agent_only(
-        self, make_client, home: Path, caplog: pytest.LogCaptureFixture
+        self, make_client: MakeClient, home: Path, caplog: pytest.LogCaptureFixture
     ) -> None:
         """An agent's env value reaches the agent but no mission file and no daemon log."""
         secret = "sk-" + os.urandom(12).hex()
@@ -210,7 +214,7 @@ class TestAgentSetup:
 
 
 class TestFailures:
-    async def test_failing_agent_then_retry(self, make_client, home: Path) -> None:
+    async def test_failing_agent_then_retry(self, make_client: MakeClient, home: Path) -> None:
         """A failing agent fails the mission; continue retries the step, which then succeeds."""
         write_agent(home, "cleanup-agent", FLAKY)
         client = await make_client()
@@ -229,7 +233,7 @@ class TestFailures:
         assert "failing on purpose with exit code 7" in log_of(home, mid, found["runs"][0]["run_id"])
         await until(no_containers_left)
 
-    async def test_cancel(self, make_client, home: Path) -> None:
+    async def test_cancel(self, make_client: MakeClient, home: Path) -> None:
         """Cancel stops the running container, fails the mission saying so, and continue retries."""
         write_agent(home, "cleanup-agent", SLOW)
         client = await make_client()
@@ -250,7 +254,7 @@ class TestFailures:
         found = await advance(client, mid, "waiting_human", "failed")
         assert found["status"] == "waiting_human"
 
-    async def test_time_limit(self, make_client, home: Path) -> None:
+    async def test_time_limit(self, make_client: MakeClient, home: Path) -> None:
         """A run outliving its agent's time limit is stopped and the mission fails saying so."""
         write_agent(home, "cleanup-agent", "echo started; sleep 600", timeout_seconds=1)
         client = await make_client()
@@ -263,7 +267,7 @@ class TestFailures:
         assert log_of(home, mid, run["run_id"]) == "started\n"
         await until(no_containers_left)
 
-    async def test_missing_image(self, make_client, home: Path) -> None:
+    async def test_missing_image(self, make_client: MakeClient, home: Path) -> None:
         """A missing image that may not be built fails the step with advice, not a hang."""
         provider = DockerProvider(build_if_missing=False, instance=instance_id(home))
         client = await make_client(agent_image="haflow-agent:never-built", sandbox=provider)
@@ -273,14 +277,16 @@ class TestFailures:
         assert "exit_code" not in found["runs"][0]
         await until(no_containers_left)
 
-    async def test_missing_docker(self, make_client) -> None:
+    async def test_missing_docker(self, make_client: MakeClient) -> None:
         """Without a docker CLI the step fails saying to install Docker."""
         client = await make_client(sandbox=DockerProvider(docker="/nonexistent/docker"))
         mid = (await create_mission(client))["mission_id"]
         found = await advance(client, mid, "failed", "waiting_human")
         assert "Install Docker" in found["last_error"]
 
-    async def test_orphans_removed_at_start(self, make_client, provider, docker_image) -> None:
+    async def test_orphans_removed_at_start(
+        self, make_client: MakeClient, provider: DockerProvider, docker_image: str
+    ) -> None:
         """At start-up the daemon removes its containers whose mission does not exist, no others."""
         spec = SandboxSpec(
             mission_id="m-deadbeef",
@@ -302,7 +308,7 @@ class TestFailures:
             await other.remove(others_id)
 
 
-async def _tail_has(client: TestClient, mission_id: str, text: str) -> bool:
+async def _tail_has(client: AppClient, mission_id: str, text: str) -> bool:
     return text in (await detail(client, mission_id)).get("current_log_tail", "")
 
 
@@ -339,7 +345,13 @@ class Daemon:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        env = {**os.environ, "HAFLOW_HOME": str(self.home), "HAFLOW_AGENT_IMAGE": self.image, "PORT": str(self.port), "HAFLOW_AUTH": "none"}
+        env = {
+            **os.environ,
+            "HAFLOW_HOME": str(self.home),
+            "HAFLOW_AGENT_IMAGE": self.image,
+            "PORT": str(self.port),
+            "HAFLOW_AUTH": "none",
+        }
         with self.logfile.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "haflowd", "serve"], env=env, stdout=log, stderr=log)
         await until(self._answers, timeout=30)

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
-from tests.conftest import api, create_mission, until, wait_status
+from tests.conftest import AppClient, api, create_mission, until, wait_status
 from tests.e2e.test_docker_e2e import (
+    MakeClient,
     advance,
     docker_config,
     instance,
@@ -34,14 +34,14 @@ OUTPUT = "structured-text.md"
 REQUEST_SECONDS = 10.0
 
 
-async def get(client: TestClient, path: str) -> tuple[int, bytes]:
+async def get(client: AppClient, path: str) -> tuple[int, bytes]:
     """One GET, bounded in time, its whole body read."""
     async with asyncio.timeout(REQUEST_SECONDS):
         resp = await client.get(path)
         return resp.status, await resp.read()
 
 
-async def hammer(client: TestClient, mission_id: str, rounds: int) -> list[tuple[str, int, bytes]]:
+async def hammer(client: AppClient, mission_id: str, rounds: int) -> list[tuple[str, int, bytes]]:
     """Ask the detail, the rendered and the raw output ``rounds`` times each."""
     answers = []
     paths = (
@@ -58,7 +58,7 @@ async def hammer(client: TestClient, mission_id: str, rounds: int) -> list[tuple
 
 class TestHostileOutput:
     @pytest.mark.timeout(120)
-    async def test_symlink_race_never_leaks(self, make_client, home: Path, tmp_path: Path) -> None:
+    async def test_symlink_race_never_leaks(self, make_client: MakeClient, home: Path, tmp_path: Path) -> None:
         """An agent swapping its output between a file and a link to a root-only host file never gets it served."""
         secret = tmp_path / "host-secret.txt"
         secret.write_text("TOP-SECRET-" + "s" * 32)
@@ -84,7 +84,7 @@ class TestHostileOutput:
         await until(no_containers_left)
 
     @pytest.mark.timeout(120)
-    async def test_fifo_output_never_blocks(self, make_client, home: Path) -> None:
+    async def test_fifo_output_never_blocks(self, make_client: MakeClient, home: Path) -> None:
         """A FIFO as output never blocks the detail, html or raw answers, and the step fails saying why."""
         write_agent(home, "cleanup-agent", f"mkfifo {OUTPUT}; until [ -f go ]; do sleep 0.05; done")
         client = await make_client()
@@ -102,7 +102,7 @@ class TestHostileOutput:
         await until(no_containers_left)
 
     @pytest.mark.timeout(180)
-    async def test_one_gib_artifact(self, make_client, home: Path) -> None:
+    async def test_one_gib_artifact(self, make_client: MakeClient, home: Path) -> None:
         """A 1 GiB output: the detail stays small with a marker, the raw endpoint streams all of it."""
         gib = 1024**3
         write_agent(home, "cleanup-agent", f"truncate -s 1G {OUTPUT}")
@@ -130,7 +130,7 @@ class TestHostileOutput:
         await until(no_containers_left)
 
     @pytest.mark.timeout(120)
-    async def test_deeply_nested_folders(self, make_client, home: Path) -> None:
+    async def test_deeply_nested_folders(self, make_client: MakeClient, home: Path) -> None:
         """1,200 nested folders left by an agent do not stop the next step from starting."""
         write_agent(
             home,
@@ -154,7 +154,7 @@ class TestHostileOutput:
         await until(no_containers_left)
 
     @pytest.mark.timeout(120)
-    async def test_file_name_not_utf8(self, make_client, home: Path) -> None:
+    async def test_file_name_not_utf8(self, make_client: MakeClient, home: Path) -> None:
         """A file name that is not valid UTF-8 is left out of the detail, which answers 200."""
         write_agent(home, "cleanup-agent", "printf x > \"$(printf 'bad\\377name')\"; exec haflow-agent \"$@\"")
         client = await make_client()
@@ -171,7 +171,7 @@ class TestHostileOutput:
 
 class TestQuota:
     @pytest.mark.timeout(120)
-    async def test_past_the_quota_then_exit_0(self, make_client, home: Path) -> None:
+    async def test_past_the_quota_then_exit_0(self, make_client: MakeClient, home: Path) -> None:
         """An agent that writes past the quota and exits before the next count still fails, its output removed."""
         write_agent(home, "cleanup-agent", f"head -c 3000000 /dev/zero > {OUTPUT}")
         client = await make_client(max_mission_bytes=1024 * 1024)
@@ -182,7 +182,7 @@ class TestQuota:
         await until(no_containers_left)
 
     @pytest.mark.timeout(120)
-    async def test_writing_past_the_quota_stops_the_run(self, make_client, home: Path) -> None:
+    async def test_writing_past_the_quota_stops_the_run(self, make_client: MakeClient, home: Path) -> None:
         """An agent writing past HAFLOW_MAX_MISSION_BYTES is stopped, its output removed, the mission failed."""
         write_agent(home, "cleanup-agent", f"while true; do head -c 65536 /dev/zero >> {OUTPUT}; sleep 0.01; done")
         client = await make_client(max_mission_bytes=1024 * 1024)

@@ -91,4 +91,6 @@ class TestFuzz:
         assert {p.name for p in daemon.home.iterdir()} <= {"missions", "projects", "token"}
         for mission in (daemon.home / "missions").iterdir():
             assert mission.name.startswith("m-"), mission
-            assert {p.name for p in mission.iterdir()} <= {"mission.json", "artifacts", "runs", "logs", "prompts", ".staging"}
+            assert {p.name for p in mission.iterdir()} <= {
+                "mission.json", "artifacts", "runs", "logs", "prompts", ".staging"
+            }

@@ -28,22 +28,22 @@ import os
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import attrs
 import pytest
-from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from haflowd.sandbox.docker import instance_id
 from haflowd.secrets import write_value
 from haflowd.web.app import create_app
 from haflowd.web.tls import server_context
-from tests.conftest import api, until, wait_status
-from tests.remote_engine import Engine
+from tests.conftest import AppClient, api, until, wait_status
 from tests.e2e.test_code_missions import create, fingerprint, git, link, make_repo
 from tests.e2e.test_docker_hostile import REQUEST_SECONDS
 from tests.e2e.test_remote_docker_e2e import nothing_left_on, remote_config  # noqa: F401 - a fixture
+from tests.remote_engine import Engine
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -60,11 +60,13 @@ BAD_NAME_SH = "bad-\\377-name"
 class Daemon:
     """One daemon on one provider, and how to tell that it left nothing anywhere."""
 
-    client: TestClient
+    client: AppClient
     nothing_left: Callable[[], Awaitable[bool]]
 
 
-async def _remote_docker(home: Path, aiohttp_client: Any, aiohttp_server: Any, engine: Engine, config: Any) -> Daemon:
+async def _remote_docker(
+    home: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, engine: Engine, config: Any
+) -> Daemon:
     client = await aiohttp_client(create_app(config))
     on_engine = nothing_left_on(engine, instance_id(home))
 
@@ -75,12 +77,13 @@ async def _remote_docker(home: Path, aiohttp_client: Any, aiohttp_server: Any, e
     return Daemon(client, nothing_left)
 
 
-async def _kubernetes(home: Path, aiohttp_client: Any, aiohttp_server: Any, rig: Any) -> Daemon:
-    from tests.sandbox.kubernetes.kube_support import trusting
+async def _kubernetes(home: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, rig: Any) -> Daemon:
     from tests.e2e.test_kubernetes_e2e import nothing_left as nothing_left_in
+    from tests.sandbox.kubernetes.kube_support import trusting
 
     server = await aiohttp_server(create_app(rig.config), port=rig.port, ssl=server_context(rig.config))
-    client = await aiohttp_client(server, connector=aiohttp.TCPConnector(ssl=trusting(rig.config.tls_cert)))
+    connector = aiohttp.TCPConnector(ssl=trusting(rig.config.tls_cert))
+    client = cast(AppClient, await aiohttp_client(server, connector=connector))  # pytest-aiohttp types it loosely
     return Daemon(client, nothing_left_in(rig, home))
 
 
@@ -163,7 +166,9 @@ def backend(
 
 
 @pytest.fixture
-async def daemon(backend: tuple[str, tuple[Any, ...]], home: Path, aiohttp_client: Any, aiohttp_server: Any) -> Daemon:
+async def daemon(
+    backend: tuple[str, tuple[Any, ...]], home: Path, aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer
+) -> Daemon:
     kind, parts = backend
     make = _remote_docker if kind == "remote-docker" else _kubernetes
     return await make(home, aiohttp_client, aiohttp_server, *parts)
@@ -252,7 +257,7 @@ class TestHostileCodegen:
 
         async def finished() -> bool:
             _, found = await call("GET", f"/api/missions/{mid}/execution/{exec_id}")
-            return found["data"]["status"] != "running"
+            return bool(found["data"]["status"] != "running")
 
         await until(finished, timeout=60)
         _, found = await call("GET", f"/api/missions/{mid}/execution/{exec_id}")

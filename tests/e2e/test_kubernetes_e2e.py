@@ -12,26 +12,30 @@ through ``GET /api/transfers/in`` and comes back through ``PUT
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
 import attrs
 import pytest
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from haflowd.config import Config
 from haflowd.sandbox.docker import instance_id
 from haflowd.web.app import create_app, default_sandbox
 from haflowd.web.keys import SANDBOX
 from haflowd.web.tls import server_context
-from tests.conftest import RAW_INPUT, api, create_mission, until, wait_status
+from tests.conftest import RAW_INPUT, AppClient, api, create_mission, until, wait_status
 from tests.daemon_support import free_port
 from tests.docker_support import OWNED_INSTANCES, haflow_containers
+from tests.e2e.test_code_missions import PLAN_DIFF, create, fingerprint, git, link, make_repo, step
 from tests.sandbox.kubernetes.fake_apiserver import FakeCluster
 from tests.sandbox.kubernetes.fake_kubelet import NODE_LABEL, FakeKubelet
 from tests.sandbox.kubernetes.kube_support import tls_config, trusting
-from tests.e2e.test_code_missions import PLAN_DIFF, create, fingerprint, git, link, make_repo, step
+
+if TYPE_CHECKING:
+    from haflowd.sandbox.kubernetes import KubernetesProvider
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 pytest.importorskip("kubernetes_asyncio")
@@ -68,7 +72,7 @@ def kubeconfig(path: Path, server: str) -> Path:
 
 @pytest.fixture
 async def rig(
-    aiohttp_server: Any, tmp_path: Path, home: Path, kube_cert: tuple[Path, Path], docker_image: str
+    aiohttp_server: AiohttpServer, tmp_path: Path, home: Path, kube_cert: tuple[Path, Path], docker_image: str
 ) -> AsyncIterator[Rig]:
     cluster = FakeCluster()
     api_server = await aiohttp_server(cluster.app())
@@ -88,13 +92,13 @@ async def rig(
     await kubelet.close()
 
 
-async def advance(client: Any, mission_id: str, *statuses: str) -> dict[str, Any]:
+async def advance(client: AppClient, mission_id: str, *statuses: str) -> dict[str, Any]:
     status, body = await api(client, "POST", f"/api/missions/{mission_id}/continue")
     assert status == 200, body
     return await wait_status(client, mission_id, *statuses, timeout=120)
 
 
-def nothing_left(rig: Rig, home: Path):
+def nothing_left(rig: Rig, home: Path) -> Callable[[], Awaitable[bool]]:
     """A check that the fake cluster holds no object of the daemon, its node no container, the daemon no ticket."""
 
     async def check() -> bool:
@@ -120,8 +124,8 @@ class TestKubernetesMission:
 
     @pytest.mark.parametrize("transfers", ["python", "containers"])
     async def test_whole_workflow(
-        self, request: pytest.FixtureRequest, aiohttp_server: Any, aiohttp_client: Any, rig: Rig, home: Path,
-        transfers: str,
+        self, request: pytest.FixtureRequest, aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient,
+        rig: Rig, home: Path, transfers: str,
     ) -> None:  # fmt: skip
         """Four agent pods take a mission to completed, a human edit flowing on; nothing is left behind.
 
@@ -135,12 +139,14 @@ class TestKubernetesMission:
             config = attrs.evolve(config, kube_transfer_image=image, kube_ca_configmap="haflow-ca")
         app = create_app(config)
         if transfers == "containers":
-            assert app[SANDBOX].settings.ca_configmap == "haflow-ca"
+            assert cast("KubernetesProvider", app[SANDBOX]).settings.ca_configmap == "haflow-ca"
             rig.kubelet.transfer_containers = True
             assert rig.config.tls_cert is not None
             rig.kubelet.configmaps["haflow-ca"] = {"ca.crt": rig.config.tls_cert.read_text()}
         server = await aiohttp_server(app, port=rig.port, ssl=server_context(rig.config))
-        client = await aiohttp_client(server, connector=aiohttp.TCPConnector(ssl=trusting(rig.config.tls_cert)))
+        # tls_config() gave the rig's daemon a certificate; pytest-aiohttp types a TestServer's client loosely.
+        connector = aiohttp.TCPConnector(ssl=trusting(cast(Path, rig.config.tls_cert)))
+        client = cast(AppClient, await aiohttp_client(server, connector=connector))
         mid = (await create_mission(client))["mission_id"]
 
         found = await advance(client, mid, "waiting_human", "failed")
@@ -169,14 +175,18 @@ class TestKubernetesMission:
             mounts = [args[i + 1] for i, a in enumerate(args) if a == "--mount"]
             assert mounts and all(str(home) not in m for m in mounts)
             assert f"{NODE_LABEL}=1" in args
-        assert app[SANDBOX].settings.daemon_url == f"https://127.0.0.1:{rig.port}"
+        assert cast("KubernetesProvider", app[SANDBOX]).settings.daemon_url == f"https://127.0.0.1:{rig.port}"
         await until(nothing_left(rig, home))
 
-    async def test_oneshot(self, aiohttp_server: Any, aiohttp_client: Any, rig: Rig, home: Path) -> None:
+    async def test_oneshot(
+        self, aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient, rig: Rig, home: Path
+    ) -> None:
         """The oneshot workflow: one agent pod, its gate, completed; nothing is left behind."""
         app = create_app(rig.config)
         server = await aiohttp_server(app, port=rig.port, ssl=server_context(rig.config))
-        client = await aiohttp_client(server, connector=aiohttp.TCPConnector(ssl=trusting(rig.config.tls_cert)))
+        # tls_config() gave the rig's daemon a certificate; pytest-aiohttp types a TestServer's client loosely.
+        connector = aiohttp.TCPConnector(ssl=trusting(cast(Path, rig.config.tls_cert)))
+        client = cast(AppClient, await aiohttp_client(server, connector=connector))
         mid = (await create_mission(client, workflowId="oneshot"))["mission_id"]
         found = await advance(client, mid, "waiting_human", "failed")
         assert found["status"] == "waiting_human", found.get("last_error")
@@ -187,12 +197,14 @@ class TestKubernetesMission:
         await until(nothing_left(rig, home))
 
     async def test_code_mission_to_delivery(
-        self, aiohttp_server: Any, aiohttp_client: Any, rig: Rig, home: Path, tmp_path: Path
+        self, aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient, rig: Rig, home: Path, tmp_path: Path
     ) -> None:
         """A code mission's work tree (and its read-only .git) travels to the pods and back: diff, command, delivery."""
         app = create_app(rig.config)
         server = await aiohttp_server(app, port=rig.port, ssl=server_context(rig.config))
-        client = await aiohttp_client(server, connector=aiohttp.TCPConnector(ssl=trusting(rig.config.tls_cert)))
+        # tls_config() gave the rig's daemon a certificate; pytest-aiohttp types a TestServer's client loosely.
+        connector = aiohttp.TCPConnector(ssl=trusting(cast(Path, rig.config.tls_cert)))
+        client = cast(AppClient, await aiohttp_client(server, connector=connector))
         repo = make_repo(tmp_path / "repo")
         before = fingerprint(repo)
         project = await link(client, repo)
@@ -217,7 +229,7 @@ class TestKubernetesMission:
 
         async def finished() -> bool:
             _, found = await api(client, "GET", f"/api/missions/{mid}/execution/{exec_id}")
-            return found["data"]["status"] != "running"
+            return bool(found["data"]["status"] != "running")
 
         await until(finished, timeout=60)
         _, found = await api(client, "GET", f"/api/missions/{mid}/execution/{exec_id}")

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from haflowd.config import Config
 from haflowd.sandbox.docker import instance_id
 from haflowd.sandbox.remote_docker import RemoteDockerProvider
 from haflowd.web.app import create_app, default_sandbox
 from tests.conftest import RAW_INPUT, api, create_mission, until, wait_status
-from tests.remote_engine import Engine
 from tests.e2e.test_code_missions import PLAN_DIFF, create, fingerprint, git, link, make_repo, step
+from tests.remote_engine import Engine
 
 pytestmark = pytest.mark.docker
 
@@ -52,7 +54,7 @@ async def advance(client: Any, mission_id: str, *statuses: str) -> dict[str, Any
     return await wait_status(client, mission_id, *statuses)
 
 
-def nothing_left_on(engine: Engine, instance: str):
+def nothing_left_on(engine: Engine, instance: str) -> Callable[[], Awaitable[bool]]:
     """A check that no container or volume of ``instance`` is left on ``engine``."""
 
     async def check() -> bool:
@@ -72,7 +74,9 @@ class TestRemoteMission:
         assert sandbox.docker_host == remote_engine.host
         assert sandbox.instance == instance_id(remote_config.home)
 
-    async def test_whole_workflow(self, aiohttp_client: Any, remote_config: Config, remote_engine: Engine) -> None:
+    async def test_whole_workflow(
+        self, aiohttp_client: AiohttpClient, remote_config: Config, remote_engine: Engine
+    ) -> None:
         """Four remote agent runs take a mission to completed, a human edit flowing on; nothing is bind-mounted."""
         instance = instance_id(remote_config.home)
         provider = InspectingProvider(
@@ -112,7 +116,7 @@ class TestRemoteMission:
 
     @pytest.mark.timeout(300)
     async def test_code_mission_to_delivery(
-        self, aiohttp_client: Any, remote_config: Config, remote_engine: Engine, tmp_path: Path, home: Path
+        self, aiohttp_client: AiohttpClient, remote_config: Config, remote_engine: Engine, tmp_path: Path, home: Path
     ) -> None:
         """A code mission's work tree travels to the remote engine and back: commit, diff, command, delivery."""
         instance = instance_id(remote_config.home)
@@ -149,7 +153,7 @@ class TestRemoteMission:
 
         async def finished() -> bool:
             _, found = await api(client, "GET", f"/api/missions/{mid}/execution/{exec_id}")
-            return found["data"]["status"] != "running"
+            return bool(found["data"]["status"] != "running")
 
         await until(finished, timeout=60)
         _, found = await api(client, "GET", f"/api/missions/{mid}/execution/{exec_id}")

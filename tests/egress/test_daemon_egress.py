@@ -13,12 +13,12 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from haflowd.catalog import builtin_dir, load_catalog
 from haflowd.config import Config
@@ -26,7 +26,7 @@ from haflowd.errors import InvalidDefinition
 from haflowd.sandbox import Limits, SandboxError, SandboxSpec
 from haflowd.sandbox.docker import DockerProvider, instance_id
 from haflowd.web.app import create_app
-from tests.conftest import api, create_mission, detail, until, wait_status
+from tests.conftest import AppClient, api, create_mission, detail, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, haflow_containers
 from tests.egress.test_sidecar import API_PORT, OTHER_PORT, Internet, internet  # noqa: F401 (fixture)
 
@@ -114,11 +114,15 @@ def provider(docker_image: str, instance: str, internet: Internet) -> DockerProv
     return provider
 
 
+#: ``await daemon()``: a client of the daemon, started once the test wrote its agent files.
+StartDaemon = Callable[[], Awaitable[AppClient]]
+
+
 @pytest.fixture
-async def daemon(aiohttp_client: Any, home: Path, docker_image: str, provider: DockerProvider):
+async def daemon(aiohttp_client: AiohttpClient, home: Path, docker_image: str, provider: DockerProvider) -> StartDaemon:
     """Build the daemon over real Docker (call it after writing the agent files)."""
 
-    async def make() -> TestClient:
+    async def make() -> AppClient:
         config = Config.from_env({"HAFLOW_AUTH": "none"}, home=home, port=0, agent_image=docker_image)
         return await aiohttp_client(create_app(config, sandbox=provider))
 
@@ -134,7 +138,7 @@ def log_of(home: Path, mission_id: str, run_id: str) -> str:
     return (home / "missions" / mission_id / "logs" / f"{run_id}.log").read_text()
 
 
-async def run_cleanup_step(client: TestClient) -> tuple[str, dict[str, Any]]:
+async def run_cleanup_step(client: AppClient) -> tuple[str, dict[str, Any]]:
     """Create a mission, run its first (cleanup) step, and return its id and detail."""
     mid = (await create_mission(client))["mission_id"]
     status, body = await api(client, "POST", f"/api/missions/{mid}/continue")
@@ -149,7 +153,7 @@ class TestDaemonEgress:
 
     async def test_agent_reaches_only_its_pair(
         self,
-        daemon,
+        daemon: StartDaemon,
         home: Path,
         instance: str,
         internet: Internet,  # noqa: F811
@@ -210,7 +214,7 @@ class TestDaemonEgress:
 
     async def test_agent_without_egress_has_no_network(
         self,
-        daemon,
+        daemon: StartDaemon,
         home: Path,
         internet: Internet,  # noqa: F811
         caplog: pytest.LogCaptureFixture,
@@ -236,9 +240,9 @@ class TestDaemonEgress:
 
     async def test_run_survives_a_daemon_restart(
         self,
-        daemon,
+        daemon: StartDaemon,
         provider: DockerProvider,
-        aiohttp_client: Any,
+        aiohttp_client: AiohttpClient,
         home: Path,
         docker_image: str,
         instance: str,
@@ -285,7 +289,7 @@ class TestDaemonEgress:
     @pytest.mark.parametrize("how", ["cancel", "time limit"])
     async def test_stopped_run_leaves_nothing(
         self,
-        daemon,
+        daemon: StartDaemon,
         home: Path,
         instance: str,
         how: str,

@@ -18,6 +18,7 @@ from haflowd.egress.proxy import (
     EgressProxy,
     ProxyLimits,
     RequestRefused,
+    Resolver,
     address_problem,
     parse_connect,
     system_resolver,
@@ -107,7 +108,9 @@ class TestAddressProblem:
         also when an IPv6 form embeds one (mapped, compatible, 6to4, NAT64) or hides it (Teredo)."""
         assert address_problem(ipaddress.ip_address(address)) is not None
 
-    @pytest.mark.parametrize("address", ["93.184.216.34", "2606:4700::1111", "::ffff:1.1.1.1", "2002:5db8:d822::1", "64:ff9b::5db8:d822"])
+    @pytest.mark.parametrize(
+        "address", ["93.184.216.34", "2606:4700::1111", "::ffff:1.1.1.1", "2002:5db8:d822::1", "64:ff9b::5db8:d822"]
+    )
     def test_public(self, address: str) -> None:
         """A public address passes."""
         assert address_problem(ipaddress.ip_address(address)) is None
@@ -141,7 +144,7 @@ async def echo() -> AsyncIterator[int]:
     await server.wait_closed()
 
 
-def resolver_for(answers: dict[str, Sequence[str]]):  # type: ignore[no-untyped-def]
+def resolver_for(answers: dict[str, Sequence[str]]) -> Resolver:
     """A resolver that knows only ``answers`` and fails like the system's for the rest."""
 
     async def resolve(host: str, port: int) -> Sequence[str]:

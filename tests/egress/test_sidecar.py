@@ -24,10 +24,10 @@ from pathlib import Path
 import attrs
 import pytest
 
-from haflowd.egress import sidecar
 from haflowd.allowlist import PROXY_PORT, Allowlist, parse_allowlist
+from haflowd.egress import sidecar
 from haflowd.egress.errors import EgressUnavailable
-from haflowd.egress.proxy import EgressEvent, EgressProxy, IPNetwork
+from haflowd.egress.proxy import EgressEvent, EgressProxy, IPNetwork, Resolver
 
 #: The sidecar image the suite builds, tagged apart from a user's own.
 EGRESS_IMAGE = "haflow-egress:test"
@@ -75,7 +75,7 @@ class Internet:
     host_port: int
     local_port: int
 
-    def resolver(self):  # type: ignore[no-untyped-def]
+    def resolver(self) -> Resolver:
         """The proxy's resolver for this internet: test names to test addresses."""
         names = {"api.test": [self.api], "forbidden.test": [self.forbidden]}
 

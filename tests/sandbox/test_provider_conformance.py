@@ -19,9 +19,9 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pytest
@@ -32,8 +32,13 @@ from haflowd.sandbox.kube_manifests import TOKEN_IN_KEY, TOKEN_OUT_KEY, job_name
 from haflowd.sandbox.kubernetes import KubeApiError
 from haflowd.sandbox.remote_docker import RemoteDockerProvider
 from tests.docker_support import SESSION_INSTANCE
-from tests.sandbox.kubernetes.kube_support import FakeKube, RealKube
 from tests.remote_engine import Engine
+from tests.sandbox.kubernetes.kube_support import FakeKube, RealKube
+
+#: ``make_spec(*command, **changes)``: a spec for a run of ``command``.
+MakeSpec = Callable[..., SandboxSpec]
+#: ``started(spec)``: the sandbox id of a run the test's teardown removes.
+Start = Callable[[SandboxSpec], Awaitable[str]]
 
 pytestmark = pytest.mark.docker
 
@@ -70,8 +75,9 @@ class DockerTarget(Target):
     engine: Engine
     make: Callable[[], SandboxProvider]
 
-    def inspect(self, sandbox_id: str) -> dict:
-        return json.loads(self.engine.docker("inspect", sandbox_id).stdout)[0]
+    def inspect(self, sandbox_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(self.engine.docker("inspect", sandbox_id).stdout)[0]
+        return found
 
     def containers(self, run_id: str) -> list[str]:
         return self.engine.lines("ps", "--all", "--quiet", "--filter", f"label=haflow.run_id={run_id}")
@@ -126,7 +132,7 @@ class FakeKubeTarget(Target):
     kube: FakeKube
     kind: str = "kubernetes-fake"
 
-    def make(self) -> SandboxProvider:  # type: ignore[override]
+    def make(self) -> SandboxProvider:
         return self.kube.provider()
 
     async def leftovers(self, run_id: str) -> list[str]:
@@ -161,7 +167,7 @@ class RealKubeTarget(Target):
     def image(self) -> str | None:  # type: ignore[override]
         return self.kube.image
 
-    def make(self) -> SandboxProvider:  # type: ignore[override]
+    def make(self) -> SandboxProvider:
         return self.kube.provider()
 
     async def leftovers(self, run_id: str) -> list[str]:
@@ -234,9 +240,9 @@ def artifacts(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_spec(docker_image: str, artifacts: Path, target: Target):
-    def make(*command: str, **changes) -> SandboxSpec:
-        fields = dict(
+def make_spec(docker_image: str, artifacts: Path, target: Target) -> MakeSpec:
+    def make(*command: str, **changes: Any) -> SandboxSpec:
+        fields: dict[str, Any] = dict(
             mission_id="m-0000abcd",
             run_id="r-" + uuid.uuid4().hex[:8],
             step_id="cleanup",
@@ -252,7 +258,7 @@ def make_spec(docker_image: str, artifacts: Path, target: Target):
 
 
 @pytest.fixture
-async def started(provider: SandboxProvider, target: Target) -> AsyncIterator[Callable]:
+async def started(provider: SandboxProvider, target: Target) -> AsyncIterator[Start]:
     """Start specs through the provider; afterwards remove them and prove nothing is left."""
     runs: list[tuple[str, str]] = []
 
@@ -281,13 +287,13 @@ class TestConformance:
         """check() finds the engine and the agent image."""
         await provider.check()
 
-    async def test_output_line_by_line(self, provider, started, make_spec) -> None:
+    async def test_output_line_by_line(self, provider: SandboxProvider, started: Start, make_spec: MakeSpec) -> None:
         """output() yields stdout and stderr merged, one line per item, from the beginning."""
         sandbox_id = await started(make_spec("sh", "-c", "echo one; sleep 0.1; echo two >&2; sleep 0.1; printf three"))
         assert await provider.wait(sandbox_id) == 0
         assert await collect(provider, sandbox_id) == [b"one\n", b"two\n", b"three"]
 
-    async def test_output_follows_running(self, provider, started, make_spec) -> None:
+    async def test_output_follows_running(self, provider: SandboxProvider, started: Start, make_spec: MakeSpec) -> None:
         """output() yields a line while the sandbox still runs, and ends when it exits."""
         sandbox_id = await started(make_spec("sh", "-c", "echo first; sleep 1; echo second"))
         items = provider.output(sandbox_id)
@@ -295,12 +301,12 @@ class TestConformance:
         assert [item async for item in items] == [b"second\n"]
 
     @pytest.mark.parametrize("code", [0, 1, 42])
-    async def test_exit_code(self, provider, started, make_spec, code: int) -> None:
+    async def test_exit_code(self, provider: SandboxProvider, started: Start, make_spec: MakeSpec, code: int) -> None:
         """wait() returns the command's exit code."""
         sandbox_id = await started(make_spec("sh", "-c", f"exit {code}"))
         assert await provider.wait(sandbox_id) == code
 
-    async def test_time_limit(self, provider, started, make_spec) -> None:
+    async def test_time_limit(self, provider: SandboxProvider, started: Start, make_spec: MakeSpec) -> None:
         """A run over its time limit is stopped, and its wait() then shows the signal."""
         sandbox_id = await started(make_spec("sh", "-c", "echo up; sleep 600"))
         with pytest.raises(TimeoutError):
@@ -309,7 +315,7 @@ class TestConformance:
         assert await provider.wait(sandbox_id) in (137, 143)
         assert await collect(provider, sandbox_id) == [b"up\n"]
 
-    async def test_cancel(self, provider, started, make_spec) -> None:
+    async def test_cancel(self, provider: SandboxProvider, started: Start, make_spec: MakeSpec) -> None:
         """stop() while output is followed ends the output; a second stop() is quiet."""
         sandbox_id = await started(make_spec("sh", "-c", "echo up; sleep 600"))
         items = provider.output(sandbox_id)
@@ -319,7 +325,9 @@ class TestConformance:
         assert await provider.wait(sandbox_id) in (137, 143)
         await provider.stop(sandbox_id)
 
-    async def test_reattach_after_restart(self, target, started, make_spec, artifacts: Path) -> None:
+    async def test_reattach_after_restart(
+        self, target: Target, started: Start, make_spec: MakeSpec, artifacts: Path
+    ) -> None:
         """A new provider object lists a running sandbox, follows it from the beginning and collects its files."""
         spec = make_spec("sh", "-c", "echo before; sleep 2; echo after > /mission/artifacts/late.txt; echo after")
         sandbox_id = await started(spec)
@@ -332,7 +340,9 @@ class TestConformance:
         assert found[sandbox_id].step_id == "cleanup"
         assert (artifacts / "late.txt").read_text() == "after\n"
 
-    async def test_collect_after_exit(self, provider, started, make_spec, artifacts: Path) -> None:
+    async def test_collect_after_exit(
+        self, provider: SandboxProvider, started: Start, make_spec: MakeSpec, artifacts: Path
+    ) -> None:
         """What the command wrote, changed and deleted in a writable mount is on the host after wait()."""
         script = (
             "cd /mission/artifacts && tr a-z A-Z < raw-input.md > out.md && mkdir -p deep/er && "
@@ -345,7 +355,9 @@ class TestConformance:
         assert (artifacts / "link").is_symlink() and (artifacts / "link").readlink() == Path("out.md")
         assert not (artifacts / "raw-input.md").exists()
 
-    async def test_read_only_file_and_folder(self, provider, started, make_spec, tmp_path: Path) -> None:
+    async def test_read_only_file_and_folder(
+        self, provider: SandboxProvider, started: Start, make_spec: MakeSpec, tmp_path: Path
+    ) -> None:
         """A read-only file mount and folder mount are readable, not writable, and keep symlinks."""
         prompt = tmp_path / "prompt.md"
         prompt.write_text("the prompt\n")
@@ -365,7 +377,9 @@ class TestConformance:
         assert await provider.wait(sandbox_id) == 0
         assert await collect(provider, sandbox_id) == [b"the prompt\n", b"a.txt\n", b"a\n", b"refused\n"]
 
-    async def test_nested_read_only_mount(self, provider, started, make_spec, tmp_path: Path) -> None:
+    async def test_nested_read_only_mount(
+        self, provider: SandboxProvider, started: Start, make_spec: MakeSpec, tmp_path: Path
+    ) -> None:
         """A read-only folder inside a writable one (a work tree's .git) is read-only and stays as it was."""
         work = tmp_path / "work"
         (work / ".git").mkdir(parents=True)
@@ -385,14 +399,16 @@ class TestConformance:
         assert list((work / ".git").iterdir()) == []
         assert [p.name for p in gitdir.iterdir()] == ["HEAD"]
 
-    async def test_agent_user_owns_writable_mount(self, provider, started, make_spec) -> None:
+    async def test_agent_user_owns_writable_mount(
+        self, provider: SandboxProvider, started: Start, make_spec: MakeSpec
+    ) -> None:
         """The agent's non-root user can create files in the writable mount's root."""
         sandbox_id = await started(make_spec("sh", "-c", "id -u; touch /mission/artifacts/x && echo ok"))
         assert await provider.wait(sandbox_id) == 0
         uid, ok = await collect(provider, sandbox_id)
         assert uid != b"0\n" and ok == b"ok\n"
 
-    async def test_cleanup(self, target, provider, make_spec) -> None:
+    async def test_cleanup(self, target: Target, provider: SandboxProvider, make_spec: MakeSpec) -> None:
         """remove() leaves no container and no volume of the run, and a second remove() is quiet."""
         spec = make_spec("true")
         sandbox_id = await provider.start(spec)
@@ -401,7 +417,9 @@ class TestConformance:
         await provider.remove(sandbox_id)
         assert await target.leftovers(spec.run_id) == []
 
-    async def test_hardening(self, target, provider, started, make_spec) -> None:
+    async def test_hardening(
+        self, target: Target, provider: SandboxProvider, started: Start, make_spec: MakeSpec
+    ) -> None:
         """The run is locked down: as docker inspect shows it (the same on both engines), or as its Job says."""
         sandbox_id = await started(make_spec("id", "-u"))
         await provider.wait(sandbox_id)
@@ -419,7 +437,9 @@ class TestRemoteOnly:
             ),
         )
 
-    async def test_nothing_bind_mounted(self, target, provider, started, make_spec, artifacts: Path) -> None:
+    async def test_nothing_bind_mounted(
+        self, target: DockerTarget, provider: SandboxProvider, started: Start, make_spec: MakeSpec, artifacts: Path
+    ) -> None:
         """No path of the daemon's host is mounted: only volumes, and the host folder is not among their sources."""
         sandbox_id = await started(make_spec("true"))
         await provider.wait(sandbox_id)
@@ -428,7 +448,9 @@ class TestRemoteOnly:
         assert [(m["Type"], m["Destination"]) for m in info["Mounts"]] == [("volume", "/mission/artifacts")]
         assert all(str(artifacts) not in m["Source"] for m in info["Mounts"])
 
-    async def test_links_out_do_not_come_back(self, provider, started, make_spec, artifacts: Path) -> None:
+    async def test_links_out_do_not_come_back(
+        self, provider: SandboxProvider, started: Start, make_spec: MakeSpec, artifacts: Path
+    ) -> None:
         """A symlink the agent points out of the mount is dropped on the way back; the rest arrives."""
         script = "cd /mission/artifacts && ln -s /etc/passwd out && ln -s ../../x up && echo ok > fine"
         sandbox_id = await started(make_spec("sh", "-c", script))
@@ -436,9 +458,11 @@ class TestRemoteOnly:
         assert (artifacts / "fine").read_text() == "ok\n"
         assert not (artifacts / "out").is_symlink() and not (artifacts / "up").is_symlink()
 
-    async def test_oversized_output_is_refused(self, target, make_spec, artifacts: Path) -> None:
+    async def test_oversized_output_is_refused(
+        self, target: DockerTarget, make_spec: MakeSpec, artifacts: Path
+    ) -> None:
         """A writable mount larger than the cap fails wait() and leaves the host folder as it was."""
-        provider = attrs.evolve(target.make(), max_back_bytes=64 * 1024)
+        provider = attrs.evolve(cast(RemoteDockerProvider, target.make()), max_back_bytes=64 * 1024)
         spec = make_spec("sh", "-c", "dd if=/dev/zero of=/mission/artifacts/big bs=1024 count=200 2>/dev/null")
         sandbox_id = await provider.start(spec)
         try:
@@ -448,7 +472,9 @@ class TestRemoteOnly:
         finally:
             await provider.remove(sandbox_id)
 
-    async def test_area_cap_declared_by_the_step(self, provider, make_spec, artifacts: Path) -> None:
+    async def test_area_cap_declared_by_the_step(
+        self, provider: SandboxProvider, make_spec: MakeSpec, artifacts: Path
+    ) -> None:
         """An area's own ``max_bytes`` bounds what comes back, below the provider's cap."""
         spec = make_spec(
             "sh",
@@ -464,7 +490,9 @@ class TestRemoteOnly:
         finally:
             await provider.remove(sandbox_id)
 
-    async def test_image_loaded_from_the_daemons_engine(self, target, provider, make_spec, docker_image: str) -> None:
+    async def test_image_loaded_from_the_daemons_engine(
+        self, target: DockerTarget, provider: SandboxProvider, make_spec: MakeSpec, docker_image: str
+    ) -> None:
         """An image only the daemon's engine has is streamed to the remote engine (save | load) and the run starts."""
         local = Engine()
         image = f"haflow-load-test:{uuid.uuid4().hex[:8]}"
@@ -482,14 +510,16 @@ class TestRemoteOnly:
             local.docker("rmi", image, check=False)
             target.engine.docker("rmi", image, check=False)
 
-    async def test_image_nowhere_is_explained(self, target, provider, make_spec) -> None:
+    async def test_image_nowhere_is_explained(
+        self, target: DockerTarget, provider: SandboxProvider, make_spec: MakeSpec
+    ) -> None:
         """An image neither engine has (and no registry serves) fails with the copy command, leaving nothing."""
         spec = make_spec("true", image=f"haflow-nowhere-{uuid.uuid4().hex[:8]}:1")
         with pytest.raises(SandboxUnavailable, match=r"docker save .* docker load"):
             await provider.start(spec)
         assert target.containers(spec.run_id) == [] and target.volumes(spec.run_id) == []
 
-    async def test_orphan_volumes_swept(self, target, provider) -> None:
+    async def test_orphan_volumes_swept(self, target: DockerTarget, provider: SandboxProvider) -> None:
         """Volumes of this instance whose run has no container (a daemon died while filling) go at list()."""
         labels = ["--label", "haflow.run_id=r-orphan01", "--label", f"haflow.instance={SESSION_INSTANCE}"]
         target.engine.docker("volume", "create", *labels, "haflow-r-orphan01-0")
@@ -502,15 +532,17 @@ class TestRemoteOnly:
         finally:
             target.engine.docker("volume", "rm", "--force", "haflow-r-orphan01-0", "haflow-r-orphan02-0")
 
-    async def test_writable_mount_outside_roots_refused(self, target, make_spec, tmp_path: Path) -> None:
+    async def test_writable_mount_outside_roots_refused(
+        self, target: DockerTarget, make_spec: MakeSpec, tmp_path: Path
+    ) -> None:
         """With writable_roots set, a writable mount elsewhere is refused before anything is created."""
-        provider = attrs.evolve(target.make(), writable_roots=(tmp_path / "home",))
+        provider = attrs.evolve(cast(RemoteDockerProvider, target.make()), writable_roots=(tmp_path / "home",))
         spec = make_spec("true")
         with pytest.raises(SandboxError, match="outside"):
             await provider.start(spec)
         assert target.volumes(spec.run_id) == [] and target.containers(spec.run_id) == []
 
-    async def test_forged_writable_label_refused(self, target, docker_image: str, tmp_path: Path) -> None:
+    async def test_forged_writable_label_refused(self, target: DockerTarget, docker_image: str, tmp_path: Path) -> None:
         """A container whose label names a host folder outside the daemon's gets nothing written there."""
         outside = tmp_path / "outside"
         outside.mkdir()
@@ -522,7 +554,7 @@ class TestRemoteOnly:
             "--user", "0", docker_image, "sh", "-c", "echo evil > /mission/artifacts/evil",
         )  # fmt: skip
         sandbox_id = run.stdout.decode().strip()
-        provider = attrs.evolve(target.make(), writable_roots=(tmp_path / "home",))
+        provider = attrs.evolve(cast(RemoteDockerProvider, target.make()), writable_roots=(tmp_path / "home",))
         try:
             with pytest.raises(SandboxError, match="outside"):
                 await provider.wait(sandbox_id)
@@ -531,7 +563,7 @@ class TestRemoteOnly:
             target.engine.docker("rm", "--force", "--volumes", sandbox_id)
             target.engine.docker("volume", "rm", "--force", "haflow-r-forged01-0")
 
-    async def test_egress_is_refused(self, provider, make_spec) -> None:
+    async def test_egress_is_refused(self, provider: SandboxProvider, make_spec: MakeSpec) -> None:
         """An egress allowlist is refused on a remote engine, never run with an open network."""
         with pytest.raises(SandboxError, match="not supported"):
             await provider.start(make_spec("true", egress=("example.com:443",)))

@@ -6,6 +6,7 @@ import io
 import os
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from haflowd.sandbox.remote_docker import RemoteDockerProvider, pack, plan_volum
 from haflowd.web.app import default_sandbox
 
 
-def spec(*mounts: Mount, **changes) -> SandboxSpec:
+def spec(*mounts: Mount, **changes: Any) -> SandboxSpec:
     return SandboxSpec(
         mission_id="m-0000abcd", run_id="r-1", step_id="s", image="img:1", command=("true",), mounts=mounts, **changes
     )

@@ -16,15 +16,16 @@ from typing import IO, Any
 
 import pytest
 from aiohttp import ClientPayloadError
-from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from haflowd.config import Config
 from haflowd.sandbox import Mount, SandboxError
 from haflowd.sandbox.areas import AreaPlan, plan_areas
-from haflowd.sandbox.transfers import TransferIssuer, TransferTickets
+from haflowd.sandbox.transfers import Direction, Ticket, TransferIssuer, TransferTickets
 from haflowd.web import transfers_api
 from haflowd.web.app import create_app
 from haflowd.web.keys import TRANSFERS
+from tests.conftest import AppClient
 from tests.fakes import FakeSandbox
 from tests.test_blocking import content_io_forbidden  # noqa: F401 - a fixture
 
@@ -71,22 +72,22 @@ def plans(mounts: list[Mount]) -> list[AreaPlan]:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, config: Config) -> TestClient:
+async def client(aiohttp_client: AiohttpClient, config: Config) -> AppClient:
     return await aiohttp_client(create_app(config, sandbox=FakeSandbox()))
 
 
-def tickets_of(client: TestClient) -> TransferTickets:
+def tickets_of(client: AppClient) -> TransferTickets:
     return client.app[TRANSFERS]
 
 
-def issue(client: TestClient, plans: list[AreaPlan], direction: str, run_id: str = RUN, ttl: float = 600) -> str:
+def issue(client: AppClient, plans: list[AreaPlan], direction: Direction, run_id: str = RUN, ttl: float = 600) -> str:
     return tickets_of(client).issue(
         run_id=run_id,
         plans=plans,
         direction=direction,
         uid=UID,
         gid=GID,
-        ttl_seconds=ttl,  # type: ignore[arg-type]
+        ttl_seconds=ttl,
     )
 
 
@@ -135,7 +136,7 @@ async def envelope_error(resp: Any, status: int) -> str:
 
 class TestIn:
     async def test_download_holds_every_area_owned_by_the_agent(
-        self, client: TestClient, plans: list[AreaPlan]
+        self, client: AppClient, plans: list[AreaPlan]
     ) -> None:
         """The init container gets one tar stream: aN/ per area, each entry owned by the ticket's uid:gid."""
         resp = await client.get(IN, headers=bearer(issue(client, plans, "in")))
@@ -147,7 +148,7 @@ class TestIn:
         assert {(m.uid, m.gid) for m in members.values()} == {(UID, GID)}
 
     async def test_download_broken_off_is_not_a_whole_stream(
-        self, client: TestClient, plans: list[AreaPlan], monkeypatch: pytest.MonkeyPatch
+        self, client: AppClient, plans: list[AreaPlan], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A packer failing midway breaks the connection: the pod cannot mistake half a stream for all of it."""
 
@@ -162,7 +163,7 @@ class TestIn:
             await resp.read()
 
     async def test_slow_pods_do_not_hold_the_daemons_threads(
-        self, client: TestClient, plans: list[AreaPlan], monkeypatch: pytest.MonkeyPatch
+        self, client: AppClient, plans: list[AreaPlan], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """More stalled downloads than the default executor has workers: the daemon's other file I/O still runs."""
         release = threading.Event()
@@ -193,7 +194,7 @@ class TestIn:
             assert await resp.read() == b""
 
     async def test_failure_before_the_first_byte_is_an_envelope(
-        self, client: TestClient, plans: list[AreaPlan], mounts: list[Mount]
+        self, client: AppClient, plans: list[AreaPlan], mounts: list[Mount]
     ) -> None:
         """An area gone before packing starts answers an error in the envelope, not a broken stream."""
         token = issue(client, plans, "in")
@@ -204,7 +205,7 @@ class TestIn:
 
 class TestOut:
     async def test_upload_replaces_writable_areas_and_leaves_read_only_ones(
-        self, client: TestClient, plans: list[AreaPlan], mounts: list[Mount]
+        self, client: AppClient, plans: list[AreaPlan], mounts: list[Mount]
     ) -> None:
         """The workspace becomes what was sent (its nested .git kept); the git and prompt areas stay as they were."""
         hostile_readonly = tar_of(
@@ -226,7 +227,7 @@ class TestOut:
         assert list(tickets_of(client).root.iterdir()) == []  # ticket used up, upload's temp file gone
 
     async def test_git_entries_of_the_workspace_are_ignored(
-        self, client: TestClient, plans: list[AreaPlan], mounts: list[Mount]
+        self, client: AppClient, plans: list[AreaPlan], mounts: list[Mount]
     ) -> None:
         """A hand-made upload (the out-token is the pod's) putting hooks and config under the workspace's .git,
         however the names are spelled, writes nothing there: that place is the read-only git area's."""
@@ -249,7 +250,7 @@ class TestOut:
         assert snapshot(git) == {"HEAD": "ref: refs/heads/main\n"}
 
     async def test_oversized_upload_is_413_and_changes_nothing(
-        self, client: TestClient, plans: list[AreaPlan], mounts: list[Mount]
+        self, client: AppClient, plans: list[AreaPlan], mounts: list[Mount]
     ) -> None:
         """A body past the areas' caps plus tar overhead is refused (413), with or without a Content-Length."""
         before = snapshot(mounts[0].source)
@@ -281,7 +282,7 @@ class TestOut:
         ids=["absolute", "dotdot", "too-many", "other-top", "too-big"],
     )
     async def test_hostile_archive_is_422_and_changes_nothing(
-        self, client: TestClient, plans: list[AreaPlan], mounts: list[Mount], entries: Any, why: str
+        self, client: AppClient, plans: list[AreaPlan], mounts: list[Mount], entries: Any, why: str
     ) -> None:
         """A name outside the area, a link out of it or a broken cap refuses the whole upload; nothing changes."""
         before = snapshot(mounts[0].source)
@@ -303,7 +304,7 @@ class TestOut:
         ids=["symlink-absolute", "symlink-climbs", "hardlink-out", "fifo"],
     )
     async def test_links_out_and_special_files_are_dropped(
-        self, client: TestClient, plans: list[AreaPlan], mounts: list[Mount], entries: Any
+        self, client: AppClient, plans: list[AreaPlan], mounts: list[Mount], entries: Any
     ) -> None:
         """A link leading out of its area or a special file is left out; the rest of the area comes back."""
         body = back(("a0/new.py", b"print(2)\n"), *entries)
@@ -315,7 +316,7 @@ class TestOut:
         assert not {"link", "pkg/up", "hard", "pipe"} & names
         assert not (area.parent.parent / "outside").exists()
 
-    async def test_not_a_tar_is_422(self, client: TestClient, plans: list[AreaPlan], mounts: list[Mount]) -> None:
+    async def test_not_a_tar_is_422(self, client: AppClient, plans: list[AreaPlan], mounts: list[Mount]) -> None:
         """Garbage in place of an archive is refused like a hostile one."""
         before = snapshot(mounts[0].source)
         resp = await client.put(OUT, data=b"not a tar" * 200, headers={**bearer(issue(client, plans, "out")), **TAR})
@@ -323,7 +324,7 @@ class TestOut:
         assert snapshot(mounts[0].source) == before
 
     async def test_wrong_media_type_is_415_and_keeps_the_ticket(
-        self, client: TestClient, plans: list[AreaPlan]
+        self, client: AppClient, plans: list[AreaPlan]
     ) -> None:
         """A body that is not application/x-tar is 415 before the claim, so the token still works afterwards."""
         token = issue(client, plans, "out")
@@ -334,7 +335,7 @@ class TestOut:
 
 
 class TestTickets:
-    async def test_token_works_exactly_once(self, client: TestClient, plans: list[AreaPlan]) -> None:
+    async def test_token_works_exactly_once(self, client: AppClient, plans: list[AreaPlan]) -> None:
         """A second use of either token is refused (401), whatever the first did."""
         token_in, token_out = issue(client, plans, "in"), issue(client, plans, "out")
         assert (await client.get(IN, headers=bearer(token_in))).status == 200
@@ -343,7 +344,7 @@ class TestTickets:
         assert (await client.put(OUT, data=body, headers={**bearer(token_out), **TAR})).status == 204
         await envelope_error(await client.put(OUT, data=body, headers={**bearer(token_out), **TAR}), 401)
 
-    async def test_two_concurrent_claims_one_wins(self, client: TestClient, plans: list[AreaPlan]) -> None:
+    async def test_two_concurrent_claims_one_wins(self, client: AppClient, plans: list[AreaPlan]) -> None:
         """Two downloads racing with one token: one gets the areas, the other 401."""
         token = issue(client, plans, "in")
         first, second = await asyncio.gather(
@@ -356,7 +357,8 @@ class TestTickets:
         tickets = TransferTickets(home / "transfers")
         for _ in range(5):
             token = tickets.issue(run_id=RUN, plans=plans, direction="in", uid=1, gid=1, ttl_seconds=60)
-            barrier, won = threading.Barrier(8), []
+            barrier = threading.Barrier(8)
+            won: list[Ticket | None] = []
 
             def claim(token: str = token, barrier: threading.Barrier = barrier, won: list[Any] = won) -> None:
                 barrier.wait()
@@ -369,14 +371,14 @@ class TestTickets:
                 t.join()
             assert sum(t is not None for t in won) == 1
 
-    async def test_head_does_not_use_the_token_up(self, client: TestClient, plans: list[AreaPlan]) -> None:
+    async def test_head_does_not_use_the_token_up(self, client: AppClient, plans: list[AreaPlan]) -> None:
         """HEAD is no download (refused like any unrouted method); the token still opens the GET afterwards."""
         token = issue(client, plans, "in")
         assert (await client.head(IN, headers=bearer(token))).status in (401, 405)
         assert (await client.get(IN, headers=bearer(token))).status == 200
 
     async def test_wrong_direction_is_refused_and_keeps_the_ticket(
-        self, client: TestClient, plans: list[AreaPlan]
+        self, client: AppClient, plans: list[AreaPlan]
     ) -> None:
         """An IN token at the OUT route (and back) is 401; it still opens its own direction."""
         token_in, token_out = issue(client, plans, "in"), issue(client, plans, "out")
@@ -384,7 +386,7 @@ class TestTickets:
         await envelope_error(await client.get(IN, headers=bearer(token_out)), 401)
         assert (await client.get(IN, headers=bearer(token_in))).status == 200
 
-    async def test_expired_token_is_refused(self, client: TestClient, plans: list[AreaPlan]) -> None:
+    async def test_expired_token_is_refused(self, client: AppClient, plans: list[AreaPlan]) -> None:
         """A ticket past its wall-clock expiry is 401 and its file is removed."""
         root = tickets_of(client).root
         past = TransferTickets(root, clock=lambda: 1_000_000.0)
@@ -393,7 +395,7 @@ class TestTickets:
         await envelope_error(await client.get(IN, headers=bearer(token)), 401)
         assert list(root.glob("*.json")) == []
 
-    async def test_revoked_tokens_are_refused(self, client: TestClient, plans: list[AreaPlan]) -> None:
+    async def test_revoked_tokens_are_refused(self, client: AppClient, plans: list[AreaPlan]) -> None:
         """revoke(run) ends every ticket of that run, and only of that run."""
         token_in, token_out = issue(client, plans, "in"), issue(client, plans, "out")
         other = issue(client, plans, "in", run_id="r-99999999")
@@ -403,7 +405,12 @@ class TestTickets:
         assert (await client.get(IN, headers=bearer(other))).status == 200
 
     async def test_ticket_survives_a_restart(
-        self, aiohttp_client: Any, client: TestClient, config: Config, plans: list[AreaPlan], mounts: list[Mount]
+        self,
+        aiohttp_client: AiohttpClient,
+        client: AppClient,
+        config: Config,
+        plans: list[AreaPlan],
+        mounts: list[Mount],
     ) -> None:
         """An OUT token issued before a restart opens the upload on the new daemon (whose start-up sweep keeps it)."""
         token = issue(client, plans, "out")
@@ -414,7 +421,7 @@ class TestTickets:
         assert (mounts[0].source / "after.py").read_text() == "1"
 
     async def test_start_up_sweeps_expired_tickets(
-        self, aiohttp_client: Any, config: Config, home: Path, plans: list[AreaPlan]
+        self, aiohttp_client: AiohttpClient, config: Config, home: Path, plans: list[AreaPlan]
     ) -> None:
         """A daemon starting removes tickets that expired while it was down, and a crash's temp files."""
         root = home / "transfers"
@@ -495,7 +502,7 @@ class TestAuth:
         [{}, {"Authorization": "Basic Zm9vOmJhcg=="}, {"Authorization": "Bearer "}, bearer("x" * 43)],
         ids=["none", "basic", "empty", "unknown"],
     )
-    async def test_no_valid_token_is_401_alike(self, client: TestClient, headers: dict[str, str]) -> None:
+    async def test_no_valid_token_is_401_alike(self, client: AppClient, headers: dict[str, str]) -> None:
         """Missing, malformed and unknown tokens all get the same 401 in the envelope."""
         messages = {
             await envelope_error(await client.get(IN, headers=headers), 401),
@@ -503,7 +510,7 @@ class TestAuth:
         }
         assert messages == {transfers_api.NO_TICKET}
 
-    async def test_daemon_token_does_not_open_a_transfer(self, client: TestClient, plans: list[AreaPlan]) -> None:
+    async def test_daemon_token_does_not_open_a_transfer(self, client: AppClient, plans: list[AreaPlan]) -> None:
         """The daemon's own token (header or login cookie) is no ticket; the rest of /api still needs it."""
         await envelope_error(await client.get(IN, headers=bearer(DAEMON_TOKEN)), 401)
         await envelope_error(await client.put(OUT, data=back(), headers={**bearer(DAEMON_TOKEN), **TAR}), 401)
@@ -512,12 +519,12 @@ class TestAuth:
         await envelope_error(await client.get("/api/missions", headers=bearer(issue(client, plans, "in"))), 401)
         assert (await client.get("/api/missions", headers=bearer(DAEMON_TOKEN))).status == 200
 
-    async def test_json_rule_is_waived_for_the_upload_only(self, client: TestClient) -> None:
+    async def test_json_rule_is_waived_for_the_upload_only(self, client: AppClient) -> None:
         """Other routes still refuse a tar body (415): the waiver is the upload's alone."""
         resp = await client.post("/api/missions", data=back(), headers={**bearer(DAEMON_TOKEN), **TAR})
         await envelope_error(resp, 415)
 
-    async def test_disallowed_origin_is_403_before_the_claim(self, client: TestClient, plans: list[AreaPlan]) -> None:
+    async def test_disallowed_origin_is_403_before_the_claim(self, client: AppClient, plans: list[AreaPlan]) -> None:
         """A browser page's Origin is refused (403) on both routes, before the ticket is touched."""
         token_in, token_out = issue(client, plans, "in"), issue(client, plans, "out")
         evil = {"Origin": "https://evil.example"}
@@ -525,14 +532,14 @@ class TestAuth:
         await envelope_error(await client.put(OUT, data=back(), headers={**bearer(token_out), **TAR, **evil}), 403)
         assert (await client.get(IN, headers=bearer(token_in))).status == 200
 
-    async def test_rebinding_host_is_403(self, client: TestClient, plans: list[AreaPlan]) -> None:
+    async def test_rebinding_host_is_403(self, client: AppClient, plans: list[AreaPlan]) -> None:
         """The Host check still guards the transfer routes."""
         resp = await client.get(IN, headers={**bearer(issue(client, plans, "in")), "Host": "evil.example"})
         await envelope_error(resp, 403)
 
 
 class TestDocument:
-    async def test_routes_are_documented_with_their_own_security(self, client: TestClient) -> None:
+    async def test_routes_are_documented_with_their_own_security(self, client: AppClient) -> None:
         """Both routes are in the OpenAPI document: ticket-only security, tar bodies, 204 without content."""
         doc = json.loads(await (await client.get("/api/openapi.json", headers=bearer(DAEMON_TOKEN))).read())
         get_in, put_out = doc["paths"][IN]["get"], doc["paths"][OUT]["put"]
@@ -546,13 +553,13 @@ class TestDocument:
 
 class TestNoBlocking:
     @pytest.fixture
-    def tokens(self, client: TestClient, plans: list[AreaPlan]) -> tuple[str, str]:
+    def tokens(self, client: AppClient, plans: list[AreaPlan]) -> tuple[str, str]:
         # Issued before blockbuster is on: the provider writes a ticket (a few hundred bytes) in place.
         return issue(client, plans, "in"), issue(client, plans, "out")
 
     async def test_transfers_move_content_off_the_loop(
         self,
-        client: TestClient,
+        client: AppClient,
         tokens: tuple[str, str],
         content_io_forbidden: Any,  # noqa: F811
     ) -> None:

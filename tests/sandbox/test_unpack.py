@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from haflowd.sandbox import unpack
 from haflowd.sandbox.unpack import UnpackError, unpack_file, unpack_tree
 
 
-def entry(name: str, data: bytes | None = b"", **fields) -> tuple[tarfile.TarInfo, bytes | None]:
+def entry(name: str, data: bytes | None = b"", **fields: Any) -> tuple[tarfile.TarInfo, bytes | None]:
     info = tarfile.TarInfo(name)
     for key, value in fields.items():
         setattr(info, key, value)
@@ -25,11 +26,11 @@ def archive(tmp_path: Path, *entries: tuple[tarfile.TarInfo, bytes | None]) -> P
     path = tmp_path / "back.tar"
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
         for info, data in entries:
-            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+            tar.addfile(info, io.BytesIO(data or b"") if info.isreg() else None)
     return path
 
 
-def folder(name: str) -> tuple[tarfile.TarInfo, None]:
+def folder(name: str) -> tuple[tarfile.TarInfo, bytes | None]:
     return entry(name, None, type=tarfile.DIRTYPE, mode=0o755)
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from haflowd.web.api import LOG_PAGE_BYTES
-from tests.conftest import RAW_INPUT, api, create_mission, detail, until, wait_status
+from tests.conftest import RAW_INPUT, AppClient, api, create_mission, detail, until, wait_status
 from tests.fakes import Behaviour, FakeSandbox
 
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
@@ -55,7 +55,7 @@ def assert_run(run: dict[str, Any]) -> None:
 
 
 class TestCreate:
-    async def test_create_answers_201_with_meta(self, client: TestClient, home: Path) -> None:
+    async def test_create_answers_201_with_meta(self, client: AppClient, home: Path) -> None:
         """POST /api/missions returns a ready MissionMeta at step 0 and writes raw-input.md."""
         status, body = await api(
             client, "POST", "/api/missions", json={"title": "Dark mode", "type": "feature", "rawInput": RAW_INPUT}
@@ -76,12 +76,12 @@ class TestCreate:
         assert (folder / "runs").is_dir() and (folder / "logs").is_dir()
 
     @pytest.mark.parametrize("mission_type", ["feature", "fix", "bugfix", "hotfix", "enhance"])
-    async def test_every_mission_type_is_accepted(self, client: TestClient, mission_type: str) -> None:
+    async def test_every_mission_type_is_accepted(self, client: AppClient, mission_type: str) -> None:
         """Each of the contract's five mission types can be created."""
         meta = await create_mission(client, type=mission_type)
         assert meta["type"] == mission_type
 
-    async def test_workflow_id_picks_the_workflow(self, client: TestClient) -> None:
+    async def test_workflow_id_picks_the_workflow(self, client: AppClient) -> None:
         """workflowId chooses a workflow other than the default."""
         meta = await create_mission(client, workflowId="oneshot")
         assert meta["workflow_id"] == "oneshot"
@@ -103,7 +103,7 @@ class TestCreate:
         ],
     )
     async def test_invalid_fields_are_named(
-        self, client: TestClient, home: Path, payload: dict[str, Any], field: str
+        self, client: AppClient, home: Path, payload: dict[str, Any], field: str
     ) -> None:
         """A bad create request answers 400 naming the field, and creates nothing."""
         status, body = await api(client, "POST", "/api/missions", json=payload)
@@ -112,7 +112,7 @@ class TestCreate:
         assert list((home / "missions").iterdir()) == []
 
     @pytest.mark.parametrize("raw", [b"{", b"not json", b"[1,2]", b'"text"', b""])
-    async def test_malformed_json_is_400(self, client: TestClient, raw: bytes) -> None:
+    async def test_malformed_json_is_400(self, client: AppClient, raw: bytes) -> None:
         """A body that is not a JSON object answers 400 in the envelope."""
         status, body = await api(
             client, "POST", "/api/missions", data=raw, headers={"Content-Type": "application/json"}
@@ -122,13 +122,13 @@ class TestCreate:
 
 
 class TestList:
-    async def test_empty_list(self, client: TestClient) -> None:
+    async def test_empty_list(self, client: AppClient) -> None:
         """With no missions the list is an empty array."""
         assert await api(client, "GET", "/api/missions") == (
             200, {"success": True, "data": [], "error": None}
         )
 
-    async def test_items_have_contract_fields_newest_first(self, client: TestClient) -> None:
+    async def test_items_have_contract_fields_newest_first(self, client: AppClient) -> None:
         """List items carry exactly the contract's fields, sorted by updated_at newest first."""
         first = await create_mission(client, title="first")
         await asyncio.sleep(0.002)
@@ -146,7 +146,7 @@ class TestList:
             "updated_at": second["updated_at"],
         }
 
-    async def test_large_lists_are_gzipped(self, client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def test_large_lists_are_gzipped(self, client: AppClient, monkeypatch: pytest.MonkeyPatch) -> None:
         """A large list is sent gzip-compressed to clients that accept it, with the same JSON inside."""
         import gzip
         import json
@@ -160,7 +160,7 @@ class TestList:
         assert resp.headers["Content-Encoding"] == "gzip"
         assert json.loads(gzip.decompress(await resp.read())) == json.loads(await plain.read())
 
-    async def test_touching_a_mission_moves_it_first(self, client: TestClient) -> None:
+    async def test_touching_a_mission_moves_it_first(self, client: AppClient) -> None:
         """Saving an artifact touches updated_at, which re-sorts the list."""
         first = await create_mission(client, title="first")
         await asyncio.sleep(0.002)
@@ -170,7 +170,9 @@ class TestList:
         _, body = await api(client, "GET", "/api/missions")
         assert body["data"][0]["mission_id"] == first["mission_id"]
 
-    async def test_corrupt_missions_are_skipped(self, aiohttp_client: Any, config: Any, fake: FakeSandbox) -> None:
+    async def test_corrupt_missions_are_skipped(
+        self, aiohttp_client: AiohttpClient, config: Any, fake: FakeSandbox
+    ) -> None:
         """Folders with a missing or corrupt mission.json are left out of the list, not a 500."""
         from haflowd.web.app import create_app
 
@@ -191,13 +193,13 @@ class TestList:
         assert status == 404
 
 
-async def _started(client: TestClient, mission_id: str) -> bool:
+async def _started(client: AppClient, mission_id: str) -> bool:
     runs = (await detail(client, mission_id))["runs"]
     return bool(runs) and "container_id" in runs[0]
 
 
 class TestDetail:
-    async def test_detail_is_meta_plus_workflow_artifacts_runs(self, client: TestClient) -> None:
+    async def test_detail_is_meta_plus_workflow_artifacts_runs(self, client: AppClient) -> None:
         """GET /api/missions/:id returns MissionDetail with the standard-feature workflow."""
         meta = await create_mission(client)
         data = await detail(client, meta["mission_id"])
@@ -210,7 +212,7 @@ class TestDetail:
         assert data["runs"] == []
 
     @pytest.mark.parametrize("mission_id", ["m-deadbeef", "m-DEADBEEF", "nope", "m-1234567"])
-    async def test_unknown_mission_is_404(self, client: TestClient, mission_id: str) -> None:
+    async def test_unknown_mission_is_404(self, client: AppClient, mission_id: str) -> None:
         """Unknown or malformed mission ids answer 404 for every mission endpoint."""
         for method, path, kwargs in [
             ("GET", f"/api/missions/{mission_id}", {}),
@@ -223,7 +225,7 @@ class TestDetail:
             assert status == 404, (method, path)
             assert "not found" in body["error"].lower()
 
-    async def test_log_tail_of_the_running_step(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_log_tail_of_the_running_step(self, client: AppClient, fake: FakeSandbox) -> None:
         """While an agent runs, current_log_tail holds the end of its log; afterwards it is omitted."""
         gate = asyncio.Event()
         fake.behaviours["cleanup"] = Behaviour(gate=gate)
@@ -242,7 +244,7 @@ class TestDetail:
         assert_run(data["runs"][0])
         assert data["runs"][0]["exit_code"] == 0
 
-    async def test_log_tail_is_the_last_characters(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_log_tail_is_the_last_characters(self, client: AppClient, fake: FakeSandbox) -> None:
         """current_log_tail is the last 2000 characters of a longer log."""
         gate = asyncio.Event()
         lines = tuple(f"line {i:05d} é\n".encode() for i in range(1000))
@@ -261,7 +263,7 @@ class TestDetail:
 
 
 class TestLogByOffset:
-    async def finished_run(self, client: TestClient, fake: FakeSandbox, lines: tuple[bytes, ...]) -> tuple[str, str]:
+    async def finished_run(self, client: AppClient, fake: FakeSandbox, lines: tuple[bytes, ...]) -> tuple[str, str]:
         fake.behaviours["cleanup"] = Behaviour(extra_lines=lines)
         meta = await create_mission(client)
         mid = meta["mission_id"]
@@ -269,7 +271,7 @@ class TestLogByOffset:
         data = await wait_status(client, mid, "waiting_human")
         return mid, data["runs"][0]["run_id"]
 
-    async def test_chunks_join_to_the_whole_log(self, client: TestClient, fake: FakeSandbox, home: Path) -> None:
+    async def test_chunks_join_to_the_whole_log(self, client: AppClient, fake: FakeSandbox, home: Path) -> None:
         """Following next_offset from 0 reads the whole log in chunks of at most 256 KiB, cut between characters."""
         lines = tuple(f"line {i:06d} é€😀\n".encode() for i in range(120_000))
         mid, run_id = await self.finished_run(client, fake, lines)
@@ -292,13 +294,13 @@ class TestLogByOffset:
         assert "".join(texts) == whole.decode()
         assert "\ufffd" not in "".join(texts)
 
-    async def test_without_offset_answers_the_tail_string(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_without_offset_answers_the_tail_string(self, client: AppClient, fake: FakeSandbox) -> None:
         """Without offset the answer is still the plain log text."""
         mid, run_id = await self.finished_run(client, fake, (b"hello\n",))
         status, body = await api(client, "GET", f"/api/missions/{mid}/runs/{run_id}/log")
         assert status == 200 and isinstance(body["data"], str) and "hello\n" in body["data"]
 
-    async def test_offset_at_or_past_the_end_is_empty(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_offset_at_or_past_the_end_is_empty(self, client: AppClient, fake: FakeSandbox) -> None:
         """An offset at or past the end answers no text and the current size."""
         mid, run_id = await self.finished_run(client, fake, ())
         _, body = await api(client, "GET", f"/api/missions/{mid}/runs/{run_id}/log?offset=0")
@@ -309,7 +311,7 @@ class TestLogByOffset:
             assert body["data"] == {"text": "", "offset": offset, "next_offset": offset, "size": size}
 
     @pytest.mark.parametrize("offset", ["-1", "abc", "1.5", "", "٣"])
-    async def test_bad_offset_is_400(self, client: TestClient, fake: FakeSandbox, offset: str) -> None:
+    async def test_bad_offset_is_400(self, client: AppClient, fake: FakeSandbox, offset: str) -> None:
         """An offset that is not a whole number of bytes answers 400 naming it."""
         mid, run_id = await self.finished_run(client, fake, ())
         status, body = await api(client, "GET", f"/api/missions/{mid}/runs/{run_id}/log", params={"offset": offset})
@@ -317,7 +319,7 @@ class TestLogByOffset:
 
 
 class TestArtifacts:
-    async def test_put_writes_and_touches(self, client: TestClient, home: Path) -> None:
+    async def test_put_writes_and_touches(self, client: AppClient, home: Path) -> None:
         """PUT saves the artifact, answers data null and moves updated_at forward."""
         meta = await create_mission(client)
         mid = meta["mission_id"]
@@ -331,7 +333,7 @@ class TestArtifacts:
         assert data["artifacts"]["structured-text.md"] == "# Edited\n"
         assert data["updated_at"] > meta["updated_at"]
 
-    async def test_put_replaces_existing_content(self, client: TestClient) -> None:
+    async def test_put_replaces_existing_content(self, client: AppClient) -> None:
         """A second PUT replaces the content entirely."""
         mid = (await create_mission(client))["mission_id"]
         await api(client, "PUT", f"/api/missions/{mid}/artifacts/raw-input.md", json={"content": "short"})
@@ -341,7 +343,7 @@ class TestArtifacts:
         "body",
         [{}, {"content": 5}, {"content": None}, {"contents": "x"}, [1]],
     )
-    async def test_bad_body_is_400(self, client: TestClient, body: Any) -> None:
+    async def test_bad_body_is_400(self, client: AppClient, body: Any) -> None:
         """A PUT body without a string content answers 400."""
         mid = (await create_mission(client))["mission_id"]
         status, answer = await api(client, "PUT", f"/api/missions/{mid}/artifacts/a.md", json=body)
@@ -368,7 +370,7 @@ class TestArtifacts:
             "a%3Ab",
         ],
     )
-    async def test_traversal_and_bad_names_are_rejected(self, client: TestClient, home: Path, name: str) -> None:
+    async def test_traversal_and_bad_names_are_rejected(self, client: AppClient, home: Path, name: str) -> None:
         """Names that are not plain safe file names answer 400 (or 404) and write nothing anywhere."""
         mid = (await create_mission(client))["mission_id"]
         before = sorted(p.relative_to(home) for p in home.rglob("*"))
@@ -380,7 +382,7 @@ class TestArtifacts:
         assert after[: len(before)] == before and len(after) == len(before)
         assert not any("pwned" in p.read_text() for p in home.rglob("*") if p.is_file())
 
-    async def test_absolute_path_via_double_slash_is_not_written(self, client: TestClient, tmp_path: Path) -> None:
+    async def test_absolute_path_via_double_slash_is_not_written(self, client: AppClient, tmp_path: Path) -> None:
         """A path that tries to smuggle an absolute target is refused and writes nothing."""
         mid = (await create_mission(client))["mission_id"]
         target = tmp_path / "outside.md"
@@ -388,14 +390,14 @@ class TestArtifacts:
         assert resp.status in (400, 404)
         assert not target.exists()
 
-    async def test_max_length_name_is_accepted(self, client: TestClient) -> None:
+    async def test_max_length_name_is_accepted(self, client: AppClient) -> None:
         """A 255-byte name is within the limit."""
         mid = (await create_mission(client))["mission_id"]
         name = "a" * 252 + ".md"
         status, _ = await api(client, "PUT", f"/api/missions/{mid}/artifacts/{name}", json={"content": "ok"})
         assert status == 200
 
-    async def test_rendered_artifact(self, client: TestClient) -> None:
+    async def test_rendered_artifact(self, client: AppClient) -> None:
         """The html endpoint renders an artifact through the safe renderer."""
         mid = (await create_mission(client))["mission_id"]
         status, body = await api(client, "GET", f"/api/missions/{mid}/artifacts/raw-input.md/html")
@@ -406,7 +408,7 @@ class TestArtifacts:
 
 
 class TestWorkflows:
-    async def test_lists_builtin_workflows(self, client: TestClient) -> None:
+    async def test_lists_builtin_workflows(self, client: AppClient) -> None:
         """GET /api/workflows lists standard-feature exactly as the contract's table, and oneshot."""
         status, body = await api(client, "GET", "/api/workflows")
         assert status == 200
@@ -423,7 +425,7 @@ class TestErrors:
         ("method", "path"),
         [("GET", "/api/nope"), ("GET", "/api"), ("POST", "/api/missions/m-12345678/explode"), ("GET", "/api/x/y/z")],
     )
-    async def test_unknown_api_routes_are_404_envelopes(self, client: TestClient, method: str, path: str) -> None:
+    async def test_unknown_api_routes_are_404_envelopes(self, client: AppClient, method: str, path: str) -> None:
         """Unknown /api routes answer 404 in the envelope."""
         status, _ = await api(client, method, path)
         assert status == 404
@@ -433,7 +435,7 @@ class TestErrors:
         [("DELETE", "/api/missions", "GET,HEAD,POST"), ("TRACE", "/api/workflows", "GET,HEAD"),
          ("GET", "/api/missions/m-12345678/continue", "POST")],
     )
-    async def test_wrong_method_is_405_with_allow(self, client: TestClient, method: str, path: str, allow: str) -> None:
+    async def test_wrong_method_is_405_with_allow(self, client: AppClient, method: str, path: str, allow: str) -> None:
         """A known path asked with another method answers 405 in the envelope, naming the allowed ones."""
         resp = await client.request(method, path)
         assert resp.status == 405
@@ -441,7 +443,7 @@ class TestErrors:
         assert (await resp.json())["success"] is False
 
     async def test_unexpected_errors_are_500_without_details(
-        self, client: TestClient, monkeypatch: pytest.MonkeyPatch
+        self, client: AppClient, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """An unexpected exception answers a short 500 envelope; details stay in the log."""
         from haflowd.store import Store
@@ -455,7 +457,7 @@ class TestErrors:
         assert status == 500
         assert "secret" not in body["error"]
 
-    async def test_body_too_large_is_413(self, aiohttp_client: Any, config: Any, fake: FakeSandbox) -> None:
+    async def test_body_too_large_is_413(self, aiohttp_client: AiohttpClient, config: Any, fake: FakeSandbox) -> None:
         """A body above the configured cap answers 413 in the envelope."""
         import attrs
 
@@ -472,7 +474,7 @@ class TestBrowserGuard:
         "origin",
         ["http://127.0.0.1:5173", "http://localhost:3000", "http://[::1]:8080", "https://localhost"],
     )
-    async def test_loopback_origins_get_cors(self, client: TestClient, origin: str) -> None:
+    async def test_loopback_origins_get_cors(self, client: AppClient, origin: str) -> None:
         """Loopback origins on any port may read and write, with CORS headers."""
         resp = await client.get("/api/missions", headers={"Origin": origin})
         assert resp.status == 200
@@ -484,7 +486,7 @@ class TestBrowserGuard:
         )
         assert resp.status == 201
 
-    async def test_preflight_from_loopback_is_answered(self, client: TestClient) -> None:
+    async def test_preflight_from_loopback_is_answered(self, client: AppClient) -> None:
         """A CORS preflight for a JSON PUT from a local UI is allowed."""
         mid = (await create_mission(client))["mission_id"]
         resp = await client.options(
@@ -501,7 +503,7 @@ class TestBrowserGuard:
     @pytest.mark.parametrize(
         "origin", ["https://evil.example", "http://127.0.0.1.evil.example", "null", "http://localhost.evil:80"]
     )
-    async def test_foreign_origins_are_refused(self, client: TestClient, home: Path, origin: str) -> None:
+    async def test_foreign_origins_are_refused(self, client: AppClient, home: Path, origin: str) -> None:
         """Requests from other origins get 403 and no CORS grant; writes change nothing."""
         resp = await client.post(
             "/api/missions",
@@ -514,7 +516,7 @@ class TestBrowserGuard:
         resp = await client.get("/api/missions", headers={"Origin": origin})
         assert resp.status == 403
 
-    async def test_foreign_origin_cannot_continue(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_foreign_origin_cannot_continue(self, client: AppClient, fake: FakeSandbox) -> None:
         """A bodyless cross-site POST (a form or fetch from any page) cannot start a step."""
         mid = (await create_mission(client))["mission_id"]
         resp = await client.post(f"/api/missions/{mid}/continue", headers={"Origin": "https://evil.example"})
@@ -522,7 +524,7 @@ class TestBrowserGuard:
         assert fake.started == []
 
     @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
-    async def test_bodies_must_be_json(self, client: TestClient, home: Path, content_type: str) -> None:
+    async def test_bodies_must_be_json(self, client: AppClient, home: Path, content_type: str) -> None:
         """A write whose body is not application/json answers 415 and writes nothing."""
         resp = await client.post(
             "/api/missions",
@@ -532,7 +534,7 @@ class TestBrowserGuard:
         assert resp.status == 415
         assert list((home / "missions").iterdir()) == []
 
-    async def test_bodyless_post_needs_no_content_type(self, client: TestClient) -> None:
+    async def test_bodyless_post_needs_no_content_type(self, client: AppClient) -> None:
         """continue without a body or content type works, as curl and the original UI send it."""
         mid = (await create_mission(client))["mission_id"]
         resp = await client.post(f"/api/missions/{mid}/continue", skip_auto_headers={"Content-Type"})
@@ -540,14 +542,14 @@ class TestBrowserGuard:
 
 
 class TestUi:
-    async def test_root_serves_the_ui(self, client: TestClient) -> None:
+    async def test_root_serves_the_ui(self, client: AppClient) -> None:
         """GET / serves the web UI's HTML page."""
         resp = await client.get("/")
         assert resp.status == 200
         assert resp.content_type == "text/html"
         assert "haflow" in (await resp.text()).lower()
 
-    async def test_static_files_are_revalidated(self, client: TestClient) -> None:
+    async def test_static_files_are_revalidated(self, client: AppClient) -> None:
         """The UI's script is served with no-cache, so an upgrade reaches browsers."""
         resp = await client.get("/static/js/main.js")
         assert resp.status == 200
@@ -570,7 +572,7 @@ class TestUi:
         assert "js/main.js" in present
         assert shipped == present
 
-    async def test_modules_are_served_as_javascript(self, client: TestClient) -> None:
+    async def test_modules_are_served_as_javascript(self, client: AppClient) -> None:
         """index.html loads one entry module; every module it reaches is served with a JavaScript type."""
         html = await (await client.get("/")).text()
         entries = re.findall(r'<script type="module" src="/static/(js/[a-z]+\.js)"></script>', html)
@@ -601,7 +603,7 @@ class TestRawArtifact:
             ("blob.bin", "application/octet-stream"),
         ],
     )
-    async def test_whole_file_with_its_type(self, client: TestClient, home: Path, name: str, media: str) -> None:
+    async def test_whole_file_with_its_type(self, client: AppClient, home: Path, name: str, media: str) -> None:
         """The raw endpoint answers the whole file, typed by extension, never sniffed, non-text as a download."""
         mid = (await create_mission(client))["mission_id"]
         content = bytes(range(256)) * 4096 + b"end"  # 1 MiB and a bit: more than one chunk
@@ -616,7 +618,7 @@ class TestRawArtifact:
         else:
             assert "Content-Disposition" not in resp.headers
 
-    async def test_text_is_utf8(self, client: TestClient) -> None:
+    async def test_text_is_utf8(self, client: AppClient) -> None:
         """A Markdown artifact is served as UTF-8 text."""
         mid = (await create_mission(client))["mission_id"]
         resp = await client.get(f"/api/missions/{mid}/artifacts/raw-input.md")
@@ -624,7 +626,7 @@ class TestRawArtifact:
         assert await resp.text() == RAW_INPUT
 
     @pytest.mark.parametrize("kind", ["missing", "symlink", "fifo", "folder"])
-    async def test_only_regular_files(self, client: TestClient, home: Path, tmp_path: Path, kind: str) -> None:
+    async def test_only_regular_files(self, client: AppClient, home: Path, tmp_path: Path, kind: str) -> None:
         """A symlink, FIFO, folder or missing name answers 404, and a FIFO does not block."""
         import os
 
@@ -643,7 +645,7 @@ class TestRawArtifact:
         assert status == 404
         assert body["error"] == "Artifact not found: out.md"
 
-    async def test_bad_name_and_unknown_mission(self, client: TestClient) -> None:
+    async def test_bad_name_and_unknown_mission(self, client: AppClient) -> None:
         """A bad file name answers 400 and an unknown mission 404."""
         mid = (await create_mission(client))["mission_id"]
         status, _ = await api(client, "GET", f"/api/missions/{mid}/artifacts/.hidden")
@@ -651,7 +653,7 @@ class TestRawArtifact:
         status, _ = await api(client, "GET", "/api/missions/m-00000000/artifacts/raw-input.md")
         assert status == 404
 
-    async def test_head_reads_no_body(self, client: TestClient) -> None:
+    async def test_head_reads_no_body(self, client: AppClient) -> None:
         """HEAD answers the headers of the raw artifact without its body."""
         mid = (await create_mission(client))["mission_id"]
         resp = await client.head(f"/api/missions/{mid}/artifacts/raw-input.md")
@@ -669,7 +671,7 @@ class TestOddInputs:
             (b'{"title": "t", "type": "feature", "rawInput": "x", "\\udfff": 1}', "lone surrogate"),
         ],
     )
-    async def test_odd_json_is_400(self, client: TestClient, home: Path, raw: bytes, says: str) -> None:
+    async def test_odd_json_is_400(self, client: AppClient, home: Path, raw: bytes, says: str) -> None:
         """Very deep JSON, a 100,000-digit number and a lone surrogate answer 400 saying what is wrong."""
         status, body = await api(
             client, "POST", "/api/missions", data=raw, headers={"Content-Type": "application/json"}
@@ -678,7 +680,7 @@ class TestOddInputs:
         assert says in body["error"]
         assert list((home / "missions").iterdir()) == []
 
-    async def test_lone_surrogate_in_an_artifact_is_400(self, client: TestClient) -> None:
+    async def test_lone_surrogate_in_an_artifact_is_400(self, client: AppClient) -> None:
         """Saving an artifact whose content holds a lone surrogate answers 400, not 500."""
         mid = (await create_mission(client))["mission_id"]
         status, body = await api(
@@ -697,7 +699,7 @@ class TestStorageErrors:
         [("ENOSPC", 507, "disk full"), ("EDQUOT", 507, "disk full"), ("EROFS", 503, "read-only")],
     )
     async def test_writes_fail_clearly_reads_go_on(
-        self, client: TestClient, monkeypatch: pytest.MonkeyPatch, code: str, status: int, says: str
+        self, client: AppClient, monkeypatch: pytest.MonkeyPatch, code: str, status: int, says: str
     ) -> None:
         """On a full or read-only disk writes answer 507 or 503 saying so, and everything can still be read."""
         import errno

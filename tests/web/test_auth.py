@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import stat
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
-from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
-from haflowd.web.app import create_app
-from haflowd.web.auth import check_exposure, ensure_token, host_allowed, token_matches, token_path
 from haflowd.config import Config
 from haflowd.errors import HaflowError
-from tests.conftest import api
+from haflowd.web.app import create_app
+from haflowd.web.auth import check_exposure, ensure_token, host_allowed, token_matches, token_path
+from tests.conftest import AppClient, api
 from tests.fakes import FakeSandbox
 
 TOKEN = "t0ken-for-tests"
@@ -23,13 +22,13 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-async def guarded(aiohttp_client: Any, config: Config, fake: FakeSandbox) -> TestClient:
+async def guarded(aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox) -> AppClient:
     """The API of a daemon that has a token (on loopback)."""
     return await aiohttp_client(create_app(attrs.evolve(config, token=TOKEN), sandbox=fake))
 
 
 @pytest.fixture
-async def exposed(aiohttp_client: Any, config: Config, fake: FakeSandbox) -> TestClient:
+async def exposed(aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox) -> AppClient:
     """The API of a daemon listening on every address, with a token and one configured origin."""
     exposed = attrs.evolve(
         config, host="0.0.0.0", token=TOKEN, cors_origins=("https://phone.example",), allowed_hosts=("box.vpn",)
@@ -57,7 +56,7 @@ class TestTokenMatching:
 
 
 class TestAuthOff:
-    async def test_auth_none_needs_no_token(self, client: TestClient) -> None:
+    async def test_auth_none_needs_no_token(self, client: AppClient) -> None:
         """With HAFLOW_AUTH=none on loopback the API answers without credentials."""
         status, body = await api(client, "GET", "/api/missions")
         assert (status, body["data"]) == (200, [])
@@ -83,7 +82,7 @@ class TestAuthByDefault:
         with pytest.raises(HaflowError, match="without a token"):
             check_exposure(config)
 
-    async def test_login_url_sets_a_strict_http_only_cookie(self, guarded: TestClient) -> None:
+    async def test_login_url_sets_a_strict_http_only_cookie(self, guarded: AppClient) -> None:
         """/?token=... sets an HttpOnly SameSite=Strict cookie, redirects to a clean address, and the cookie works."""
         status, _ = await api(guarded, "GET", "/api/missions")
         assert status == 401
@@ -94,7 +93,7 @@ class TestAuthByDefault:
         status, body = await api(guarded, "GET", "/api/missions")
         assert (status, body["data"]) == (200, [])
 
-    async def test_wrong_login_token_is_refused(self, guarded: TestClient) -> None:
+    async def test_wrong_login_token_is_refused(self, guarded: AppClient) -> None:
         """A login address with a wrong token sets no cookie."""
         resp = await guarded.get("/?token=wrong", allow_redirects=False)
         assert resp.status == 401 and "Set-Cookie" not in resp.headers
@@ -102,7 +101,7 @@ class TestAuthByDefault:
         assert status == 401
 
     @pytest.mark.parametrize("path", ["/", "/api/health", "/static/js/main.js", "/api/nope"])
-    async def test_no_framing(self, guarded: TestClient, path: str) -> None:
+    async def test_no_framing(self, guarded: AppClient, path: str) -> None:
         """Every answer forbids framing by another site with HTTP headers."""
         resp = await guarded.get(path, headers=BEARER)
         assert resp.headers["X-Frame-Options"] == "DENY"
@@ -121,28 +120,28 @@ class TestAuthOn:
             ("GET", "/api/no-such-route"),
         ],
     )
-    async def test_missing_token_is_401_in_the_envelope(self, guarded: TestClient, method: str, path: str) -> None:
+    async def test_missing_token_is_401_in_the_envelope(self, guarded: AppClient, method: str, path: str) -> None:
         """Every /api route, even unknown ones, answers 401 in the envelope without the token."""
         status, body = await api(guarded, method, path)
         assert status == 401
         assert "Bearer" in body["error"]
 
-    async def test_wrong_token_is_401(self, guarded: TestClient) -> None:
+    async def test_wrong_token_is_401(self, guarded: AppClient) -> None:
         """A wrong token is refused like a missing one."""
         status, _ = await api(guarded, "GET", "/api/missions", headers={"Authorization": "Bearer nope"})
         assert status == 401
 
-    async def test_right_token_passes(self, guarded: TestClient) -> None:
+    async def test_right_token_passes(self, guarded: AppClient) -> None:
         """With the token the API works as usual."""
         status, body = await api(guarded, "GET", "/api/missions", headers=BEARER)
         assert (status, body["data"]) == (200, [])
 
-    async def test_ui_needs_no_token(self, guarded: TestClient) -> None:
+    async def test_ui_needs_no_token(self, guarded: AppClient) -> None:
         """The web UI page itself loads without the token (it asks for it)."""
         resp = await guarded.get("/")
         assert resp.status == 200
 
-    async def test_preflight_needs_no_token(self, exposed: TestClient) -> None:
+    async def test_preflight_needs_no_token(self, exposed: AppClient) -> None:
         """A CORS preflight from a configured origin succeeds without credentials."""
         resp = await exposed.options(
             "/api/missions",
@@ -242,18 +241,18 @@ class TestHostHeader:
         assert host_allowed("192.168.1.20:4000", wild)
         assert not host_allowed("evil.example:4000", wild)
 
-    async def test_rebinding_request_is_403_in_the_envelope(self, client: TestClient) -> None:
+    async def test_rebinding_request_is_403_in_the_envelope(self, client: AppClient) -> None:
         """An /api request naming a foreign host answers 403 in the envelope."""
         status, body = await api(client, "GET", "/api/missions", headers={"Host": "evil.example:4000"})
         assert status == 403
         assert "HAFLOW_ALLOWED_HOSTS" in body["error"]
 
-    async def test_rebinding_ui_request_is_403(self, client: TestClient) -> None:
+    async def test_rebinding_ui_request_is_403(self, client: AppClient) -> None:
         """The UI is not served under a foreign host name either."""
         resp = await client.get("/", headers={"Host": "evil.example"})
         assert resp.status == 403
 
-    async def test_host_is_checked_before_the_token(self, exposed: TestClient) -> None:
+    async def test_host_is_checked_before_the_token(self, exposed: AppClient) -> None:
         """An exposed daemon refuses a foreign name even with the right token."""
         status, _ = await api(exposed, "GET", "/api/missions", headers={"Host": "evil.example", **BEARER})
         assert status == 403
@@ -262,12 +261,12 @@ class TestHostHeader:
 
 
 class TestCorsWhenExposed:
-    async def test_loopback_origin_is_not_trusted(self, exposed: TestClient) -> None:
+    async def test_loopback_origin_is_not_trusted(self, exposed: AppClient) -> None:
         """Once exposed, a loopback origin is no longer trusted by default."""
         status, _ = await api(exposed, "GET", "/api/missions", headers={"Origin": "http://localhost:3000", **BEARER})
         assert status == 403
 
-    async def test_configured_origin_is_allowed(self, exposed: TestClient) -> None:
+    async def test_configured_origin_is_allowed(self, exposed: AppClient) -> None:
         """A configured origin gets its CORS answer."""
         resp = await exposed.get("/api/missions", headers={"Origin": "https://phone.example", **BEARER})
         assert resp.status == 200

@@ -5,24 +5,23 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
-from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from haflowd import __version__
+from haflowd.config import Config
 from haflowd.web import health
 from haflowd.web.app import create_app
-from haflowd.config import Config
-from tests.conftest import api, create_mission
+from tests.conftest import AppClient, api, create_mission
 from tests.fakes import FakeSandbox
 
 KEYS = {"status", "version", "uptime_seconds", "docker", "missions_dir_writable", "missions"}
 
 
 class TestHealth:
-    async def test_healthy_daemon(self, client: TestClient) -> None:
+    async def test_healthy_daemon(self, client: AppClient) -> None:
         """A daemon with a working sandbox and missions folder is ok."""
         status, body = await api(client, "GET", "/api/health")
         data = body["data"]
@@ -32,21 +31,21 @@ class TestHealth:
         assert isinstance(data["uptime_seconds"], float | int) and data["uptime_seconds"] >= 0
         assert data["missions"] == {}
 
-    async def test_counts_missions_by_status(self, client: TestClient) -> None:
+    async def test_counts_missions_by_status(self, client: AppClient) -> None:
         """missions counts every mission under its status."""
         await create_mission(client)
         await create_mission(client)
         _, body = await api(client, "GET", "/api/health")
         assert body["data"]["missions"] == {"ready": 2}
 
-    async def test_no_docker_is_degraded(self, client: TestClient, fake: FakeSandbox) -> None:
+    async def test_no_docker_is_degraded(self, client: AppClient, fake: FakeSandbox) -> None:
         """An unavailable sandbox engine gives docker false and status degraded, still 200."""
         fake.unavailable = "no engine"
         status, body = await api(client, "GET", "/api/health")
         assert status == 200
         assert (body["data"]["docker"], body["data"]["status"]) == (False, "degraded")
 
-    async def test_missions_folder_not_writable(self, client: TestClient, home: Path) -> None:
+    async def test_missions_folder_not_writable(self, client: AppClient, home: Path) -> None:
         """A missions folder that cannot take a file is reported."""
         missions = home / "missions"
         shutil.rmtree(missions)
@@ -54,7 +53,7 @@ class TestHealth:
         _, body = await api(client, "GET", "/api/health")
         assert (body["data"]["missions_dir_writable"], body["data"]["status"]) == (False, "degraded")
 
-    async def test_check_result_is_reused(self, aiohttp_client: Any, config: Config) -> None:
+    async def test_check_result_is_reused(self, aiohttp_client: AiohttpClient, config: Config) -> None:
         """Polling health does not run the sandbox check on every request."""
         sandbox = SlowSandbox()
         sandbox.release.set()
@@ -64,7 +63,7 @@ class TestHealth:
         assert sandbox.checks == 1
 
     async def test_slow_check_does_not_hold_the_answer(
-        self, aiohttp_client: Any, config: Config, monkeypatch: pytest.MonkeyPatch
+        self, aiohttp_client: AiohttpClient, config: Config, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A check that hangs answers with the last known result instead of waiting for it."""
         monkeypatch.setattr(health, "CHECK_WAIT", 0.01)
@@ -89,7 +88,7 @@ class SlowSandbox(FakeSandbox):
 
 
 class TestPrivacy:
-    async def test_no_secrets_or_paths(self, client: TestClient, home: Path) -> None:
+    async def test_no_secrets_or_paths(self, client: AppClient, home: Path) -> None:
         """Health carries neither the data folder's path nor anything configured."""
         resp = await client.get("/api/health")
         assert str(home) not in await resp.text()

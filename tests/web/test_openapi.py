@@ -13,21 +13,24 @@ from typing import Any
 import attrs
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pytest_aiohttp import AiohttpClient
 
 from haflowd import __version__
 from haflowd.catalog import DEFAULT_WORKFLOW
-from haflowd.config import Config
 from haflowd.clock import TIMESTAMP_PATTERN, format_timestamp
+from haflowd.config import Config
 from haflowd.convert import RENAMES, STRICT_KEYS, dumps, structure_request
 from haflowd.ids import MISSION_ID, RUN_ID, new_mission_id, new_run_id
 from haflowd.models import (
     RUNNING_STATUSES,
+    Changes,
     Commit,
+    CreateMissionRequest,
     Delivered,
     DeliverRequest,
+    Delivery,
     Execution,
     ExecutionStarted,
     ExecutionStatus,
@@ -35,28 +38,25 @@ from haflowd.models import (
     GitFile,
     GitStatus,
     LinkProjectRequest,
-    Project,
-    RequestChangesRequest,
-    RunCommandRequest,
-    Changes,
-    Delivery,
-    Usage,
-    CreateMissionRequest,
     MissionDetail,
     MissionListItem,
     MissionMeta,
     MissionStatus,
     MissionType,
+    Project,
+    RequestChangesRequest,
+    RunCommandRequest,
     SaveArtifactRequest,
     StepRun,
     StepType,
+    Usage,
     Workflow,
     WorkflowStep,
     WorkspaceMode,
 )
 from haflowd.web.app import create_app
 from haflowd.web.openapi import OPENAPI_PATH, api_routes, document
-from tests.conftest import RAW_INPUT, wait_status
+from tests.conftest import RAW_INPUT, AppClient, wait_status
 from tests.fakes import Behaviour, FakeSandbox
 from tests.test_convert import changes, deliveries, metas, mission_ids, runs, text, timestamps, usages
 
@@ -85,7 +85,7 @@ class Spec:
 
     def response(self, method: str, template: str, status: int) -> dict[str, Any]:
         responses = self._absolute["paths"][template][method.lower()]["responses"]
-        response = responses.get(str(status)) or responses["default"]
+        response: dict[str, Any] = responses.get(str(status)) or responses["default"]
         while "$ref" in response:
             name = response["$ref"].rsplit("/", 1)[1]
             response = self._absolute["components"]["responses"][name]
@@ -114,7 +114,7 @@ class Spec:
 class Driver:
     """Calls the API by path template and checks every answer against the document."""
 
-    client: TestClient
+    client: AppClient
     spec: Spec
 
     async def call(self, method: str, template: str, *, expect: int, body: Any = None, **params: str) -> Any:
@@ -136,10 +136,11 @@ def app_routes(config: Config, fake: FakeSandbox) -> list[Any]:
 
 
 @pytest.fixture
-async def served(client: TestClient) -> dict[str, Any]:
+async def served(client: AppClient) -> dict[str, Any]:
     resp = await client.get(OPENAPI_PATH)
     assert resp.status == 200 and resp.content_type == "application/json"
-    return json.loads(await resp.read())
+    document: dict[str, Any] = json.loads(await resp.read())
+    return document
 
 
 class TestDocument:
@@ -163,7 +164,7 @@ class TestDocument:
         assert schemas["MissionType"]["enum"] == [t.value for t in MissionType]
         assert schemas["CreateMissionRequest"]["properties"]["workflowId"]["default"] == DEFAULT_WORKFLOW
 
-    async def test_every_route_is_described(self, client: TestClient, served: dict[str, Any]) -> None:
+    async def test_every_route_is_described(self, client: AppClient, served: dict[str, Any]) -> None:
         """Each /api route of the app's router has an operation in the document, and nothing more."""
         routes = set()
         for route in client.app.router.routes():
@@ -201,7 +202,7 @@ class TestDocument:
 
 
 class TestAnswersValidate:
-    async def test_driven_workflow(self, client: TestClient, fake: FakeSandbox, served: dict[str, Any]) -> None:
+    async def test_driven_workflow(self, client: AppClient, fake: FakeSandbox, served: dict[str, Any]) -> None:
         """A whole standard-feature mission, with its errors, answers only what the document describes."""
         spec = Spec(served)
         api = Driver(client, spec)
@@ -267,13 +268,13 @@ class TestAnswersValidate:
             assert any(k == kind for _, _, k in spec.checked), kind
 
     async def test_limit_and_auth_errors_validate(
-        self, aiohttp_client: Any, config: Config, fake: FakeSandbox, served: dict[str, Any]
+        self, aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox, served: dict[str, Any]
     ) -> None:
         """413, 415, 401 and 403 answers match the document too."""
         spec = Spec(served)
         strict = attrs.evolve(config, token="tok", max_body_bytes=100)
         client = await aiohttp_client(create_app(strict, sandbox=fake))
-        cases = [
+        cases: list[tuple[str, str, dict[str, Any], int]] = [
             ("POST", "/api/missions", {"data": b"{}"}, 401),
             ("GET", "/api/missions", {"headers": {"Authorization": "Bearer tok", "Host": "evil.example"}}, 403),
             ("POST", "/api/missions", {"headers": {"Authorization": "Bearer tok"}, "json": {"r": "x" * 500}}, 413),
@@ -357,7 +358,9 @@ INSTANCES: dict[type, Any] = {
         finished_at=st.none() | timestamps,
     ),
     GitFile: git_files,
-    GitStatus: st.builds(GitStatus, has_changes=st.booleans(), files=st.lists(git_files, max_size=3).map(tuple), summary=text),
+    GitStatus: st.builds(
+        GitStatus, has_changes=st.booleans(), files=st.lists(git_files, max_size=3).map(tuple), summary=text
+    ),
     GitDiff: st.builds(GitDiff, diff=st.text(max_size=40), truncated=st.booleans()),
     Commit: st.builds(
         Commit,
@@ -426,7 +429,9 @@ REQUESTS = {
 @functools.cache
 def generated() -> dict[str, Any]:
     """The document of a daemon that was built but never started."""
-    app = create_app(Config.from_env({"HAFLOW_AUTH": "none"}, home=Path("/nonexistent/haflow-home"), port=0), sandbox=FakeSandbox())
+    app = create_app(
+        Config.from_env({"HAFLOW_AUTH": "none"}, home=Path("/nonexistent/haflow-home"), port=0), sandbox=FakeSandbox()
+    )
     return document(app.router.routes(), ["oneshot", "standard-feature"])
 
 
@@ -545,7 +550,9 @@ class TestGenerated:
         """Summary, status, request body and documented errors are those of the handler's mark."""
         doc = generated()
         for method, path, mark in api_routes(
-            create_app(Config.from_env({"HAFLOW_AUTH": "none"}, home=Path("/nonexistent/h"), port=0), sandbox=FakeSandbox()).router.routes()
+            create_app(
+                Config.from_env({"HAFLOW_AUTH": "none"}, home=Path("/nonexistent/h"), port=0), sandbox=FakeSandbox()
+            ).router.routes()
         ):
             op = doc["paths"][path][method]
             assert op["summary"] == mark.summary

@@ -11,12 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient
 
+from haflowd.catalog import Catalog
 from haflowd.web.keys import ENGINE
 from haflowd.web.reload import PID_FILE, merge_in_use, reload_definitions
-from haflowd.catalog import Catalog
-from tests.conftest import api, create_mission, until, wait_status
+from tests.conftest import AppClient, api, create_mission, until, wait_status
 from tests.daemon_support import Daemon, child_env, poll
 from tests.fakes import Behaviour, FakeSandbox
 
@@ -38,13 +37,13 @@ def write_workflow(home: Path, data: object, name: str = "quick-fix.json") -> Pa
     return path
 
 
-async def workflow_ids(client: TestClient) -> set[str]:
+async def workflow_ids(client: AppClient) -> set[str]:
     _, body = await api(client, "GET", "/api/workflows")
     return {w["workflow_id"] for w in body["data"]}
 
 
 class TestReloadInProcess:
-    async def test_new_workflow_appears(self, client: TestClient, home: Path) -> None:
+    async def test_new_workflow_appears(self, client: AppClient, home: Path) -> None:
         """A workflow file added after start-up is served after a reload."""
         assert "quick-fix" not in await workflow_ids(client)
         write_workflow(home, EXTRA)
@@ -55,7 +54,7 @@ class TestReloadInProcess:
         assert body["data"][0]["current_step_name"] == "Plan" and mission["workflow_id"] == "quick-fix"
 
     async def test_bad_file_keeps_the_old_catalog(
-        self, client: TestClient, home: Path, caplog: pytest.LogCaptureFixture
+        self, client: AppClient, home: Path, caplog: pytest.LogCaptureFixture
     ) -> None:
         """A broken file is logged with its path and the daemon keeps what it had."""
         before = client.app[ENGINE].catalog
@@ -66,7 +65,7 @@ class TestReloadInProcess:
         failed = [r for r in caplog.records if r.getMessage() == "reload.failed"]
         assert failed and str(path) in failed[0].error  # type: ignore[attr-defined]
 
-    async def test_running_step_survives(self, client: TestClient, fake: FakeSandbox, home: Path) -> None:
+    async def test_running_step_survives(self, client: AppClient, fake: FakeSandbox, home: Path) -> None:
         """A step running during a reload finishes and the mission moves on as usual."""
         gate = asyncio.Event()
         fake.behaviours["cleanup"] = Behaviour(gate=gate)
@@ -79,7 +78,7 @@ class TestReloadInProcess:
         found = await wait_status(client, mission_id, "waiting_human")
         assert found["current_step"] == 1 and found["runs"][0]["exit_code"] == 0
 
-    async def test_workflow_in_use_is_kept(self, client: TestClient, home: Path) -> None:
+    async def test_workflow_in_use_is_kept(self, client: AppClient, home: Path) -> None:
         """Deleting the file of a workflow an unfinished mission uses does not strand that mission."""
         path = write_workflow(home, EXTRA)
         reload_definitions(client.app)
@@ -89,7 +88,7 @@ class TestReloadInProcess:
         status, body = await api(client, "GET", f"/api/missions/{mission_id}")
         assert status == 200 and body["data"]["workflow"]["workflow_id"] == "quick-fix"
 
-    async def test_workflow_of_a_completed_mission_is_kept(self, client: TestClient, home: Path) -> None:
+    async def test_workflow_of_a_completed_mission_is_kept(self, client: AppClient, home: Path) -> None:
         """A completed mission's page still opens after its workflow file is deleted and reloaded."""
         path = write_workflow(home, EXTRA)
         reload_definitions(client.app)
@@ -107,7 +106,7 @@ async def _has_run(fake: FakeSandbox) -> bool:
 
 
 class TestMergeInUse:
-    def test_only_used_definitions_are_carried_over(self, client: TestClient) -> None:
+    def test_only_used_definitions_are_carried_over(self, client: AppClient) -> None:
         """Workflows no mission uses disappear with their files; used ones stay with their agents."""
         old = client.app[ENGINE].catalog
         new = Catalog(workflows={"standard-feature": old.workflows["standard-feature"]}, agents={

@@ -36,7 +36,8 @@ class TestConnectionCap:
 
 class TestStartupErrors:
     def test_home_that_is_a_file_is_named(self, tmp_path: Path) -> None:
-        """A HAFLOW_HOME whose missions folder cannot be made (a file in the way) is reported as a HAFLOW_HOME problem."""
+        """A HAFLOW_HOME whose missions folder cannot be made (a file in the way)
+        is reported as a HAFLOW_HOME problem."""
         home = tmp_path / "home"
         home.mkdir()
         (home / "missions").write_text("not a folder")

@@ -15,28 +15,29 @@ import asyncio
 import itertools
 import os
 import re
-from urllib.parse import parse_qs, urlsplit
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import pytest
-from playwright.async_api import Browser, Dialog, Page, Response, Route, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Page, Response, Route, ViewportSize, async_playwright, expect
+from pytest_aiohttp import AiohttpServer
 
-from haflowd.web.app import create_app, default_sandbox
 from haflowd.config import Config
 from haflowd.sandbox import SandboxProvider
+from haflowd.web.app import create_app, default_sandbox
 from tests.docker_support import engine_problem
-from tests.fakes import Behaviour, FakeSandbox
 from tests.e2e.test_code_missions import PLAN_DIFF, git, make_repo
+from tests.fakes import Behaviour, FakeSandbox
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-DESKTOP = {"width": 1280, "height": 860}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 860}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 SCREENSHOTS = os.environ.get("HAFLOW_UI_SCREENSHOTS")
 #: Agent runs in real Docker take seconds; expectations wait this long.
 WAIT_MS = 60_000
@@ -119,7 +120,7 @@ def sandbox(config: Config, fake: FakeSandbox, agent_image: str | None) -> Sandb
 
 
 @pytest.fixture
-async def daemon(aiohttp_server: Any, config: Config, sandbox: SandboxProvider) -> str:
+async def daemon(aiohttp_server: AiohttpServer, config: Config, sandbox: SandboxProvider) -> str:
     server = await aiohttp_server(create_app(config, sandbox=sandbox))
     return str(server.make_url("")).rstrip("/")
 
@@ -136,7 +137,7 @@ async def browser() -> AsyncIterator[Browser]:
         await browser.close()
 
 
-async def open_session(browser: Browser, base: str, viewport: dict[str, int] = DESKTOP) -> Session:
+async def open_session(browser: Browser, base: str, viewport: ViewportSize = DESKTOP) -> Session:
     context = await browser.new_context(viewport=viewport)
     page = await context.new_page()
     session = Session(page=page, base=base)

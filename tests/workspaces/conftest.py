@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -16,7 +17,8 @@ from haflowd.workspaces.clone import MissionClone, create_clone
 BRANCH = "feature/dark-mode-1a2b3c4d"
 ROOT = os.geteuid() == 0
 #: A uid that is not the daemon's, for files "written by the agent".
-OTHER_UID = 1000 if ROOT else None
+#: (None when not root, where the tests that use it are skipped.)
+OTHER_UID = cast(int, 1000 if ROOT else None)
 
 
 def plain_env() -> dict[str, str]:

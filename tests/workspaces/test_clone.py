@@ -6,17 +6,18 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from haflowd.errors import BadRequest, Conflict
-from haflowd.workspaces.clone import Changes, MissionClone, commit_all, commit_message, create_clone
+from haflowd.workspaces.clone import Changes, CommitResult, MissionClone, commit_all, commit_message, create_clone
 from tests.workspaces.conftest import BRANCH, OTHER_UID, ROOT, git, git_state, make_repo, plain_env, tree_state
 
-AUTHOR = {"author_name": "Claude Code", "author_email": "agent@haflow.local"}
+AUTHOR: dict[str, Any] = {"author_name": "Claude Code", "author_email": "agent@haflow.local"}
 
 
-async def commit(clone: MissionClone, message: str = "Implement it", run_id: str = "r-0000000a") -> object:
+async def commit(clone: MissionClone, message: str = "Implement it", run_id: str = "r-0000000a") -> CommitResult | None:
     return await commit_all(clone, message=message, run_id=run_id, **AUTHOR)
 
 

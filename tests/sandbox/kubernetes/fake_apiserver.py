@@ -27,6 +27,7 @@ from typing import Any
 
 import attrs
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 Obj = dict[str, Any]
 
@@ -292,7 +293,7 @@ class FakeCluster:
         return app
 
     @web.middleware
-    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
         self.credentials.append(request.headers.get("Authorization"))
         if self.refuse is not None:

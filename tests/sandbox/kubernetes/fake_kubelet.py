@@ -1,4 +1,5 @@
-"""A FAKE kubelet for tests: runs the pods of :class:`~tests.sandbox.kubernetes.fake_apiserver.FakeCluster` on local Docker.
+"""A FAKE kubelet for tests: runs the pods of
+:class:`~tests.sandbox.kubernetes.fake_apiserver.FakeCluster` on local Docker.
 
 This is not a kubelet. It is just enough of a node for the Kubernetes
 provider to run real agent commands end to end without a cluster:
@@ -311,7 +312,8 @@ class FakeKubelet:
         return found
 
     def _job(self, run: _PodRun) -> str:
-        return run.pod["metadata"]["labels"]["job-name"]
+        name: str = run.pod["metadata"]["labels"]["job-name"]
+        return name
 
     def _end(self, run: _PodRun, ok: bool, reason: str = "BackoffLimitExceeded", message: str = "") -> None:
         if run.pod["metadata"]["name"] not in self._pods:

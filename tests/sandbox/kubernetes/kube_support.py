@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
+from pytest_aiohttp import AiohttpServer
 
 from haflowd.config import Config
 from haflowd.sandbox.kube_manifests import KubeSettings
@@ -139,7 +140,7 @@ class FakeKube:
 
 @pytest.fixture
 async def fake_kube(
-    aiohttp_server: Any, tmp_path: Path, kube_cert: tuple[Path, Path], docker_image: str
+    aiohttp_server: AiohttpServer, tmp_path: Path, kube_cert: tuple[Path, Path], docker_image: str
 ) -> AsyncIterator[FakeKube]:
     pytest.importorskip("kubernetes_asyncio")
     from haflowd.web.app import create_app
@@ -204,7 +205,7 @@ REAL_KUBE_ENV = {
 
 
 @pytest.fixture
-async def real_kube(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[RealKube]:
+async def real_kube(aiohttp_server: AiohttpServer, tmp_path: Path) -> AsyncIterator[RealKube]:
     """The ``kubernetes`` target; skipped, naming what is missing, unless the environment names a cluster.
 
     Optional: ``HAFLOW_TEST_KUBE_CONTEXT``, ``HAFLOW_TEST_KUBE_NAMESPACE``

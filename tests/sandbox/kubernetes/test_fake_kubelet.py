@@ -92,7 +92,9 @@ def kube(request: pytest.FixtureRequest, fake_kube: FakeKube, kube_cert: tuple[P
 
 
 class TestFakeKubelet:
-    async def test_round_trip(self, kube: FakeKube, make_spec, artifacts: Path, tmp_path: Path) -> None:
+    async def test_round_trip(
+        self, kube: FakeKube, make_spec: Callable[..., SandboxSpec], artifacts: Path, tmp_path: Path
+    ) -> None:
         """Areas go in and the writable ones come back: written, changed, deleted, linked; nested .git untouched."""
         work = tmp_path / "work"
         (work / ".git").mkdir(parents=True)
@@ -127,7 +129,9 @@ class TestFakeKubelet:
         await provider.remove(sandbox_id)
         await nothing_left(kube, spec.run_id)
 
-    async def test_runs_the_agent_as_the_manifest_says(self, kube: FakeKube, make_spec, tmp_path: Path) -> None:
+    async def test_runs_the_agent_as_the_manifest_says(
+        self, kube: FakeKube, make_spec: Callable[..., SandboxSpec], tmp_path: Path
+    ) -> None:
         """The agent container runs the manifest's command, as the pod's user, read-only, without a network."""
         prompt = tmp_path / "prompt.md"
         prompt.write_text("the prompt\n")
@@ -154,7 +158,9 @@ class TestFakeKubelet:
         await provider.remove(sandbox_id)
         await nothing_left(kube, spec.run_id)
 
-    async def test_refused_in_token_fails_the_fetch(self, kube: FakeKube, make_spec) -> None:
+    async def test_refused_in_token_fails_the_fetch(
+        self, kube: FakeKube, make_spec: Callable[..., SandboxSpec]
+    ) -> None:
         """A token the daemon refuses (401) fails the fetch container, and wait() says the files did not arrive."""
         provider = kube.provider(issuer=WrongInToken(kube.tickets))
         spec = make_spec("echo", "never")
@@ -167,7 +173,9 @@ class TestFakeKubelet:
         await provider.remove(sandbox_id)
         await nothing_left(kube, spec.run_id)
 
-    async def test_refused_upload_fails_the_collect(self, kube: FakeKube, make_spec, artifacts: Path) -> None:
+    async def test_refused_upload_fails_the_collect(
+        self, kube: FakeKube, make_spec: Callable[..., SandboxSpec], artifacts: Path
+    ) -> None:
         """An upload over the area's cap (413) fails the collect container; the host folder stays as it was."""
         spec = make_spec(
             "sh", "-c", "dd if=/dev/zero of=/mission/artifacts/big bs=1024 count=200 2>/dev/null",
@@ -181,7 +189,7 @@ class TestFakeKubelet:
         await provider.remove(sandbox_id)
         await nothing_left(kube, spec.run_id)
 
-    async def test_job_deadline_kills_the_run(self, kube: FakeKube, make_spec) -> None:
+    async def test_job_deadline_kills_the_run(self, kube: FakeKube, make_spec: Callable[..., SandboxSpec]) -> None:
         """Past the Job's activeDeadlineSeconds its pod goes, container and all, and wait() reports a kill."""
         kube.settings = attrs.evolve(kube.settings, pending_seconds=1)
         provider = kube.provider()
@@ -194,7 +202,7 @@ class TestFakeKubelet:
         await provider.remove(sandbox_id)
         await nothing_left(kube, spec.run_id)
 
-    async def test_stop_before_the_pod_started(self, kube: FakeKube, make_spec) -> None:
+    async def test_stop_before_the_pod_started(self, kube: FakeKube, make_spec: Callable[..., SandboxSpec]) -> None:
         """A run stopped while its pod waits for a node fails at the Job's deadline: a kill, nothing ran."""
         kube.kubelet.hold = asyncio.Event()
         provider = kube.provider()
@@ -209,7 +217,9 @@ class TestFakeKubelet:
         assert kube.kubelet.runs == []
         await nothing_left(kube, spec.run_id)
 
-    async def test_agent_ignoring_sigterm_is_killed(self, kube: FakeKube, make_spec, artifacts: Path) -> None:
+    async def test_agent_ignoring_sigterm_is_killed(
+        self, kube: FakeKube, make_spec: Callable[..., SandboxSpec], artifacts: Path
+    ) -> None:
         """An agent that ignores SIGTERM is killed after the grace period; its exit unrecorded, no files come back."""
         kube.settings = attrs.evolve(kube.settings, termination_grace_seconds=1)
         provider = kube.provider()
@@ -225,7 +235,9 @@ class TestFakeKubelet:
         await provider.remove(sandbox_id)
         await nothing_left(kube, spec.run_id)
 
-    async def test_unreadable_file_sends_nothing_back(self, kube: FakeKube, make_spec, artifacts: Path) -> None:
+    async def test_unreadable_file_sends_nothing_back(
+        self, kube: FakeKube, make_spec: Callable[..., SandboxSpec], artifacts: Path
+    ) -> None:
         """A file the agent made unreadable (to itself) fails the collect, and the host's area stays as it was.
 
         The collect container's tar runs as the agent's user: before COLLECT_SCRIPT checked, it left such a
@@ -243,7 +255,9 @@ class TestFakeKubelet:
         await provider.remove(sandbox_id)
         await nothing_left(kube, spec.run_id)
 
-    async def test_link_out_is_dropped(self, kube: FakeKube, make_spec, artifacts: Path) -> None:
+    async def test_link_out_is_dropped(
+        self, kube: FakeKube, make_spec: Callable[..., SandboxSpec], artifacts: Path
+    ) -> None:
         """A symlink out of the area is left out and the rest comes back, as on the remote Docker provider."""
         provider = kube.provider()
         spec = make_spec("sh", "-c", "cd /mission/artifacts && ln -s /usr/bin/env python && echo ok > fine")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]  # it ships no stubs or py.typed
 import pytest
 
 from haflowd.sandbox import Limits, Mount, SandboxError, SandboxSpec
@@ -122,20 +122,22 @@ def manifests(spec: SandboxSpec, settings: KubeSettings = EGRESS_SETTINGS) -> li
 
 
 def pod_spec(job: dict[str, Any]) -> dict[str, Any]:
-    return job["spec"]["template"]["spec"]
+    spec: dict[str, Any] = job["spec"]["template"]["spec"]
+    return spec
 
 
 def container(job: dict[str, Any], name: str) -> dict[str, Any]:
     spec = pod_spec(job)
     found = [c for c in spec["containers"] + spec.get("initContainers", []) if c["name"] == name]
     assert len(found) == 1, name
-    return found[0]
+    one: dict[str, Any] = found[0]
+    return one
 
 
 class TestSchema:
     @pytest.mark.parametrize("variant", ["plain", "secrets", "egress", "read-only", "file", "no-areas"])
     @pytest.mark.parametrize("settings", ALL_SETTINGS, ids=ALL_SETTINGS_IDS)
-    def test_every_manifest_validates(self, areas, variant: str, settings: KubeSettings) -> None:
+    def test_every_manifest_validates(self, areas: dict[str, Path], variant: str, settings: KubeSettings) -> None:
         """Job, Secret and NetworkPolicy of every variant validate strictly against the Kubernetes schemas."""
         spec = variants(areas)[variant]
         if spec.egress and settings.egress_proxy_url is None:
@@ -147,7 +149,7 @@ class TestSchema:
         for manifest in built:
             kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
 
-    def test_validator_is_strict(self, areas) -> None:
+    def test_validator_is_strict(self, areas: dict[str, Path]) -> None:
         """The validator really checks: an unknown field in the pod is refused."""
         job = job_manifest(variants(areas)["plain"], SETTINGS)
         pod_spec(job)["privilegedMode"] = True
@@ -156,7 +158,7 @@ class TestSchema:
 
 
 class TestJob:
-    def test_job_fields(self, areas) -> None:
+    def test_job_fields(self, areas: dict[str, Path]) -> None:
         """One Job per run, named for it, suspended, never retried, with deadline, TTL and a disruption policy."""
         job = job_manifest(variants(areas)["plain"], SETTINGS)
         assert job["metadata"]["name"] == "haflow-r-0000beef"
@@ -179,7 +181,7 @@ class TestJob:
         assert spec["template"]["metadata"]["labels"] == job["metadata"]["labels"]
 
     @pytest.mark.parametrize("variant", ["plain", "secrets", "egress", "read-only", "file", "no-areas"])
-    def test_restricted_profile(self, areas, variant: str) -> None:
+    def test_restricted_profile(self, areas: dict[str, Path], variant: str) -> None:
         """Every pod and every container follows the restricted Pod Security profile, set explicitly."""
         job = job_manifest(variants(areas)[variant], EGRESS_SETTINGS)
         spec = pod_spec(job)
@@ -202,13 +204,13 @@ class TestJob:
             assert security["runAsNonRoot"] is True
             assert c["resources"]["limits"]["memory"] and c["resources"]["limits"]["cpu"]
 
-    def test_user_is_configurable(self, areas) -> None:
+    def test_user_is_configurable(self, areas: dict[str, Path]) -> None:
         """runAsUser, runAsGroup and fsGroup follow the settings."""
         settings = KubeSettings(daemon_url="https://10.0.0.5", run_as_user=1000, run_as_group=2000)
         security = pod_spec(job_manifest(variants(areas)["plain"], settings))["securityContext"]
         assert (security["runAsUser"], security["runAsGroup"], security["fsGroup"]) == (1000, 2000, 2000)
 
-    def test_limits(self, areas) -> None:
+    def test_limits(self, areas: dict[str, Path]) -> None:
         """Memory and CPUs come from the spec's limits, requested as much as limited."""
         agent = container(job_manifest(variants(areas)["plain"], SETTINGS), AGENT)
         assert agent["resources"] == {
@@ -221,7 +223,7 @@ class TestJob:
         """Docker memory sizes are read as binary units."""
         assert memory_bytes(text) == size
 
-    def test_tmpfs_home(self, areas) -> None:
+    def test_tmpfs_home(self, areas: dict[str, Path]) -> None:
         """/tmp is an in-memory emptyDir with a size limit, and HOME points at it."""
         job = job_manifest(variants(areas)["plain"], SETTINGS)
         volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
@@ -230,7 +232,7 @@ class TestJob:
         assert {"name": "tmp", "mountPath": "/tmp"} in agent["volumeMounts"]
         assert {"name": "HOME", "value": "/tmp"} in agent["env"]
 
-    def test_agent_wrapper(self, areas) -> None:
+    def test_agent_wrapper(self, areas: dict[str, Path]) -> None:
         """The agent's command runs as positional arguments of a constant script; its data never enters the script."""
         spec = variants(areas)["plain"]
         agent = container(job_manifest(spec, SETTINGS), AGENT)
@@ -240,7 +242,7 @@ class TestJob:
         for script in (AGENT_SCRIPT, FETCH_SCRIPT, COLLECT_SCRIPT):
             assert HOSTILE not in script and "rm -rf" not in script
 
-    def test_scripts_are_constant(self, areas) -> None:
+    def test_scripts_are_constant(self, areas: dict[str, Path]) -> None:
         """Every ``sh -c`` script in every variant is one of the three constants."""
         for spec in variants(areas).values():
             if spec.egress:
@@ -255,7 +257,7 @@ class TestJob:
 
 
 class TestAreas:
-    def test_folder_and_file_areas(self, areas) -> None:
+    def test_folder_and_file_areas(self, areas: dict[str, Path]) -> None:
         """A folder area is an emptyDir at its target; a file area is mounted by subPath; read-only stays read-only."""
         job = job_manifest(variants(areas)["file"], SETTINGS)
         volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
@@ -265,7 +267,7 @@ class TestAreas:
         prompt = {"name": "a1", "mountPath": "/mission/prompt.md", "readOnly": True, "subPath": "prompt.md"}
         assert mounts["a1"] == prompt
 
-    def test_fetch_brings_every_area(self, areas) -> None:
+    def test_fetch_brings_every_area(self, areas: dict[str, Path]) -> None:
         """The init container mounts every area at /haflow/in/aN and takes its token from the Secret."""
         job = job_manifest(variants(areas)["file"], SETTINGS)
         fetch = container(job, FETCH)
@@ -278,7 +280,7 @@ class TestAreas:
             "secretKeyRef": {"name": "haflow-r-0000beef", "key": TOKEN_IN_KEY}
         }
 
-    def test_collect_sends_writable_areas_only(self, areas) -> None:
+    def test_collect_sends_writable_areas_only(self, areas: dict[str, Path]) -> None:
         """collect waits for the exit file and sends only the writable areas, named as arguments."""
         job = job_manifest(variants(areas)["file"], SETTINGS)
         collect = container(job, COLLECT)
@@ -290,7 +292,7 @@ class TestAreas:
         assert env["HAFLOW_TRANSFER_URL"]["value"].endswith("/api/transfers/out")
         assert env["HAFLOW_TRANSFER_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == TOKEN_OUT_KEY
 
-    def test_read_only_areas_need_no_collect(self, areas) -> None:
+    def test_read_only_areas_need_no_collect(self, areas: dict[str, Path]) -> None:
         """Without a writable area there is no collect container; without areas no fetch either."""
         job = job_manifest(variants(areas)["read-only"], SETTINGS)
         assert [c["name"] for c in pod_spec(job)["containers"]] == [AGENT]
@@ -299,7 +301,7 @@ class TestAreas:
         assert [c["name"] for c in pod_spec(bare)["containers"]] == [AGENT]
         assert "initContainers" not in pod_spec(bare)
 
-    def test_ca_bundle(self, areas) -> None:
+    def test_ca_bundle(self, areas: dict[str, Path]) -> None:
         """A configured CA ConfigMap is mounted into the transfer containers and named by HAFLOW_CA_FILE."""
         job = job_manifest(variants(areas)["plain"], EGRESS_SETTINGS)
         volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
@@ -312,7 +314,7 @@ class TestAreas:
 
 
 class TestSecrets:
-    def test_values_only_in_the_secret(self, areas) -> None:
+    def test_values_only_in_the_secret(self, areas: dict[str, Path]) -> None:
         """Secret values and tokens appear in the Secret (base64) and nowhere in the Job or NetworkPolicy."""
         spec = variants(areas)["secrets"]
         job, secret, policy = manifests(spec)
@@ -327,7 +329,7 @@ class TestSecrets:
             "valueFrom": {"secretKeyRef": {"name": "haflow-r-0000beef", "key": "env.ANTHROPIC_API_KEY"}},
         } in container(job, AGENT)["env"]
 
-    def test_secret_owned_by_job(self, areas) -> None:
+    def test_secret_owned_by_job(self, areas: dict[str, Path]) -> None:
         """The Secret and NetworkPolicy carry an ownerReference to the created Job's uid."""
         _, secret, policy = manifests(variants(areas)["secrets"])
         for manifest in (secret, policy):
@@ -341,7 +343,7 @@ class TestSecrets:
             ]
         assert secret["immutable"] is True
 
-    def test_reserved_names_refused(self, areas) -> None:
+    def test_reserved_names_refused(self, areas: dict[str, Path]) -> None:
         """A secret or setting named like the transfer variables is refused."""
         with pytest.raises(SandboxError, match="HAFLOW_TRANSFER_TOKEN"):
             job_manifest(make_spec(secrets={"HAFLOW_TRANSFER_TOKEN": "x"}), SETTINGS)
@@ -360,14 +362,14 @@ class TestNetworkPolicy:
             "egress": [],
         }
 
-    def test_daemon_by_address(self, areas) -> None:
+    def test_daemon_by_address(self, areas: dict[str, Path]) -> None:
         """Transfers open exactly the daemon's address and port, and no DNS when the URL holds an address."""
         policy = network_policy_manifest(variants(areas)["plain"], SETTINGS)
         assert policy["spec"]["egress"] == [
             {"to": [{"ipBlock": {"cidr": "10.0.0.5/32"}}], "ports": [{"protocol": "TCP", "port": 4443}]}
         ]
 
-    def test_daemon_by_name_and_proxy(self, areas) -> None:
+    def test_daemon_by_name_and_proxy(self, areas: dict[str, Path]) -> None:
         """A daemon reached by name opens its one address, and no DNS; an egress step adds the proxy and its env."""
         spec = variants(areas)["egress"]
         policy = network_policy_manifest(spec, EGRESS_SETTINGS)
@@ -380,7 +382,7 @@ class TestNetworkPolicy:
 
     @pytest.mark.parametrize("variant", ["plain", "secrets", "egress", "read-only", "file", "no-areas"])
     @pytest.mark.parametrize("settings", ALL_SETTINGS, ids=ALL_SETTINGS_IDS)
-    def test_never_dns(self, areas, variant: str, settings: KubeSettings) -> None:
+    def test_never_dns(self, areas: dict[str, Path], variant: str, settings: KubeSettings) -> None:
         """No egress rule of any variant reaches port 53, nor any peer but an address or the egress proxy."""
         spec = variants(areas)[variant]
         if spec.egress and settings.egress_proxy_url is None:
@@ -399,7 +401,7 @@ class TestNetworkPolicy:
          (NAMED_V6_SETTINGS, "fd00::5", "fd00::5/128")],
         ids=["cidr-32", "bare-ip", "v6"],
     )  # fmt: skip
-    def test_named_daemon_host_alias(self, areas, settings: KubeSettings, ip: str, cidr: str) -> None:
+    def test_named_daemon_host_alias(self, areas: dict[str, Path], settings: KubeSettings, ip: str, cidr: str) -> None:
         """A daemon by name resolves from the pod's hostAliases to its one address, the only one the policy opens."""
         spec = variants(areas)["plain"]
         assert settings.daemon_cidr == cidr
@@ -414,7 +416,7 @@ class TestNetworkPolicy:
         assert {"name": "HAFLOW_TRANSFER_URL", "value": f"{settings.transfer_url}/in"} in fetch["env"]
         assert "haflow.example" in settings.transfer_url
 
-    def test_no_host_alias_by_address_or_without_transfers(self, areas) -> None:
+    def test_no_host_alias_by_address_or_without_transfers(self, areas: dict[str, Path]) -> None:
         """A daemon by IP address needs no hostAliases; nor does a run without areas (it never reaches the daemon)."""
         assert "hostAliases" not in pod_spec(job_manifest(variants(areas)["plain"], SETTINGS))
         assert "hostAliases" not in pod_spec(job_manifest(variants(areas)["no-areas"], NAMED_SETTINGS))
@@ -437,13 +439,13 @@ class TestNetworkPolicy:
         with pytest.raises(ValueError, match="HAFLOW_KUBE_DAEMON_CIDR"):
             KubeSettings(daemon_url="https://10.0.0.5", daemon_cidr=cidr)
 
-    def test_name_without_cidr_refused(self, areas) -> None:
+    def test_name_without_cidr_refused(self, areas: dict[str, Path]) -> None:
         """A daemon reached by name without an address range cannot be allowed, so the run is refused."""
         settings = KubeSettings(daemon_url="https://haflow.example")
         with pytest.raises(SandboxError, match="HAFLOW_KUBE_DAEMON_CIDR"):
             network_policy_manifest(variants(areas)["plain"], settings)
 
-    def test_network_refused_unless_allowed(self, areas) -> None:
+    def test_network_refused_unless_allowed(self, areas: dict[str, Path]) -> None:
         """An unrestricted network is refused unless the provider allows it; then egress is open."""
         spec = make_spec(network=True)
         with pytest.raises(SandboxError, match="unrestricted network"):
@@ -475,7 +477,7 @@ class TestSettings:
         with pytest.raises(SandboxError, match="cannot name"):
             job_manifest(make_spec(run_id="R_1"), SETTINGS)
 
-    def test_plans_shared(self, areas) -> None:
+    def test_plans_shared(self, areas: dict[str, Path]) -> None:
         """Manifests take the provider's area plans as they are."""
         spec = variants(areas)["file"]
         plans = plan_areas(spec.mounts)

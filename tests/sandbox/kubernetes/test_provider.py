@@ -14,6 +14,7 @@ import attrs
 import pytest
 from aiohttp.test_utils import TestServer
 from kubernetes_asyncio.client import ApiClient, Configuration
+from pytest_aiohttp import AiohttpServer
 
 from haflowd.sandbox import Limits, Mount, SandboxError, SandboxInfo, SandboxProvider, SandboxSpec, SandboxUnavailable
 from haflowd.sandbox.areas import AreaPlan
@@ -80,7 +81,7 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(aiohttp_server: Any) -> Rig:
+async def rig(aiohttp_server: AiohttpServer) -> Rig:
     cluster = FakeCluster()
     server = await aiohttp_server(cluster.app())
     settings = KubeSettings(daemon_url="https://10.0.0.5:4443", namespace="agents", instance=INSTANCE)
@@ -147,7 +148,9 @@ class TestStart:
         assert [m for m, p in cluster.requests if p.endswith("/jobs") and m == "POST"] == ["POST", "POST"]
         assert [i["direction"] for i in rig.issuer.issued] == ["in", "out"]
 
-    async def test_created_suspended_then_resumed(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_created_suspended_then_resumed(
+        self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec
+    ) -> None:
         """The Job is created suspended, its Secret and policy are owned by it, and only then is it resumed."""
         await provider.start(spec)
         job = rig.cluster.jobs[JOB]
@@ -165,7 +168,7 @@ class TestStart:
             ("PATCH", ["jobs", JOB]),
         ]
 
-    async def test_tokens_for_the_areas(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_tokens_for_the_areas(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """The in-token carries every area, the out-token too (the writable ones come back), for the pod's user."""
         await provider.start(spec)
         assert rig.issuer.issued == [
@@ -176,7 +179,7 @@ class TestStart:
         assert base64.b64decode(data[TOKEN_IN_KEY]) == b"tok-in-0"
         assert base64.b64decode(data[TOKEN_OUT_KEY]) == b"tok-out-1"
 
-    async def test_secrets_only_in_the_secret(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_secrets_only_in_the_secret(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """The secret value reaches the Secret only: never the Job, its pod or the NetworkPolicy."""
         await provider.start(spec)
         for store in (rig.cluster.jobs, rig.cluster.pods, rig.cluster.policies):
@@ -186,7 +189,9 @@ class TestStart:
         data = rig.cluster.secrets[JOB]["data"]
         assert base64.b64decode(data["env.ANTHROPIC_API_KEY"]).decode() == SECRET_VALUE
 
-    async def test_half_created_run_is_completed(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_half_created_run_is_completed(
+        self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec
+    ) -> None:
         """A Job a crashed start left suspended is completed with fresh tokens, never created twice."""
         rig.cluster.jobs[JOB] = {
             **job_manifest(spec, rig.settings),
@@ -200,13 +205,15 @@ class TestStart:
         assert JOB in rig.cluster.policies
         assert rig.cluster.jobs[JOB]["spec"]["suspend"] is False and len(rig.cluster.pods) == 1
 
-    async def test_name_of_another_mission_refused(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_name_of_another_mission_refused(
+        self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec
+    ) -> None:
         """A Job of the same name but another mission is not taken over."""
         await provider.start(spec)
         with pytest.raises(SandboxError, match="in use by another run"):
             await provider.start(attrs.evolve(spec, mission_id="m-0000ffff"))
 
-    async def test_failed_start_leaves_nothing(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_failed_start_leaves_nothing(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """When the Secret cannot be created, the Job is deleted again and the tokens revoked."""
         rig.cluster.secrets[JOB] = {"metadata": {"name": JOB}}  # someone else's
         with pytest.raises(SandboxError, match="refused creating the Secret"):
@@ -214,7 +221,9 @@ class TestStart:
         assert rig.cluster.jobs == {} and rig.cluster.policies == {} and rig.cluster.pods == {}
         assert rig.issuer.revoked == ["r-0000beef"]
 
-    async def test_cancelled_start_leaves_nothing(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_cancelled_start_leaves_nothing(
+        self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec
+    ) -> None:
         """A start cancelled while the Job was being created removes the Job the server made anyway."""
         rig.cluster.hang_creates = asyncio.Event()
         task = asyncio.ensure_future(provider.start(spec))
@@ -227,7 +236,9 @@ class TestStart:
         assert rig.cluster.jobs == {} and rig.issuer.revoked == ["r-0000beef"]
         rig.cluster.hang_creates.set()
 
-    async def test_unrestricted_network_refused(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_unrestricted_network_refused(
+        self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec
+    ) -> None:
         """A step asking for an open network is refused before anything is created."""
         with pytest.raises(SandboxError, match="unrestricted network"):
             await provider.start(attrs.evolve(spec, network=True))
@@ -235,7 +246,7 @@ class TestStart:
 
 
 class TestOutput:
-    async def test_follows_and_ends(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_follows_and_ends(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """output() yields lines while the agent runs and ends once it exited."""
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.write(sandbox_id, b"first\n")
@@ -245,7 +256,9 @@ class TestOutput:
         rig.cluster.exit(sandbox_id, 0)
         assert [item async for item in items] == [b"second\n", b"third"]
 
-    async def test_waits_for_the_agent_to_start(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_waits_for_the_agent_to_start(
+        self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec
+    ) -> None:
         """Following a pending pod waits for the agent container, then reads from its start."""
         sandbox_id = await provider.start(spec)
         task = asyncio.ensure_future(collect(provider, sandbox_id))
@@ -256,7 +269,9 @@ class TestOutput:
         rig.cluster.exit(sandbox_id, 0)
         assert await asyncio.wait_for(task, 10) == [b"hello\n"]
 
-    async def test_dropped_stream_every_byte_once(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_dropped_stream_every_byte_once(
+        self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec
+    ) -> None:
         """A stream broken mid-line and one dropped while waiting are reopened; every byte arrives exactly once."""
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.write(sandbox_id, b"line-1\npartial")
@@ -273,7 +288,9 @@ class TestOutput:
         assert [item async for item in items] == [b"last"]
         assert rig.cluster.log_opens >= 3
 
-    async def test_byte_exact_with_long_lines(self, rig: Rig, providers, spec) -> None:
+    async def test_byte_exact_with_long_lines(
+        self, rig: Rig, providers: list[KubernetesProvider], spec: SandboxSpec
+    ) -> None:
         """Output keeps every byte (binary, CR, no final newline) and splits over-long lines at the limit."""
         provider = rig.provider(max_line_bytes=16)
         providers.append(provider)
@@ -287,7 +304,7 @@ class TestOutput:
         assert items == split_lines(bytearray(data), 16, final=True)
         assert items[1] == b"x" * 16 and items[2] == b"x" * 16 and items[3] == b"x" * 8 + b"\n"
 
-    async def test_after_exit_complete_log(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_after_exit_complete_log(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """Once wait() returned, a new output() yields exactly the stored log."""
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.write(sandbox_id, b"a\nb\n")
@@ -296,7 +313,9 @@ class TestOutput:
         assert await collect(provider, sandbox_id) == [b"a\n", b"b\n"]
         assert await collect(provider, sandbox_id) == [b"a\n", b"b\n"]
 
-    async def test_unreadable_log_of_exited_agent(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_unreadable_log_of_exited_agent(
+        self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec
+    ) -> None:
         """An exited agent's log that cannot be read is an error after a few tries, not an endless wait."""
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.exit(sandbox_id, 0)
@@ -305,7 +324,7 @@ class TestOutput:
             await collect(provider, sandbox_id)
         assert sum(1 for m, p in rig.cluster.requests if p.endswith("/log")) == 5
 
-    async def test_rotation_limitation(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_rotation_limitation(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """After a rotation the older bytes are gone: the follower skips by count (documented limitation)."""
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.write(sandbox_id, b"old-1\n")
@@ -320,13 +339,13 @@ class TestOutput:
 
 class TestWait:
     @pytest.mark.parametrize("code", [0, 1, 42])
-    async def test_exit_code(self, rig: Rig, provider: KubernetesProvider, spec, code: int) -> None:
+    async def test_exit_code(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec, code: int) -> None:
         """wait() returns the agent container's exit code from its terminated state."""
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.exit(sandbox_id, code)
         assert await provider.wait(sandbox_id) == code
 
-    async def test_waits_for_files(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_waits_for_files(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """wait() returns only once collect has sent the files back."""
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.exit(sandbox_id, 0, collect=None)
@@ -338,7 +357,7 @@ class TestWait:
         assert await asyncio.wait_for(task, 10) == 0
 
     async def test_agent_that_never_started_does_not_wait_for_collect(
-        self, rig: Rig, provider: KubernetesProvider, spec
+        self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec
     ) -> None:
         """An agent container that could not start (no shell in its image) fails the run at once.
 
@@ -351,7 +370,9 @@ class TestWait:
         with pytest.raises(SandboxError, match=r"could not start \(StartError: no sh\)"):
             await asyncio.wait_for(provider.wait(sandbox_id), 10)
 
-    async def test_no_writable_areas_no_collect(self, rig: Rig, provider: KubernetesProvider, spec, tmp_path) -> None:
+    async def test_no_writable_areas_no_collect(
+        self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec, tmp_path: Path
+    ) -> None:
         """With only read-only areas, the agent's exit alone ends the wait."""
         only_read = attrs.evolve(spec, mounts=(Mount(tmp_path / "prompt.md", "/mission/prompt.md", True),))
         sandbox_id = await running(rig, provider, only_read)
@@ -359,21 +380,21 @@ class TestWait:
         rig.cluster.exit(sandbox_id, 5)
         assert await provider.wait(sandbox_id) == 5
 
-    async def test_eviction(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_eviction(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """An evicted pod is a visible failure, not an exit code."""
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.evict(sandbox_id)
         with pytest.raises(SandboxError, match="evicted or disrupted"):
             await provider.wait(sandbox_id)
 
-    async def test_collect_failure(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_collect_failure(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """When collect fails, wait() says the files did not come back."""
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.exit(sandbox_id, 0, collect=22)
         with pytest.raises(SandboxError, match=r"files did not come back.*22"):
             await provider.wait(sandbox_id)
 
-    async def test_fetch_failure(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_fetch_failure(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """When the files cannot be fetched into the pod, wait() says so."""
         sandbox_id = await provider.start(spec)
         rig.cluster.fail_fetch(sandbox_id)
@@ -381,14 +402,14 @@ class TestWait:
             await provider.wait(sandbox_id)
         assert await collect(provider, sandbox_id) == []
 
-    async def test_deadline_exceeded(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_deadline_exceeded(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """A Job killed at its deadline (its pod deleted) waits as a killed run: 137."""
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.write(sandbox_id, b"busy\n")
         rig.cluster.deadline(sandbox_id)
         assert await provider.wait(sandbox_id) == KILLED
 
-    async def test_lost_job(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_lost_job(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """A Job deleted behind the daemon's back is a lost run."""
         with pytest.raises(SandboxError, match="Lost track"):
             await provider.wait(JOB)
@@ -400,7 +421,7 @@ class TestWait:
 
 
 class TestStop:
-    async def test_stop_makes_wait_return(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_stop_makes_wait_return(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """stop() ends a running agent through the pod's deadline; wait() returns its signal code; the log stays."""
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.write(sandbox_id, b"up\n")
@@ -414,14 +435,14 @@ class TestStop:
         assert await collect(provider, sandbox_id) == [b"up\n"]
         await provider.stop(sandbox_id)  # quiet the second time
 
-    async def test_stop_before_files_came_back(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_stop_before_files_came_back(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """A stopped run whose collect was killed still reports the agent's exit (its files are lost)."""
         rig.cluster.stop_exit_code, rig.cluster.stop_collect_code = 137, 137
         sandbox_id = await running(rig, provider, spec)
         await provider.stop(sandbox_id)
         assert await provider.wait(sandbox_id) == 137
 
-    async def test_stop_pending(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_stop_pending(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """Stopping a run whose pod never started fails the Job at its deadline; wait() reports a kill."""
         sandbox_id = await provider.start(spec)
         await provider.stop(sandbox_id)
@@ -430,7 +451,7 @@ class TestStop:
 
 
 class TestRemoveAndList:
-    async def test_remove(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_remove(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """remove() deletes the Job with its pod, the Secret and the NetworkPolicy, and revokes the tokens."""
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.exit(sandbox_id, 0)
@@ -446,7 +467,9 @@ class TestRemoveAndList:
         ]
         await provider.remove(sandbox_id)  # quiet when gone
 
-    async def test_reattach_after_restart(self, rig: Rig, provider: KubernetesProvider, providers, spec) -> None:
+    async def test_reattach_after_restart(
+        self, rig: Rig, provider: KubernetesProvider, providers: list[KubernetesProvider], spec: SandboxSpec
+    ) -> None:
         """A new provider (a restarted daemon) finds the run by label and follows and waits on it."""
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.write(sandbox_id, b"before restart\n")
@@ -464,7 +487,7 @@ class TestRemoveAndList:
         assert [item async for item in items] == [b"after\n"]
         assert (await again.list())[0].running is False
 
-    async def test_list_only_this_instance(self, rig: Rig, provider: KubernetesProvider, spec) -> None:
+    async def test_list_only_this_instance(self, rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> None:
         """Jobs of another installation, or without a run label, are not listed."""
         await provider.start(spec)
         other = job_manifest(attrs.evolve(spec, run_id="r-0000cafe"), attrs.evolve(rig.settings, instance="other"))
@@ -478,7 +501,7 @@ class TestCheck:
         """check() passes against a reachable API server."""
         await provider.check()
 
-    async def test_unreachable(self, rig: Rig, providers) -> None:
+    async def test_unreachable(self, rig: Rig, providers: list[KubernetesProvider]) -> None:
         """An API server nobody listens at is SandboxUnavailable, with advice."""
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -496,7 +519,7 @@ class TestCheck:
         with pytest.raises(SandboxUnavailable, match=r"403.*pods/log"):
             await provider.check()
 
-    async def test_kubeconfig(self, rig: Rig, providers, tmp_path: Path) -> None:
+    async def test_kubeconfig(self, rig: Rig, providers: list[KubernetesProvider], tmp_path: Path) -> None:
         """kubeconfig_client() reads a kubeconfig's server, context and credentials."""
         kubeconfig = tmp_path / "kubeconfig"
         server = str(rig.server.make_url("")).rstrip("/")
@@ -519,7 +542,7 @@ class TestCheck:
         await provider.check()
         assert rig.cluster.credentials == ["Bearer kube-token-1"]
 
-    async def test_kubeconfig_missing(self, rig: Rig, providers, tmp_path: Path) -> None:
+    async def test_kubeconfig_missing(self, rig: Rig, providers: list[KubernetesProvider], tmp_path: Path) -> None:
         """A kubeconfig that cannot be read is SandboxUnavailable naming the settings to fix."""
         provider = KubernetesProvider(
             settings=rig.settings, issuer=rig.issuer, api_client=kubeconfig_client(str(tmp_path / "none"), None)
