@@ -17,10 +17,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from haflowd import __version__
-from haflowd.models import RUNNING_STATUSES, MissionStatus
 from haflowd.cli import client as client_module
 from haflowd.cli.client import Client, ClientError, resolve_token
 from haflowd.cli.main import main
+from haflowd.models import RUNNING_STATUSES, MissionStatus
 from tests.conftest import create_mission, detail, until, wait_status
 from tests.daemon_support import Daemon, child_env, free_port
 from tests.fakes import Behaviour, FakeSandbox
@@ -190,8 +190,10 @@ class TestMissions:
 
 
 class TestToken:
+    # A classmethod: pytest 9 deprecates class-scoped fixtures on instances (each test gets a new one).
     @pytest.fixture(scope="class")
-    def guarded(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    @classmethod
+    def guarded(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         home = tmp_path_factory.mktemp("guarded") / "home"
         with Daemon(home=home, env={"HAFLOW_TOKEN": "s3cret-token"}) as running:
             yield running
