@@ -58,8 +58,15 @@ class Setting:
     parse: Callable[[str], object] = str
 
 
-def setting(default: object, meaning: str, *env: str, flag: str | None = None, shown: str | None = None,
-            parse: Callable[[str], object] = str, **field: Any) -> Any:
+def setting(
+    default: object,
+    meaning: str,
+    *env: str,
+    flag: str | None = None,
+    shown: str | None = None,
+    parse: Callable[[str], object] = str,
+    **field: Any,
+) -> Any:
     """A ``Config`` field read from ``env`` (and ``flag``), described once for ``from_env`` and the docs."""
     meta = Setting(env=env, meaning=meaning, flag=flag, shown=shown, parse=parse)
     return attrs.field(default=default, metadata={"setting": meta}, **field)
@@ -74,17 +81,28 @@ class Config:
     """
 
     home: Path = setting(
-        attrs.NOTHING, "data folder, created with mode 0700", "HAFLOW_HOME", "haflow_HOME",
-        flag="--home", shown=f"`{DEFAULT_HOME}`", parse=Path,
+        attrs.NOTHING,
+        "data folder, created with mode 0700",
+        "HAFLOW_HOME",
+        "haflow_HOME",
+        flag="--home",
+        shown=f"`{DEFAULT_HOME}`",
+        parse=Path,
     )
     host: str = setting(
-        DEFAULT_HOST, "address to listen on (loopback only by default)", "HOST", flag="--host",
+        DEFAULT_HOST,
+        "address to listen on (loopback only by default)",
+        "HOST",
+        flag="--host",
         shown=f"`{DEFAULT_HOST}`",
     )
     port: int = setting(DEFAULT_PORT, "port to listen on", "PORT", flag="--port", shown=f"`{DEFAULT_PORT}`", parse=int)
     agent_image: str = setting(
-        DEFAULT_AGENT_IMAGE, "image of agents that name none (any image a registry serves works too)",
-        "HAFLOW_AGENT_IMAGE", flag="--agent-image", shown="`haflow-agent:<version>`",
+        DEFAULT_AGENT_IMAGE,
+        "image of agents that name none (any image a registry serves works too)",
+        "HAFLOW_AGENT_IMAGE",
+        flag="--agent-image",
+        shown="`haflow-agent:<version>`",
     )
     #: Browser origins allowed besides loopback ones (exact ``scheme://host:port``).
     cors_origins: tuple[str, ...] = setting(
@@ -99,7 +117,9 @@ class Config:
     #: Bearer token every /api request must carry; ``None`` means no auth
     #: (only allowed on loopback; see :mod:`haflowd.auth`).
     token: str | None = setting(
-        None, "bearer token (default: generated once into `HAFLOW_HOME/token`, mode 0600)", "HAFLOW_TOKEN",
+        None,
+        "bearer token (default: generated once into `HAFLOW_HOME/token`, mode 0600)",
+        "HAFLOW_TOKEN",
         repr=False,
     )
     #: Host names (``Host`` header) accepted besides loopback ones and the bind address.
@@ -107,17 +127,25 @@ class Config:
         (), "extra `Host` names accepted (DNS-rebinding guard), comma separated", "HAFLOW_ALLOWED_HOSTS", parse=_csv
     )
     #: Per mission: the most artifact files, and their total size.
-    max_artifacts: int = setting(100, "the most artifact files of one mission", "HAFLOW_MAX_ARTIFACTS", shown="100",
-                                 parse=int)
+    max_artifacts: int = setting(
+        100, "the most artifact files of one mission", "HAFLOW_MAX_ARTIFACTS", shown="100", parse=int
+    )
     max_mission_bytes: int = setting(
-        50 * 1024 * 1024, "the most bytes of one mission's artifacts", "HAFLOW_MAX_MISSION_BYTES", shown="50 MiB",
+        50 * 1024 * 1024,
+        "the most bytes of one mission's artifacts",
+        "HAFLOW_MAX_MISSION_BYTES",
+        shown="50 MiB",
         parse=int,
     )
     #: ``"token"`` (the default): every /api request needs the token, loopback
     #: included; ``"none"``: no authentication (single-user machines only).
     auth: str = setting(
-        "token", "`none` turns authentication off (loopback only; see [security](security.md))", "HAFLOW_AUTH",
-        shown="`token`", parse=_lower, validator=attrs.validators.in_(("token", "none")),
+        "token",
+        "`none` turns authentication off (loopback only; see [security](security.md))",
+        "HAFLOW_AUTH",
+        shown="`token`",
+        parse=_lower,
+        validator=attrs.validators.in_(("token", "none")),
     )
     #: Client connections held at once; ``None``: just below the descriptor limit.
     max_connections: int | None = setting(
@@ -130,12 +158,15 @@ class Config:
         "docker",
         "`remote-docker`: agents on a Docker engine that does not share this disk; `kubernetes` (experimental): "
         "agents as Kubernetes Jobs ([remote.md](remote.md))",
-        "HAFLOW_SANDBOX", shown="`docker`", parse=_lower,
+        "HAFLOW_SANDBOX",
+        shown="`docker`",
+        parse=_lower,
         validator=attrs.validators.in_(("docker", "remote-docker", "kubernetes")),
     )
     #: The remote engine, as a ``DOCKER_HOST`` value (``ssh://user@host``, ``tcp://host:2376``) ...
     docker_host: str | None = setting(
-        None, "`remote-docker`'s engine as a `DOCKER_HOST` value (`ssh://…`, `tcp://…`); this or the next",
+        None,
+        "`remote-docker`'s engine as a `DOCKER_HOST` value (`ssh://…`, `tcp://…`); this or the next",
         "HAFLOW_DOCKER_HOST",
     )
     #: ... or as the name of a Docker context (e.g. one holding TLS material).
@@ -145,7 +176,9 @@ class Config:
     #: PEM certificate (chain) and private key: both set, the daemon speaks HTTPS
     #: (TLS 1.2 or later), e.g. for pods of a remote engine fetching a run's areas.
     tls_cert: Path | None = setting(
-        None, "PEM certificate (chain); with the key, the daemon speaks HTTPS (TLS 1.2+)", "HAFLOW_TLS_CERT",
+        None,
+        "PEM certificate (chain); with the key, the daemon speaks HTTPS (TLS 1.2+)",
+        "HAFLOW_TLS_CERT",
         parse=_path,
     )
     tls_key: Path | None = setting(None, "PEM private key of that certificate", "HAFLOW_TLS_KEY", parse=_path)
@@ -155,7 +188,9 @@ class Config:
     )
     #: ... of the cluster named by this kubeconfig (default: ``$KUBECONFIG``, ``~/.kube/config``, or in-cluster) ...
     kubeconfig: str | None = setting(
-        None, "the kubeconfig of that cluster", "HAFLOW_KUBECONFIG",
+        None,
+        "the kubeconfig of that cluster",
+        "HAFLOW_KUBECONFIG",
         shown="`$KUBECONFIG`, `~/.kube/config` or in-cluster",
     )
     #: ... and this context of it (default: its current context).
@@ -174,22 +209,31 @@ class Config:
         "the address (or, for an IP URL, the CIDR) the runs' NetworkPolicy opens; required when the URL names a "
         "host, and then a single address (IP, `/32` or `/128`): pods get no DNS, the name is mapped to it by "
         "`hostAliases`",
-        "HAFLOW_KUBE_DAEMON_CIDR", shown="the URL's IP",
+        "HAFLOW_KUBE_DAEMON_CIDR",
+        shown="the URL's IP",
     )
     #: The image of the pods' file transfer containers (``sh``, ``tar``, ``curl``); None: the provider's default.
     kube_transfer_image: str | None = setting(
-        None, "image of the pods' file transfer containers (`sh`, `tar`, `curl`)", "HAFLOW_KUBE_TRANSFER_IMAGE",
+        None,
+        "image of the pods' file transfer containers (`sh`, `tar`, `curl`)",
+        "HAFLOW_KUBE_TRANSFER_IMAGE",
         shown="`curlimages/curl:8.11.0`",
     )
     #: A ConfigMap in the namespace whose ``ca.crt`` signed the daemon's certificate (None: the image's CAs).
     kube_ca_configmap: str | None = setting(
-        None, "ConfigMap in the namespace whose `ca.crt` signed the daemon's certificate", "HAFLOW_KUBE_CA_CONFIGMAP",
+        None,
+        "ConfigMap in the namespace whose `ca.crt` signed the daemon's certificate",
+        "HAFLOW_KUBE_CA_CONFIGMAP",
         shown="the image's CAs",
     )
     #: How the daemon's log lines look (the CLI configures logging with it).
     log_format: str = setting(
-        "text", "`json` for one JSON object per log line", "HAFLOW_LOG_FORMAT", flag="--log-format",
-        shown="`text`", validator=attrs.validators.in_(("text", "json")),
+        "text",
+        "`json` for one JSON object per log line",
+        "HAFLOW_LOG_FORMAT",
+        flag="--log-format",
+        shown="`text`",
+        validator=attrs.validators.in_(("text", "json")),
     )
 
     def __attrs_post_init__(self) -> None:
