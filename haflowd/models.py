@@ -249,7 +249,7 @@ class MissionMeta:
     branch: str | None = None
     base_commit: str | None = None
     delivered: Delivery | None = None
-    #: The sum of the usage its runs reported (AGENTS.md's ``MissionDetail.usage``).
+    #: The sum of the usage its runs reported (docs/contract/AGENTS.md's ``MissionDetail.usage``).
     usage: Usage | None = None
 
 

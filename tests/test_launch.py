@@ -117,7 +117,8 @@ def _nothing() -> None:
 
 
 async def _spec(launcher: Launcher, meta: MissionMeta, step: WorkflowStep, feedback: str | None = None) -> SandboxSpec:
-    launch = launcher.launch(meta, StepRun(step.step_id, RUN, utcnow(), feedback_artifact=feedback), on_prepared=_nothing)
+    run = StepRun(step.step_id, RUN, utcnow(), feedback_artifact=feedback)
+    launch = launcher.launch(meta, run, on_prepared=_nothing)
     assert launch is not None
     return await launch.prepare(_note)
 

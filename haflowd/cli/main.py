@@ -82,7 +82,6 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-format",
         choices=daemon_log.FORMATS,
-        default=os.environ.get("HAFLOW_LOG_FORMAT") or "text",
         help="text (readable, default) or json (one object per line); env HAFLOW_LOG_FORMAT",
     )
 
@@ -122,6 +121,7 @@ def _config(args: argparse.Namespace) -> Config:
         port=getattr(args, "port", None),
         home=getattr(args, "home", None),
         agent_image=getattr(args, "agent_image", None),
+        log_format=getattr(args, "log_format", None),
     )
 
 
@@ -151,7 +151,7 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"haflowd: invalid setting: {exc}", file=sys.stderr)
         return 1
-    daemon_log.configure(args.log_level, args.log_format, secrets=[config.token] if config.token else [])
+    daemon_log.configure(args.log_level, config.log_format, secrets=[config.token] if config.token else [])
     if (problem := _home_problem(config)) is not None:
         print(f"haflowd: {problem}", file=sys.stderr)
         return 1

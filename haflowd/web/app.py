@@ -29,11 +29,12 @@ from ..workspaces.artifacts import ArtifactsWorkspace
 from ..workspaces.code import CodeWorkspace
 from . import code_api, health, openapi, transfers_api
 from .api import envelope_middleware, routes
-from .auth import auth_guard, check_exposure, login
+from .auth import auth_guard, check_exposure
 from .browser_guard import browser_guard
 from .described import ticket_route
 from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, PROJECTS, SANDBOX, STORE, TRANSFERS
 from .list_cache import ListCache
+from .static_files import StaticFiles
 
 if TYPE_CHECKING:
     from ..sandbox.kube_manifests import KubeSettings
@@ -106,8 +107,12 @@ def create_app(
     *,
     sandbox: SandboxProvider | None = None,
     catalog: Catalog | None = None,
+    static: Path = STATIC,
 ) -> web.Application:
-    """Build the daemon. Nothing touches the disk or Docker until start-up."""
+    """Build the daemon. Nothing touches the disk or Docker until start-up.
+
+    ``static`` is the UI's folder, read into memory at start-up and served from there.
+    """
     check_exposure(config)
     app = web.Application(
         middlewares=[envelope_middleware, auth_guard, browser_guard],
@@ -155,10 +160,8 @@ def create_app(
     app.router.add_routes(code_api.routes)
     app.router.add_routes(transfers_api.routes)
     app.router.add_routes(routes)
-    if STATIC.is_dir():
-        app.router.add_get("/", _index)
-        app.router.add_static("/static/", STATIC)
-        app.on_response_prepare.append(_revalidate_static)
+    if static.is_dir():
+        StaticFiles(static).setup(app)
     app.on_response_prepare.append(_security_headers)
 
     # Which origins may call is decided by browser_guard; aiohttp-cors speaks
@@ -198,18 +201,6 @@ async def _supervisor(app: web.Application) -> AsyncIterator[None]:
     close = getattr(app[SANDBOX], "close", None)
     if close is not None:
         await close()
-
-
-async def _revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
-    # index.html names js/main.js and app.css at fixed addresses (and the modules each other): after an upgrade
-    # the browser must ask again (a cheap 304 while nothing changed).
-    if request.path.startswith("/static/"):
-        response.headers["Cache-Control"] = "no-cache"
-
-
-async def _index(request: web.Request) -> web.StreamResponse:
-    await login(request)
-    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -190,8 +190,10 @@ class TestMissions:
 
 
 class TestToken:
+    # A classmethod: pytest 9 deprecates class-scoped fixtures on instances (each test gets a new one).
     @pytest.fixture(scope="class")
-    def guarded(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    @classmethod
+    def guarded(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         home = tmp_path_factory.mktemp("guarded") / "home"
         with Daemon(home=home, env={"HAFLOW_TOKEN": "s3cret-token"}) as running:
             yield running
