@@ -51,7 +51,8 @@ class TestLinks:
 class TestConstraints:
     def test_every_pin_is_exact(self) -> None:
         """requirements/constraints.txt pins exact versions, ruff and mypy included."""
-        pins = [line for line in (ROOT / "requirements/constraints.txt").read_text().splitlines() if line[:1] not in "#"]
+        text = (ROOT / "requirements/constraints.txt").read_text()
+        pins = [line for line in text.splitlines() if line[:1] not in "#"]
         assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[^=\s]+", pin) for pin in pins), pins
         names = {pin.split("==")[0].lower() for pin in pins}
         assert {"pytest", "aiohttp", "ruff", "mypy", "pytest-aiohttp"} <= names

@@ -1,4 +1,7 @@
-"""Code missions (docs/contract/API-code.md) end to end: projects, a clone per mission, commits, review, commands, delivery."""
+"""Code missions (docs/contract/API-code.md) end to end.
+
+Projects, a clone per mission, commits, review, commands, delivery.
+"""
 
 from __future__ import annotations
 

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from haflowd.config import Config
 from haflowd.web.app import STATIC, create_app
+from tests.conftest import AppClient
 from tests.fakes import FakeSandbox
 
 
@@ -23,7 +24,7 @@ def static(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def ui(aiohttp_client: Any, config: Config, fake: FakeSandbox, static: Path) -> TestClient:
+async def ui(aiohttp_client: AiohttpClient, config: Config, fake: FakeSandbox, static: Path) -> AppClient:
     return await aiohttp_client(create_app(config, sandbox=fake, static=static))
 
 
@@ -32,7 +33,7 @@ def names(static: Path) -> list[str]:
 
 
 class TestServedFromMemory:
-    async def test_files_removed_after_start_are_still_served(self, ui: TestClient, static: Path) -> None:
+    async def test_files_removed_after_start_are_still_served(self, ui: AppClient, static: Path) -> None:
         """Every file is served byte for byte as it was at start-up, after the folder was emptied on disk."""
         before = {name: (static / name).read_bytes() for name in names(static)}
         assert "js/main.js" in before and "index.html" in before
@@ -44,7 +45,7 @@ class TestServedFromMemory:
         index = await ui.get("/")
         assert index.status == 200 and await index.read() == before["index.html"]
 
-    async def test_files_rewritten_after_start_keep_the_old_content(self, ui: TestClient, static: Path) -> None:
+    async def test_files_rewritten_after_start_keep_the_old_content(self, ui: AppClient, static: Path) -> None:
         """A file truncated or replaced on disk (a half-done pip install) is still served whole, unchanged."""
         main_js = (static / "js/main.js").read_bytes()
         first = await ui.get("/static/js/main.js")
@@ -55,7 +56,7 @@ class TestServedFromMemory:
         assert again.headers["ETag"] == first.headers["ETag"]
         assert b"next version" not in await (await ui.get("/static/app.css")).read()
 
-    async def test_a_file_added_after_start_is_not_served(self, ui: TestClient, static: Path) -> None:
+    async def test_a_file_added_after_start_is_not_served(self, ui: AppClient, static: Path) -> None:
         """Only the start-up version's files exist: one that appears later is a 404."""
         (static / "js/new.js").write_text("export {};")
         assert (await ui.get("/static/js/new.js")).status == 404
@@ -71,7 +72,7 @@ class TestHeaders:
             ("/static/js/main.js", "text/javascript"),
         ],
     )
-    async def test_content_types(self, ui: TestClient, path: str, media: str) -> None:
+    async def test_content_types(self, ui: AppClient, path: str, media: str) -> None:
         """Each file carries its own type, text in UTF-8, and must be revalidated (no-cache)."""
         resp = await ui.get(path)
         assert resp.status == 200
@@ -80,7 +81,7 @@ class TestHeaders:
         assert resp.headers["Cache-Control"] == "no-cache"
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
 
-    async def test_etag_revalidation(self, ui: TestClient) -> None:
+    async def test_etag_revalidation(self, ui: AppClient) -> None:
         """The ETag answers 304 with no body; another ETag gets the file."""
         resp = await ui.get("/static/js/main.js")
         etag = resp.headers["ETag"]
@@ -90,7 +91,7 @@ class TestHeaders:
         other = await ui.get("/static/js/main.js", headers={"If-None-Match": '"stale"'})
         assert other.status == 200 and await other.read() == await resp.read()
 
-    async def test_last_modified_revalidation(self, ui: TestClient) -> None:
+    async def test_last_modified_revalidation(self, ui: AppClient) -> None:
         """If-Modified-Since with the served date answers 304."""
         resp = await ui.get("/static/app.css")
         again = await ui.get("/static/app.css", headers={"If-Modified-Since": resp.headers["Last-Modified"]})
@@ -99,7 +100,7 @@ class TestHeaders:
     @pytest.mark.parametrize(
         "path", ["/static/nope.js", "/static/js", "/static/../config.py", "/static/js/../../app.py"]
     )
-    async def test_unknown_paths_are_404(self, ui: TestClient, path: str) -> None:
+    async def test_unknown_paths_are_404(self, ui: AppClient, path: str) -> None:
         """Only the UI's own files are served: folders, unknown names and climbing paths are 404."""
         assert (await ui.get(path)).status == 404
 

@@ -813,7 +813,7 @@ class TestCodeMissionsFake:
 
 
 class TestUsage:
-    """Tokens and cost as the adapters report them (docs/contract/AGENTS.md), added to the daemon's answers in flight."""
+    """Tokens and cost as the adapters report them (docs/contract/AGENTS.md), added to answers in flight."""
 
     @pytest.fixture
     def agent_image(self) -> None:
