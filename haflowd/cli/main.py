@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     set_secret.add_argument("--home", help="data folder (env HAFLOW_HOME)")
     list_secrets = secret_commands.add_parser("list", help="the names stored (never the values)")
     list_secrets.add_argument("--home", help="data folder (env HAFLOW_HOME)")
+    login = commands.add_parser(
+        "login-url",
+        help="print the address that logs a browser in (it holds the token: keep it to yourself)",
+        description="Print the UI's login address with the daemon's token. The daemon itself prints it "
+        "only to a terminal, never to a log or journal.",
+    )
+    add_serve_options(login)
     client.add_commands(commands)
     service.add_commands(commands)
     return parser
@@ -108,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return image_build(args)
     if args.command == "secrets":
         return secrets_command(args)
+    if args.command == "login-url":
+        return print_login_url(args)
     handler = getattr(args, "handler", None)
     if handler is not None:
         return int(handler(args))
@@ -170,8 +179,15 @@ def serve(args: argparse.Namespace) -> int:
         # The user chose this token: never echo it into a terminal or the journal.
         placeholder = attrs.evolve(config, token="$HAFLOW_TOKEN")  # noqa: S106 - shown, not used
         print(f"open the UI: {login_url(placeholder)}", flush=True)
-    elif config.token is not None:
+    elif config.token is not None and sys.stdout.isatty():
         print(f"open the UI: {login_url(config)}", flush=True)
+        print(f"API token: in {token_path(config)} (the CLI client reads it)", flush=True)
+    elif config.token is not None:
+        # Not a terminal: a journal, a log file or a pipe keeps what it is
+        # given, so the token stays out; `haflowd login-url` prints it on demand.
+        placeholder = attrs.evolve(config, token=None)
+        print(f"open the UI: {login_url(placeholder)} (run `haflowd login-url` for the address that logs you in)",
+              flush=True)
         print(f"API token: in {token_path(config)} (the CLI client reads it)", flush=True)
     else:
         print("authentication is off (HAFLOW_AUTH=none): any local account can use this daemon", flush=True)
@@ -192,6 +208,27 @@ def serve(args: argparse.Namespace) -> int:
         # Typically the port is taken (another haflowd?): say so, no traceback.
         print(f"haflowd: cannot listen on {host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def print_login_url(args: argparse.Namespace) -> int:
+    """Print the login address of the daemon these settings describe (the token is read, never made)."""
+    from ..web.auth import login_url, read_token_file, token_path
+
+    try:
+        config = _config(args)
+    except (ValueError, OSError) as exc:
+        print(f"haflowd: invalid setting: {exc}", file=sys.stderr)
+        return 1
+    if config.auth == "none":
+        print(login_url(config))
+        return 0
+    if config.token is None:
+        config = attrs.evolve(config, token=read_token_file(token_path(config)))
+    if config.token is None:
+        print(f"haflowd: no token in {token_path(config)}: start the daemon once to make it", file=sys.stderr)
+        return 1
+    print(login_url(config))
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import socket
 import subprocess
@@ -72,8 +73,8 @@ class TestConfig:
 
 class TestDaemonProcess:
     def test_serves_and_stops_on_sigterm(self, tmp_path: Path) -> None:
-        """A real daemon prints where it listens and its login URL, needs its token (loopback too),
-        exits 0 on SIGTERM."""
+        """A real daemon prints where it listens and its address (the token only through `login-url`),
+        needs its token (loopback too), exits 0 on SIGTERM."""
         port = free_port()
         home = tmp_path / "home"
         proc = subprocess.Popen(
@@ -89,7 +90,16 @@ class TestDaemonProcess:
             assert f"listening on http://127.0.0.1:{port}" in first
             assert str(home / "missions") in proc.stdout.readline()
             token = (home / "token").read_text().strip()
-            assert proc.stdout.readline().strip() == f"open the UI: http://127.0.0.1:{port}/?token={token}"
+            shown = proc.stdout.readline().strip()
+            assert shown.startswith(f"open the UI: http://127.0.0.1:{port}/ ") and "haflowd login-url" in shown
+            assert token not in shown
+            asked = subprocess.run(
+                [sys.executable, "-m", "haflowd", "login-url", "--port", str(port), "--home", str(home)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            assert asked.stdout.strip() == f"http://127.0.0.1:{port}/?token={token}"
             assert (home / "token").stat().st_mode & 0o777 == 0o600
             url = f"http://127.0.0.1:{port}/api/missions"
             request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
@@ -102,8 +112,41 @@ class TestDaemonProcess:
             assert (home.stat().st_mode & 0o777) == 0o700
         finally:
             proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=15)
+            out, err = proc.communicate(timeout=15)
         assert proc.returncode == 0, err
+        assert token not in out + err
+
+    def test_login_url_on_a_terminal_only(self, tmp_path: Path) -> None:
+        """On a terminal the daemon prints the address that logs in; the token never reaches its log."""
+        port = free_port()
+        home = tmp_path / "home"
+        primary, secondary = pty.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "haflowd", "serve", "--port", str(port), "--home", str(home)],
+            stdout=secondary,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "HAFLOW_DOCKER": "haflow-no-such-docker"},
+        )
+        os.close(secondary)
+        seen = b""
+        try:
+            with os.fdopen(primary, "rb", buffering=0) as terminal:
+                while b"open the UI" not in seen or not seen.endswith(b"\n"):
+                    chunk = terminal.read(4096)
+                    assert chunk, seen
+                    seen += chunk
+                token = (home / "token").read_text().strip()
+                assert f"open the UI: http://127.0.0.1:{port}/?token={token}".encode() in seen
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=15)
+        assert token.encode() not in err
+
+    def test_login_url_without_a_token(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`login-url` before the daemon ever ran says where the token will be, exit 1, and makes none."""
+        assert main(["login-url", "--home", str(tmp_path)]) == 1
+        assert "no token in" in capsys.readouterr().err
+        assert not (tmp_path / "token").exists()
 
     def test_port_in_use_is_a_clear_error(self, tmp_path: Path) -> None:
         """A port another process holds gives a one-line error and exit 1, no traceback."""
