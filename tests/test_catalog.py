@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from haflowd.catalog import builtin_dir, load_catalog
 from haflowd.errors import InvalidDefinition
 from haflowd.models import StepType
-from haflowd.catalog import builtin_dir, load_catalog
 from haflowd.placeholders import expand
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from haflowd.web.app import create_app
 from haflowd.config import Config
+from haflowd.web.app import create_app
 from tests.conftest import RAW_INPUT, api, create_mission, detail, until, wait_status
 from tests.fakes import Behaviour, FakeSandbox
 

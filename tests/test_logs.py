@@ -14,8 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from haflowd import daemon_log as logs
-from haflowd.web.app import create_app
 from haflowd.config import Config
+from haflowd.web.app import create_app
 from tests.conftest import create_mission, wait_status
 from tests.fakes import FakeSandbox
 

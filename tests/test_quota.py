@@ -11,10 +11,10 @@ import attrs
 import pytest
 from aiohttp.test_utils import TestClient
 
-from haflowd.web.app import create_app
 from haflowd.config import Config
 from haflowd.errors import Conflict, PayloadTooLarge
 from haflowd.quota import check_artifact_write, usage
+from haflowd.web.app import create_app
 from tests.conftest import RAW_INPUT, api, create_mission, detail
 from tests.fakes import FakeSandbox
 

@@ -28,8 +28,8 @@ from haflowd.supervisor import (
     _reconcile_file,
 )
 from tests.conftest import create_mission, until, wait_status
-from tests.fakes import FakeSandbox
 from tests.e2e.test_docker_e2e import docker_config, instance, make_client, provider, write_agent
+from tests.fakes import FakeSandbox
 
 #: The real-Docker daemon fixtures this module shares with test_docker_e2e.
 DOCKER_FIXTURES = (docker_config, instance, make_client, provider)

@@ -13,7 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from haflowd.config import Config
-from haflowd.sandbox.docker import DockerProvider, instance_id
+from haflowd.sandbox.docker.local import DockerProvider
+from haflowd.sandbox.protocol import instance_id
 from haflowd.web.app import create_app
 from tests.conftest import api, detail, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, haflow_containers

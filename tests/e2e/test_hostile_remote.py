@@ -16,7 +16,7 @@ never reaches the host: such links and special files are dropped on the way
 back (logged), entries under the work tree's ``.git`` are ignored (that place
 is the git area's). Hand-made archives with ``a0/.git/...`` entries, which an
 agent's own ``tar`` cannot produce, are covered at the transfer endpoint by
-``tests/sandbox/test_transfers.py::TestOut::test_git_entries_of_the_workspace_are_ignored``.
+``tests/sandbox/kubernetes/test_transfers.py::TestOut::test_git_entries_of_the_workspace_are_ignored``.
 """
 
 from __future__ import annotations
@@ -35,15 +35,15 @@ import attrs
 import pytest
 from aiohttp.test_utils import TestClient
 
-from haflowd.sandbox.docker import instance_id
+from haflowd.sandbox.protocol import instance_id
 from haflowd.secrets import write_value
 from haflowd.web.app import create_app
 from haflowd.web.tls import server_context
 from tests.conftest import api, until, wait_status
-from tests.remote_engine import Engine
 from tests.e2e.test_code_missions import create, fingerprint, git, link, make_repo
 from tests.e2e.test_docker_hostile import REQUEST_SECONDS
 from tests.e2e.test_remote_docker_e2e import nothing_left_on, remote_config  # noqa: F401 - a fixture
+from tests.remote_engine import Engine
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -76,8 +76,8 @@ async def _remote_docker(home: Path, aiohttp_client: Any, aiohttp_server: Any, e
 
 
 async def _kubernetes(home: Path, aiohttp_client: Any, aiohttp_server: Any, rig: Any) -> Daemon:
-    from tests.sandbox.kubernetes.kube_support import trusting
     from tests.e2e.test_kubernetes_e2e import nothing_left as nothing_left_in
+    from tests.sandbox.kubernetes.kube_support import trusting
 
     server = await aiohttp_server(create_app(rig.config), port=rig.port, ssl=server_context(rig.config))
     client = await aiohttp_client(server, connector=aiohttp.TCPConnector(ssl=trusting(rig.config.tls_cert)))

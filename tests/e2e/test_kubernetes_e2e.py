@@ -21,17 +21,18 @@ import attrs
 import pytest
 
 from haflowd.config import Config
-from haflowd.sandbox.docker import instance_id
-from haflowd.web.app import create_app, default_sandbox
+from haflowd.sandbox.protocol import instance_id
+from haflowd.sandbox.registry import provider_for
+from haflowd.web.app import create_app
 from haflowd.web.keys import SANDBOX
 from haflowd.web.tls import server_context
 from tests.conftest import RAW_INPUT, api, create_mission, until, wait_status
 from tests.daemon_support import free_port
 from tests.docker_support import OWNED_INSTANCES, haflow_containers
+from tests.e2e.test_code_missions import PLAN_DIFF, create, fingerprint, git, link, make_repo, step
 from tests.sandbox.kubernetes.fake_apiserver import FakeCluster
 from tests.sandbox.kubernetes.fake_kubelet import NODE_LABEL, FakeKubelet
 from tests.sandbox.kubernetes.kube_support import tls_config, trusting
-from tests.e2e.test_code_missions import PLAN_DIFF, create, fingerprint, git, link, make_repo, step
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 pytest.importorskip("kubernetes_asyncio")
@@ -110,9 +111,9 @@ def nothing_left(rig: Rig, home: Path):
 class TestKubernetesMission:
     def test_configuration_chooses_kubernetes(self, rig: Rig) -> None:
         """HAFLOW_SANDBOX=kubernetes builds the Kubernetes provider with the configured daemon URL and namespace."""
-        from haflowd.sandbox.kubernetes import KubernetesProvider
+        from haflowd.sandbox.kubernetes.provider import KubernetesProvider
 
-        sandbox = default_sandbox(rig.config)
+        sandbox = provider_for(rig.config)
         assert isinstance(sandbox, KubernetesProvider)
         assert sandbox.settings.daemon_url == f"https://127.0.0.1:{rig.port}"
         assert sandbox.settings.namespace == NAMESPACE

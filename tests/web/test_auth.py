@@ -11,10 +11,10 @@ import attrs
 import pytest
 from aiohttp.test_utils import TestClient
 
-from haflowd.web.app import create_app
-from haflowd.web.auth import check_exposure, ensure_token, host_allowed, token_matches, token_path
 from haflowd.config import Config
 from haflowd.errors import HaflowError
+from haflowd.web.app import create_app
+from haflowd.web.auth import check_exposure, ensure_token, host_allowed, token_matches, token_path
 from tests.conftest import api
 from tests.fakes import FakeSandbox
 

@@ -12,9 +12,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from haflowd import __version__
+from haflowd.config import Config
 from haflowd.web import health
 from haflowd.web.app import create_app
-from haflowd.config import Config
 from tests.conftest import api, create_mission
 from tests.fakes import FakeSandbox
 

@@ -19,15 +19,18 @@ from hypothesis import strategies as st
 
 from haflowd import __version__
 from haflowd.catalog import DEFAULT_WORKFLOW
-from haflowd.config import Config
 from haflowd.clock import TIMESTAMP_PATTERN, format_timestamp
+from haflowd.config import Config
 from haflowd.convert import RENAMES, STRICT_KEYS, dumps, structure_request
 from haflowd.ids import MISSION_ID, RUN_ID, new_mission_id, new_run_id
 from haflowd.models import (
     RUNNING_STATUSES,
+    Changes,
     Commit,
+    CreateMissionRequest,
     Delivered,
     DeliverRequest,
+    Delivery,
     Execution,
     ExecutionStarted,
     ExecutionStatus,
@@ -35,21 +38,18 @@ from haflowd.models import (
     GitFile,
     GitStatus,
     LinkProjectRequest,
-    Project,
-    RequestChangesRequest,
-    RunCommandRequest,
-    Changes,
-    Delivery,
-    Usage,
-    CreateMissionRequest,
     MissionDetail,
     MissionListItem,
     MissionMeta,
     MissionStatus,
     MissionType,
+    Project,
+    RequestChangesRequest,
+    RunCommandRequest,
     SaveArtifactRequest,
     StepRun,
     StepType,
+    Usage,
     Workflow,
     WorkflowStep,
     WorkspaceMode,

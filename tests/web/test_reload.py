@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
+from haflowd.catalog import Catalog
 from haflowd.web.keys import ENGINE
 from haflowd.web.reload import PID_FILE, merge_in_use, reload_definitions
-from haflowd.catalog import Catalog
 from tests.conftest import api, create_mission, until, wait_status
 from tests.daemon_support import Daemon, child_env, poll
 from tests.fakes import Behaviour, FakeSandbox

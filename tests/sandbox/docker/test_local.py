@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from haflowd.sandbox.docker import DockerProvider, run_cli, split_lines
-from haflowd.sandbox.docker_image import ensure_image, image_exists, is_buildable, is_static_elf
 from haflowd.sandbox import (
     Limits,
     Mount,
@@ -21,6 +19,8 @@ from haflowd.sandbox import (
     SandboxSpec,
     SandboxUnavailable,
 )
+from haflowd.sandbox.docker.local import DockerProvider, run_cli, split_lines
+from haflowd.sandbox.docker.standin_image import ensure_image, image_exists, is_buildable, is_static_elf
 from tests.docker_support import SESSION_INSTANCE, haflow_containers
 
 
@@ -92,7 +92,7 @@ class TestChownTree:
         """1,200 nested folders (deeper than the recursion limit and PATH_MAX) are all chowned."""
         import os
 
-        from haflowd.sandbox.docker import _chown_tree
+        from haflowd.sandbox.docker.local import _chown_tree
 
         # Root may give files away; others can only "change" them to themselves.
         uid, gid = (54321, 54321) if os.getuid() == 0 else (os.getuid(), os.getgid())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from haflowd.sandbox.agent_images import _dockerfile, build_agent_image, load_recipes
 from haflowd.models import AdapterId
 from haflowd.sandbox import SandboxUnavailable
+from haflowd.sandbox.docker.agent_images import _dockerfile, build_agent_image, load_recipes
 
 
 class TestRecipes:
