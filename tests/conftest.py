@@ -15,7 +15,7 @@ from haflowd.web.app import create_app
 from haflowd.config import Config
 from tests.fakes import FakeSandbox
 
-#: Real-Docker fixtures (docker_image), shared by test_docker*.py.
+#: Real-Docker fixtures (docker_image), shared by the tests of tests/sandbox/docker/ and tests/e2e/.
 pytest_plugins = ["tests.docker_support", "tests.remote_engine", "tests.sandbox.kubernetes.kube_support"]
 
 RAW_INPUT = "Add a dark mode toggle to the settings page."
