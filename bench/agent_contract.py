@@ -1,7 +1,7 @@
 """Contract check: a real agent CLI, in its built image, against a fake model.
 
 Not part of the test suite (it needs ``haflow-agent-<adapter>:<version>``,
-built with ``python -m haflowd.sandbox.agent_images <adapter>``). It starts a tiny
+built with ``python -m haflowd.sandbox.docker.agent_images <adapter>``). It starts a tiny
 aiohttp server on loopback that speaks the Anthropic Messages API and the
 OpenAI Chat Completions API in their streaming forms, runs the adapter's
 exact command line and prompt in the image (``--network host`` so the
@@ -31,7 +31,7 @@ from aiohttp import web
 from haflowd.agents.protocol import StepContext
 from haflowd.agents.registry import adapter_for
 from haflowd.models import AdapterId, AgentSpec
-from haflowd.sandbox.agent_images import load_recipes
+from haflowd.sandbox.docker.agent_images import load_recipes
 
 INPUT_TOKENS = 1500
 OUTPUT_TOKENS = 42

@@ -98,6 +98,7 @@ class Idle:
     async def remove(self, sandbox_id): pass
     async def list(self):
         return [SandboxInfo("idle", "%s", "%s", "cleanup", True)]
+    async def aclose(self): pass
 
 config = Config.from_env({"HAFLOW_AUTH": "none"}, home=sys.argv[1], port=int(sys.argv[2]))
 web.run_app(create_app(config, sandbox=Idle()), host="127.0.0.1", port=config.port, print=None)

@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 
 from haflowd.sandbox import Limits, Mount, SandboxSpec
-from haflowd.sandbox.docker import DockerProvider
-from haflowd.sandbox.remote_docker import RemoteDockerProvider
+from haflowd.sandbox.docker.local import DockerProvider
+from haflowd.sandbox.docker.remote import RemoteDockerProvider
 
 
 async def measure(provider: DockerProvider, folder: Path, image: str, repeat: int) -> dict[str, float]:

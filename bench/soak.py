@@ -37,7 +37,7 @@ from typing import Any
 
 import aiohttp
 
-from haflowd.sandbox.docker_image import ensure_image
+from haflowd.sandbox.docker.standin_image import ensure_image
 
 ARGS = ["{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"]
 LINE = re.compile(rb"^soak (\d+)$")

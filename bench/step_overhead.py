@@ -31,8 +31,9 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from haflowd.config import Config
-from haflowd.sandbox.docker import DockerProvider, instance_id, run_cli
-from haflowd.sandbox.docker_image import ensure_image
+from haflowd.sandbox.docker.local import DockerProvider, run_cli
+from haflowd.sandbox.docker.standin_image import ensure_image
+from haflowd.sandbox.protocol import instance_id
 from haflowd.web.app import create_app
 
 COMMAND = ["haflow-agent", "{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"]

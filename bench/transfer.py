@@ -65,9 +65,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from haflowd.config import Config
 from haflowd.sandbox import Limits, Mount, SandboxSpec
 from haflowd.sandbox.areas import pack_areas, plan_areas, unpack_areas
-from haflowd.sandbox.docker import LABEL_INSTANCE, DockerProvider, instance_id
-from haflowd.sandbox.docker_image import ensure_image
-from haflowd.sandbox.remote_docker import RemoteDockerProvider
+from haflowd.sandbox.docker.local import DockerProvider
+from haflowd.sandbox.docker.remote import RemoteDockerProvider
+from haflowd.sandbox.docker.standin_image import ensure_image
+from haflowd.sandbox.protocol import LABEL_INSTANCE, instance_id
 from haflowd.web.app import create_app
 
 #: Provider instances this run started containers or volumes under (removed at the end).
@@ -545,8 +546,8 @@ async def bench(args: argparse.Namespace, root: Path, host: str) -> None:
             for area in (small, large):
                 rows.append((name, area, await docker_rows(provider, args.image, area, args.repeat)))
     finally:
-        await local.exits.close()
-        await remote.exits.close()
+        await local.aclose()
+        await remote.aclose()
     for area in (small, large):
         inproc, http = await kubernetes_rows(area, spool, args.repeat)
         rows.append(("kubernetes (HTTP transfer), in-process", area, inproc))

@@ -17,7 +17,7 @@ from haflowd.config import Config
 from haflowd.web.app import create_app
 from tests.fakes import FakeSandbox
 
-#: Real-Docker fixtures (docker_image), shared by test_docker*.py.
+#: Real-Docker fixtures (docker_image), shared by the tests of tests/sandbox/docker/ and tests/e2e/.
 pytest_plugins = ["tests.docker_support", "tests.remote_engine", "tests.sandbox.kubernetes.kube_support"]
 
 #: The test client of a haflowd app: what ``client`` and ``aiohttp_client(app)`` give.

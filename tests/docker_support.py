@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from haflowd.sandbox import LABEL_RUN
-from haflowd.sandbox.docker import LABEL_INSTANCE
-from haflowd.sandbox.docker_image import build_image
+from haflowd.sandbox.docker.standin_image import build_image
+from haflowd.sandbox.protocol import LABEL_INSTANCE
 
 #: The agent image the suite builds once, tagged apart from a user's own.
 TEST_IMAGE = "haflow-agent:test"

@@ -63,6 +63,8 @@ class FakeSandbox:
     unavailable: str | None = None
     #: When set, start() waits for it (a slow image build or container start).
     start_gate: asyncio.Event | None = None
+    #: How often :meth:`aclose` was called.
+    closed: int = 0
     _ids: itertools.count[int] = attrs.field(factory=itertools.count)
 
     @property
@@ -144,6 +146,10 @@ class FakeSandbox:
             for r in self.runs.values()
             if not r.removed
         ]
+
+    async def aclose(self) -> None:
+        """Nothing to release (runs keep going, as a real provider's do); counted for tests."""
+        self.closed += 1
 
     def live(self) -> builtins.list[FakeRun]:
         return [r for r in self.runs.values() if not r.removed]

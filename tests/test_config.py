@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from haflowd.config import CONFIG_DOC, Config, markdown_table, settings, with_table
-from haflowd.sandbox.kube_manifests import DEFAULT_TRANSFER_IMAGE
+from haflowd.sandbox.kubernetes.manifests import DEFAULT_TRANSFER_IMAGE
 
 ROOT = Path(__file__).parents[1]
 

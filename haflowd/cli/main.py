@@ -233,8 +233,8 @@ def print_login_url(args: argparse.Namespace) -> int:
 
 
 def image_build(args: argparse.Namespace) -> int:
-    from ..sandbox.agent_images import build_agent_image
-    from ..sandbox.docker_image import build_image
+    from ..sandbox.docker.agent_images import build_agent_image
+    from ..sandbox.docker.standin_image import build_image
 
     logging.basicConfig(level="INFO", format="%(message)s", stream=sys.stderr)
     config = Config.from_env()

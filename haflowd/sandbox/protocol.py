@@ -1,13 +1,17 @@
 """The seam between the engine and whatever runs agent containers.
 
-The engine only ever talks to a :class:`SandboxProvider`. The Docker CLI
-provider lives in :mod:`haflowd.sandbox.docker`; a remote Docker host or Kubernetes
-Jobs would be further implementations of the same protocol. Nothing in here
-knows about Docker.
+The engine only ever talks to a :class:`SandboxProvider`. Each engine family
+is a wing of its own (:mod:`haflowd.sandbox.docker`: the local and the remote
+Docker providers; :mod:`haflowd.sandbox.kubernetes`: Jobs in a cluster), chosen
+by :mod:`haflowd.sandbox.registry`; the wings never import each other, so what
+they share (labels, the line limit, the installation's id) lives here. Nothing
+in here knows about Docker.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -18,9 +22,11 @@ from ..errors import SandboxError, SandboxUnavailable
 from ..models import DEFAULT_LIMITS, Limits
 
 __all__ = [
+    "LABEL_INSTANCE",
     "LABEL_MISSION",
     "LABEL_RUN",
     "LABEL_STEP",
+    "MAX_LINE_BYTES",
     "Limits",
     "Mount",
     "SandboxError",
@@ -28,12 +34,25 @@ __all__ = [
     "SandboxProvider",
     "SandboxSpec",
     "SandboxUnavailable",
+    "instance_id",
 ]
 
 #: Label keys every sandbox carries, so a provider can find its own containers.
 LABEL_MISSION = "haflow.mission_id"
 LABEL_RUN = "haflow.run_id"
 LABEL_STEP = "haflow.step_id"
+#: Label naming the daemon installation a sandbox belongs to, so two
+#: daemons (two users, two HAFLOW_HOMEs) sharing one engine never see, let
+#: alone remove, each other's sandboxes.
+LABEL_INSTANCE = "haflow.instance"
+
+#: Longest item a provider's ``output`` yields by default; longer lines are split.
+MAX_LINE_BYTES = 64 * 1024
+
+
+def instance_id(home: os.PathLike[str] | str) -> str:
+    """A stable short id for the installation whose data lives in ``home`` (the value of :data:`LABEL_INSTANCE`)."""
+    return hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()[:12]
 
 
 #: What a writable area may hand back at most, unless its step says otherwise.
@@ -150,3 +169,10 @@ class SandboxProvider(Protocol):
 
     async def list(self) -> list[SandboxInfo]:
         """Every sandbox, running or exited, that carries haflow labels."""
+
+    async def aclose(self) -> None:
+        """Release what the provider holds in the daemon (event streams, API connections); sandboxes keep running.
+
+        Idempotent: a second call does nothing. The provider may be used again
+        afterwards (what it needs is opened anew).
+        """

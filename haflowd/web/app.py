@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import aiohttp_cors
 from aiohttp import web
@@ -22,8 +20,9 @@ from ..engine import Engine
 from ..launch import Launcher
 from ..models import WorkspaceMode
 from ..projects import ProjectStore
-from ..sandbox.protocol import SandboxProvider, SandboxUnavailable
-from ..sandbox.transfers import TransferTickets
+from ..sandbox.kubernetes.transfers import tickets_in
+from ..sandbox.protocol import SandboxProvider
+from ..sandbox.registry import provider_for
 from ..store import Store
 from ..workspaces.artifacts import ArtifactsWorkspace
 from ..workspaces.code import CodeWorkspace
@@ -36,70 +35,8 @@ from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, PROJECTS, SANDBOX, ST
 from .list_cache import ListCache
 from .static_files import StaticFiles
 
-if TYPE_CHECKING:
-    from ..sandbox.kube_manifests import KubeSettings
-
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-
-
-def default_sandbox(config: Config, transfers: TransferTickets | None = None) -> SandboxProvider:
-    """The provider ``config`` chooses; ``transfers`` issues the tickets of pods (Kubernetes)."""
-    from ..sandbox.docker import DockerProvider, instance_id
-
-    if config.sandbox == "kubernetes":
-        return _kubernetes_sandbox(config, transfers or _transfer_tickets(config))
-    if config.sandbox == "remote-docker":
-        from ..sandbox.remote_docker import RemoteDockerProvider
-
-        return RemoteDockerProvider(
-            docker=config.docker,
-            default_image=config.agent_image,
-            instance=instance_id(config.home),
-            docker_host=config.docker_host,
-            context=config.docker_context,
-            writable_roots=(config.home,),
-        )
-    return DockerProvider(docker=config.docker, default_image=config.agent_image, instance=instance_id(config.home))
-
-
-def kube_settings(config: Config) -> KubeSettings:
-    """The Kubernetes provider's settings from the configuration (EXPERIMENTAL)."""
-    from ..sandbox.docker import instance_id
-    from ..sandbox.kube_manifests import DEFAULT_TRANSFER_IMAGE, KubeSettings
-
-    assert config.kube_daemon_url is not None  # Config refuses kubernetes without it
-    try:
-        return KubeSettings(
-            daemon_url=config.kube_daemon_url,
-            namespace=config.kube_namespace,
-            instance=instance_id(config.home),
-            transfer_image=config.kube_transfer_image or DEFAULT_TRANSFER_IMAGE,
-            daemon_cidr=config.kube_daemon_cidr,
-            ca_configmap=config.kube_ca_configmap,
-        )
-    except ValueError as e:
-        raise SandboxUnavailable(f"Invalid Kubernetes setting: {e}") from None
-
-
-def _transfer_tickets(config: Config) -> TransferTickets:
-    """The daemon's one-time transfer tickets (on disk, so every instance sees the same)."""
-    return TransferTickets(config.home / "transfers", writable_roots=(config.home,))
-
-
-def _kubernetes_sandbox(config: Config, transfers: TransferTickets) -> SandboxProvider:
-    """The EXPERIMENTAL Kubernetes Jobs provider; needs the ``kubernetes`` extra."""
-    if importlib.util.find_spec("kubernetes_asyncio") is None:
-        raise SandboxUnavailable(
-            "HAFLOW_SANDBOX=kubernetes needs the kubernetes extra: pip install 'haflowd[kubernetes]'"
-        )
-    from ..sandbox.kubernetes import KubernetesProvider, kubeconfig_client
-
-    return KubernetesProvider(
-        settings=kube_settings(config),
-        issuer=transfers,
-        api_client=kubeconfig_client(config.kubeconfig, config.kube_context),
-    )
 
 
 def create_app(
@@ -122,8 +59,8 @@ def create_app(
     projects = ProjectStore(config.projects_dir)
     definitions = Definitions(catalog or load_definitions(config))
     # Before the sandbox: a provider whose pods share no disk issues tickets here.
-    transfers = _transfer_tickets(config)
-    sandbox = sandbox or default_sandbox(config, transfers)
+    transfers = tickets_in(config.home)
+    sandbox = sandbox or provider_for(config, transfers)
     code = CodeWorkspace(store, projects.get, config.home)
     # The user's templates first: they win over the shipped ones.
     prompts = PromptLibrary.for_home(config.home)
@@ -197,10 +134,8 @@ async def _supervisor(app: web.Application) -> AsyncIterator[None]:
     await engine.start()
     yield
     await engine.close()
-    # A provider holding connections (the Kubernetes API client) closes them; runs keep going.
-    close = getattr(app[SANDBOX], "close", None)
-    if close is not None:
-        await close()
+    # A provider holding connections (the Kubernetes API client, Docker's event stream) closes them; runs keep going.
+    await app[SANDBOX].aclose()
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:

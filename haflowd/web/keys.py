@@ -11,8 +11,8 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..engine import Engine
     from ..projects import ProjectStore
+    from ..sandbox.kubernetes.transfers import TransferTickets
     from ..sandbox.protocol import SandboxProvider
-    from ..sandbox.transfers import TransferTickets
     from ..store import Store
     from .list_cache import ListCache
 

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from ..errors import PayloadTooLarge, SandboxError, Unauthorized, Unprocessable, UnsupportedMediaType
 from ..sandbox.areas import AreaPlan, pack_areas, unpack_areas, vet_areas
-from ..sandbox.transfers import Direction, Ticket, TransferTickets
+from ..sandbox.kubernetes.transfers import Direction, Ticket, TransferTickets
 from ..sandbox.unpack import UnpackError
 from ..store import TMP_PREFIX
 from .described import described

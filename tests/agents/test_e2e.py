@@ -20,8 +20,8 @@ from pytest_aiohttp import AiohttpClient
 from haflowd.config import Config
 from haflowd.convert import converter
 from haflowd.models import Usage
-from haflowd.sandbox.docker import DockerProvider, instance_id
-from haflowd.sandbox.protocol import SandboxSpec
+from haflowd.sandbox.docker.local import DockerProvider
+from haflowd.sandbox.protocol import SandboxSpec, instance_id
 from haflowd.web.app import create_app
 from tests.conftest import RAW_INPUT, AppClient, api, create_mission, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, haflow_containers

@@ -16,7 +16,8 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 
 from haflowd.config import Config
-from haflowd.sandbox.docker import DockerProvider, instance_id
+from haflowd.sandbox.docker.local import DockerProvider
+from haflowd.sandbox.protocol import instance_id
 from haflowd.web.app import create_app
 from tests.conftest import AppClient, api, detail, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, haflow_containers

@@ -20,7 +20,8 @@ from pytest_aiohttp import AiohttpClient
 
 from haflowd.config import Config
 from haflowd.sandbox import Limits, SandboxSpec
-from haflowd.sandbox.docker import DockerProvider, instance_id
+from haflowd.sandbox.docker.local import DockerProvider
+from haflowd.sandbox.protocol import instance_id
 from haflowd.web.app import create_app
 from tests.conftest import RAW_INPUT, AppClient, api, create_mission, detail, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, SESSION_INSTANCE, haflow_containers

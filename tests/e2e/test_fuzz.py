@@ -58,7 +58,7 @@ class TestFuzz:
                 "--exclude-name", "POST /api/projects",
                 # The transfer routes take only a one-time ticket a provider issued inside the
                 # daemon, which no generated request can hold (every one would be a 401);
-                # tests/sandbox/test_transfers.py drives them with real tickets instead.
+                # tests/sandbox/kubernetes/test_transfers.py drives them with real tickets instead.
                 "--exclude-name", "GET /api/transfers/in",
                 "--exclude-name", "PUT /api/transfers/out",
                 "--checks", "all",

@@ -16,7 +16,7 @@ never reaches the host: such links and special files are dropped on the way
 back (logged), entries under the work tree's ``.git`` are ignored (that place
 is the git area's). Hand-made archives with ``a0/.git/...`` entries, which an
 agent's own ``tar`` cannot produce, are covered at the transfer endpoint by
-``tests/sandbox/test_transfers.py::TestOut::test_git_entries_of_the_workspace_are_ignored``.
+``tests/sandbox/kubernetes/test_transfers.py::TestOut::test_git_entries_of_the_workspace_are_ignored``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import attrs
 import pytest
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from haflowd.sandbox.docker import instance_id
+from haflowd.sandbox.protocol import instance_id
 from haflowd.secrets import write_value
 from haflowd.web.app import create_app
 from haflowd.web.tls import server_context

@@ -22,8 +22,9 @@ import pytest
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from haflowd.config import Config
-from haflowd.sandbox.docker import instance_id
-from haflowd.web.app import create_app, default_sandbox
+from haflowd.sandbox.protocol import instance_id
+from haflowd.sandbox.registry import provider_for
+from haflowd.web.app import create_app
 from haflowd.web.keys import SANDBOX
 from haflowd.web.tls import server_context
 from tests.conftest import RAW_INPUT, AppClient, api, create_mission, until, wait_status
@@ -35,7 +36,7 @@ from tests.sandbox.kubernetes.fake_kubelet import NODE_LABEL, FakeKubelet
 from tests.sandbox.kubernetes.kube_support import tls_config, trusting
 
 if TYPE_CHECKING:
-    from haflowd.sandbox.kubernetes import KubernetesProvider
+    from haflowd.sandbox.kubernetes.provider import KubernetesProvider
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 pytest.importorskip("kubernetes_asyncio")
@@ -114,9 +115,9 @@ def nothing_left(rig: Rig, home: Path) -> Callable[[], Awaitable[bool]]:
 class TestKubernetesMission:
     def test_configuration_chooses_kubernetes(self, rig: Rig) -> None:
         """HAFLOW_SANDBOX=kubernetes builds the Kubernetes provider with the configured daemon URL and namespace."""
-        from haflowd.sandbox.kubernetes import KubernetesProvider
+        from haflowd.sandbox.kubernetes.provider import KubernetesProvider
 
-        sandbox = default_sandbox(rig.config)
+        sandbox = provider_for(rig.config)
         assert isinstance(sandbox, KubernetesProvider)
         assert sandbox.settings.daemon_url == f"https://127.0.0.1:{rig.port}"
         assert sandbox.settings.namespace == NAMESPACE

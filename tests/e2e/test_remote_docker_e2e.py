@@ -18,9 +18,10 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 
 from haflowd.config import Config
-from haflowd.sandbox.docker import instance_id
-from haflowd.sandbox.remote_docker import RemoteDockerProvider
-from haflowd.web.app import create_app, default_sandbox
+from haflowd.sandbox.docker.remote import RemoteDockerProvider
+from haflowd.sandbox.protocol import instance_id
+from haflowd.sandbox.registry import provider_for
+from haflowd.web.app import create_app
 from tests.conftest import RAW_INPUT, api, create_mission, until, wait_status
 from tests.e2e.test_code_missions import PLAN_DIFF, create, fingerprint, git, link, make_repo, step
 from tests.remote_engine import Engine
@@ -69,7 +70,7 @@ def nothing_left_on(engine: Engine, instance: str) -> Callable[[], Awaitable[boo
 class TestRemoteMission:
     def test_configuration_chooses_remote_provider(self, remote_config: Config, remote_engine: Engine) -> None:
         """HAFLOW_SANDBOX=remote-docker with HAFLOW_DOCKER_HOST makes the daemon use the remote provider."""
-        sandbox = default_sandbox(remote_config)
+        sandbox = provider_for(remote_config)
         assert isinstance(sandbox, RemoteDockerProvider)
         assert sandbox.docker_host == remote_engine.host
         assert sandbox.instance == instance_id(remote_config.home)

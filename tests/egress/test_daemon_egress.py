@@ -24,7 +24,8 @@ from haflowd.catalog import builtin_dir, load_catalog
 from haflowd.config import Config
 from haflowd.errors import InvalidDefinition
 from haflowd.sandbox import Limits, SandboxError, SandboxSpec
-from haflowd.sandbox.docker import DockerProvider, instance_id
+from haflowd.sandbox.docker.local import DockerProvider
+from haflowd.sandbox.protocol import instance_id
 from haflowd.web.app import create_app
 from tests.conftest import AppClient, api, create_mission, detail, until, wait_status
 from tests.docker_support import OWNED_INSTANCES, haflow_containers

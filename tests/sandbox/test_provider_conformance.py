@@ -27,10 +27,10 @@ import attrs
 import pytest
 
 from haflowd.sandbox import Limits, Mount, SandboxError, SandboxProvider, SandboxSpec, SandboxUnavailable
-from haflowd.sandbox.docker import DockerProvider
-from haflowd.sandbox.kube_manifests import TOKEN_IN_KEY, TOKEN_OUT_KEY, job_name
-from haflowd.sandbox.kubernetes import KubeApiError
-from haflowd.sandbox.remote_docker import RemoteDockerProvider
+from haflowd.sandbox.docker.local import DockerProvider
+from haflowd.sandbox.docker.remote import RemoteDockerProvider
+from haflowd.sandbox.kubernetes.manifests import TOKEN_IN_KEY, TOKEN_OUT_KEY, job_name
+from haflowd.sandbox.kubernetes.provider import KubeApiError
 from tests.docker_support import SESSION_INSTANCE
 from tests.remote_engine import Engine
 from tests.sandbox.kubernetes.kube_support import FakeKube, RealKube

@@ -27,7 +27,8 @@ from pytest_aiohttp import AiohttpServer
 
 from haflowd.config import Config
 from haflowd.sandbox import SandboxProvider
-from haflowd.web.app import create_app, default_sandbox
+from haflowd.sandbox.registry import provider_for
+from haflowd.web.app import create_app
 from tests.docker_support import engine_problem
 from tests.e2e.test_code_missions import PLAN_DIFF, git, make_repo
 from tests.fakes import Behaviour, FakeSandbox
@@ -116,7 +117,7 @@ def config(config: Config, agent_image: str | None) -> Config:
 
 @pytest.fixture
 def sandbox(config: Config, fake: FakeSandbox, agent_image: str | None) -> SandboxProvider:
-    return default_sandbox(config) if agent_image else fake
+    return provider_for(config) if agent_image else fake
 
 
 @pytest.fixture
@@ -866,7 +867,7 @@ class TestCodeReview:
     @pytest.mark.timeout(400)
     async def test_review_command_request_changes_deliver(self, ui: Session, tmp_path: Path, home: Path) -> None:
         """Through the page: diff with hunks, a command's live output, request changes, deliver into the repository."""
-        from haflowd.sandbox.docker import instance_id
+        from haflowd.sandbox.protocol import instance_id
         from tests.docker_support import OWNED_INSTANCES
 
         OWNED_INSTANCES.add(instance_id(home))

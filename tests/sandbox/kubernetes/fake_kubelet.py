@@ -80,7 +80,7 @@ from typing import Any
 import aiohttp
 import attrs
 
-from haflowd.sandbox.kube_manifests import AGENT, COLLECT, FETCH, IN_DIR, OUT_DIR
+from haflowd.sandbox.kubernetes.manifests import AGENT, COLLECT, FETCH, IN_DIR, OUT_DIR
 from tests.sandbox.kubernetes.fake_apiserver import FakeCluster, LogStream, Obj
 
 #: Labels the fake node puts on its containers (besides the pod's own labels).

@@ -5,7 +5,7 @@
 * ``fake_kube``: the fake API server of :mod:`tests.sandbox.kubernetes.fake_apiserver`
   with the Docker-backed FAKE kubelet of :mod:`tests.sandbox.kubernetes.fake_kubelet`,
   and a daemon (``create_app``) serving the transfer endpoints over that
-  certificate with real :class:`~haflowd.sandbox.transfers.TransferTickets`.
+  certificate with real :class:`~haflowd.sandbox.kubernetes.transfers.TransferTickets`.
 
 ``kubernetes_asyncio`` is imported only where used: the rest of the suite
 runs without the ``kubernetes`` extra.
@@ -25,8 +25,8 @@ import pytest
 from pytest_aiohttp import AiohttpServer
 
 from haflowd.config import Config
-from haflowd.sandbox.kube_manifests import KubeSettings
-from haflowd.sandbox.transfers import TransferTickets
+from haflowd.sandbox.kubernetes.manifests import KubeSettings
+from haflowd.sandbox.kubernetes.transfers import TransferTickets
 from haflowd.web.keys import TRANSFERS
 from haflowd.web.tls import server_context
 from tests.docker_support import SESSION_INSTANCE
@@ -35,7 +35,7 @@ from tests.sandbox.kubernetes.fake_kubelet import FakeKubelet
 from tests.tls_support import missing, self_signed_cert
 
 if TYPE_CHECKING:
-    from haflowd.sandbox.kubernetes import ApiClientFactory, KubernetesProvider
+    from haflowd.sandbox.kubernetes.provider import ApiClientFactory, KubernetesProvider
 
 #: How often the tests' providers look at a run (the daemon's default is 2 s).
 POLL_SECONDS = 0.05
@@ -113,7 +113,7 @@ class FakeKube:
 
     def provider(self, **changes: Any) -> KubernetesProvider:
         """A fresh provider on this cluster (a daemon "restart" when called again); closed at teardown."""
-        from haflowd.sandbox.kubernetes import KubernetesProvider
+        from haflowd.sandbox.kubernetes.provider import KubernetesProvider
 
         fields: dict[str, Any] = {
             "settings": self.settings,
@@ -134,7 +134,7 @@ class FakeKube:
 
     async def close(self) -> None:
         for provider in self.made:
-            await provider.close()
+            await provider.aclose()
         await self.kubelet.close()
 
 
@@ -178,7 +178,7 @@ class RealKube:
     made: list[KubernetesProvider] = attrs.field(factory=list)
 
     def provider(self) -> KubernetesProvider:
-        from haflowd.sandbox.kubernetes import KubernetesProvider, kubeconfig_client
+        from haflowd.sandbox.kubernetes.provider import KubernetesProvider, kubeconfig_client
 
         made = KubernetesProvider(
             settings=self.settings,
@@ -191,7 +191,7 @@ class RealKube:
 
     async def close(self) -> None:
         for provider in self.made:
-            await provider.close()
+            await provider.aclose()
 
 
 #: What the ``kubernetes`` target needs, each of them.
@@ -225,7 +225,7 @@ async def real_kube(aiohttp_server: AiohttpServer, tmp_path: Path) -> AsyncItera
             "tests/sandbox/kubernetes/kube_support.py)"
         )
     pytest.importorskip("kubernetes_asyncio")
-    from haflowd.sandbox.kube_manifests import DEFAULT_TRANSFER_IMAGE
+    from haflowd.sandbox.kubernetes.manifests import DEFAULT_TRANSFER_IMAGE
     from haflowd.web.app import create_app
     from tests.fakes import FakeSandbox
 

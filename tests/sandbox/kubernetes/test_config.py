@@ -11,8 +11,8 @@ import pytest
 
 from haflowd.config import Config
 from haflowd.sandbox import SandboxUnavailable
-from haflowd.sandbox.docker import instance_id
-from haflowd.web.app import default_sandbox, kube_settings
+from haflowd.sandbox.protocol import instance_id
+from haflowd.sandbox.registry import kube_settings, provider_for
 
 URL = "https://haflow.example:4443"
 
@@ -88,7 +88,7 @@ class TestConfig:
         env = {"HAFLOW_SANDBOX": "kubernetes", "HAFLOW_KUBE_DAEMON_URL": URL, "HAFLOW_KUBE_DAEMON_CIDR": "10.0.0.0/24"}
         config = Config.from_env(env, home=tmp_path)
         with pytest.raises(SandboxUnavailable, match="HAFLOW_KUBE_DAEMON_CIDR must be the single address"):
-            default_sandbox(config)
+            provider_for(config)
         ip = Config.from_env({**env, "HAFLOW_KUBE_DAEMON_URL": "https://10.0.0.9:4443"}, home=tmp_path)
         assert kube_settings(ip).daemon_cidr == "10.0.0.0/24"
 
@@ -99,20 +99,20 @@ class TestConfig:
             home=tmp_path,
         )
         with pytest.raises(SandboxUnavailable, match="Invalid Kubernetes namespace"):
-            default_sandbox(config)
+            provider_for(config)
 
     def test_provider_gets_the_daemons_tickets(self, tmp_path: Path) -> None:
         """Kubernetes is built with the daemon's transfer tickets, the ones its endpoints redeem."""
-        from haflowd.sandbox.kubernetes import KubernetesProvider
-        from haflowd.sandbox.transfers import TransferTickets
+        from haflowd.sandbox.kubernetes.provider import KubernetesProvider
+        from haflowd.sandbox.kubernetes.transfers import TransferTickets
 
         config = Config.from_env({"HAFLOW_SANDBOX": "kubernetes", "HAFLOW_KUBE_DAEMON_URL": URL}, home=tmp_path)
         tickets = TransferTickets(tmp_path / "transfers", writable_roots=(tmp_path,))
-        provider = default_sandbox(config, tickets)
+        provider = provider_for(config, tickets)
         assert isinstance(provider, KubernetesProvider)
         assert provider.issuer is tickets
         assert provider.settings.daemon_url == URL
-        own = default_sandbox(config)
+        own = provider_for(config)
         assert isinstance(own, KubernetesProvider) and isinstance(own.issuer, TransferTickets)
         assert own.issuer.root == tickets.root
 
@@ -126,4 +126,4 @@ class TestConfig:
         monkeypatch.setattr(importlib.util, "find_spec", find_spec)
         config = Config.from_env({"HAFLOW_SANDBOX": "kubernetes", "HAFLOW_KUBE_DAEMON_URL": URL}, home=tmp_path)
         with pytest.raises(SandboxUnavailable, match=r"haflowd\[kubernetes\]"):
-            default_sandbox(config)
+            provider_for(config)

@@ -19,8 +19,8 @@ import attrs
 import pytest
 
 from haflowd.sandbox import Limits, Mount, SandboxError, SandboxSpec
-from haflowd.sandbox.kube_manifests import job_name
-from haflowd.sandbox.kubernetes import KILLED
+from haflowd.sandbox.kubernetes.manifests import job_name
+from haflowd.sandbox.kubernetes.provider import KILLED
 from tests.docker_support import haflow_containers
 from tests.sandbox.kubernetes.kube_support import FakeKube
 

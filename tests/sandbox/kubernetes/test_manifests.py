@@ -13,7 +13,7 @@ import pytest
 
 from haflowd.sandbox import Limits, Mount, SandboxError, SandboxSpec
 from haflowd.sandbox.areas import plan_areas
-from haflowd.sandbox.kube_manifests import (
+from haflowd.sandbox.kubernetes.manifests import (
     AGENT,
     AGENT_SCRIPT,
     COLLECT,

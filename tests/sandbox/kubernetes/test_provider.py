@@ -18,8 +18,8 @@ from pytest_aiohttp import AiohttpServer
 
 from haflowd.sandbox import Limits, Mount, SandboxError, SandboxInfo, SandboxProvider, SandboxSpec, SandboxUnavailable
 from haflowd.sandbox.areas import AreaPlan
-from haflowd.sandbox.kube_manifests import TOKEN_IN_KEY, TOKEN_OUT_KEY, KubeSettings, job_manifest
-from haflowd.sandbox.kubernetes import KILLED, ApiClientFactory, KubernetesProvider, kubeconfig_client
+from haflowd.sandbox.kubernetes.manifests import TOKEN_IN_KEY, TOKEN_OUT_KEY, KubeSettings, job_manifest
+from haflowd.sandbox.kubernetes.provider import KILLED, ApiClientFactory, KubernetesProvider, kubeconfig_client
 from haflowd.sandbox.lines import split_lines
 from tests.sandbox.kubernetes.fake_apiserver import FakeCluster
 
@@ -94,7 +94,7 @@ async def providers(rig: Rig) -> AsyncIterator[list[KubernetesProvider]]:
     made: list[KubernetesProvider] = []
     yield made
     for provider in made:
-        await provider.close()
+        await provider.aclose()
 
 
 @pytest.fixture
@@ -473,7 +473,7 @@ class TestRemoveAndList:
         """A new provider (a restarted daemon) finds the run by label and follows and waits on it."""
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.write(sandbox_id, b"before restart\n")
-        await provider.close()
+        await provider.aclose()
         again = rig.provider()
         providers.append(again)
         assert await again.list() == [

@@ -21,7 +21,7 @@ from pytest_aiohttp import AiohttpClient
 from haflowd.config import Config
 from haflowd.sandbox import Mount, SandboxError
 from haflowd.sandbox.areas import AreaPlan, plan_areas
-from haflowd.sandbox.transfers import Direction, Ticket, TransferIssuer, TransferTickets
+from haflowd.sandbox.kubernetes.transfers import Direction, Ticket, TransferIssuer, TransferTickets
 from haflowd.web import transfers_api
 from haflowd.web.app import create_app
 from haflowd.web.keys import TRANSFERS

@@ -34,9 +34,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
-from ..store import TMP_PREFIX, atomic_write
-from .areas import AreaPlan
-from .protocol import Mount, SandboxError
+from ...store import TMP_PREFIX, atomic_write
+from ..areas import AreaPlan
+from ..protocol import Mount, SandboxError
 
 log = logging.getLogger(__name__)
 
@@ -327,3 +327,8 @@ class TransferTickets:
             log.warning("transfer.ticket_outside_roots", extra={"file": path.name, "source": str(outside.mount.source)})
             return None
         return ticket
+
+
+def tickets_in(home: Path) -> TransferTickets:
+    """The daemon's one-time transfer tickets under ``home`` (on disk, so every instance sees the same)."""
+    return TransferTickets(home / "transfers", writable_roots=(home,))

@@ -16,8 +16,8 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from ..proc import run_cli
-from .protocol import SandboxUnavailable
+from ...proc import run_cli
+from ..protocol import SandboxUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ CMD ["haflow-agent", "--help"]
 
 def default_image() -> str:
     """``haflow-agent:<version>``: each release builds the agent it ships."""
-    from .. import __version__
+    from ... import __version__
 
     return f"{AGENT_REPOSITORY}:{__version__}"
 

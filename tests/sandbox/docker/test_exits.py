@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from haflowd.sandbox import Limits, SandboxError, SandboxSpec
-from haflowd.sandbox.docker import DockerProvider
+from haflowd.sandbox.docker.local import DockerProvider
 from tests.conftest import create_mission, detail, until, wait_status
 from tests.docker_support import SESSION_INSTANCE
 from tests.e2e.test_docker_e2e import SLOW, docker_config, instance, make_client, provider, write_agent

@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import attrs
 
-from ..proc import Completed, reap
-from .protocol import SandboxError, SandboxUnavailable
+from ...proc import Completed, reap
+from ..protocol import SandboxError, SandboxUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ class ExitWatch:
         if sandbox_id in self._waiters:
             self._confirm_soon(sandbox_id, code)
 
-    async def close(self) -> None:
-        """Stop the stream (waiters still waiting restart it)."""
+    async def aclose(self) -> None:
+        """Stop the stream (waiters still waiting restart it); a second call does nothing."""
         with contextlib.suppress(Exception):
             await self._stop()

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import csv
 import errno
-import hashlib
 import io
 import logging
 import math
@@ -28,33 +27,27 @@ from pathlib import Path
 
 import attrs
 
-from ..proc import Completed, reap, run_cli
-from .docker_exits import INSPECT_FORMAT, ExitWatch
-from .egress_runs import LABEL_EGRESS, LABEL_ROLE, ROLE_EGRESS, EgressRuns
-from .lines import split_lines
-from .protocol import (
+from ...proc import Completed, reap, run_cli
+from ..lines import split_lines
+from ..protocol import (
+    LABEL_INSTANCE,
     LABEL_MISSION,
     LABEL_RUN,
     LABEL_STEP,
+    MAX_LINE_BYTES,
     Mount,
     SandboxError,
     SandboxInfo,
     SandboxSpec,
     SandboxUnavailable,
 )
+from .egress_runs import LABEL_EGRESS, LABEL_ROLE, ROLE_EGRESS, EgressRuns
+from .exits import INSPECT_FORMAT, ExitWatch
 
 logger = logging.getLogger(__name__)
 
-#: Label naming the daemon installation a container belongs to, so two
-#: daemons (two users, two HAFLOW_HOMEs) sharing one engine never see, let
-#: alone remove, each other's containers.
-LABEL_INSTANCE = "haflow.instance"
-
 #: The user agents run as when the daemon itself runs as root ("nobody").
 UNPRIVILEGED_USER = "65534:65534"
-
-#: Longest item :meth:`DockerProvider.output` yields; longer lines are split.
-MAX_LINE_BYTES = 64 * 1024
 
 _READ_SIZE = 64 * 1024
 # Container ids, names and image references we hand to the CLI: never
@@ -71,11 +64,6 @@ _HOST_ENV = re.compile(
 )
 _DEFAULT_DOCKER_CONFIG = os.path.expanduser("~/.docker")
 _NO_SUCH = ("no such container", "no such object")
-
-
-def instance_id(home: os.PathLike[str] | str) -> str:
-    """A stable short id for the installation whose data lives in ``home``."""
-    return hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()[:12]
 
 
 def default_user() -> str:
@@ -191,6 +179,13 @@ class DockerProvider:
         """The one ``docker events`` stream all :meth:`wait` calls share."""
         return self._exits
 
+    async def aclose(self) -> None:
+        """Stop the shared ``docker events`` stream (containers and their egress proxies keep going).
+
+        Idempotent; a later :meth:`wait` starts the stream anew.
+        """
+        await self._exits.aclose()
+
     async def _inspect_state(self, sandbox_id: str) -> Completed:
         return await self._cli("inspect", "--format", INSPECT_FORMAT, "--", sandbox_id)
 
@@ -256,8 +251,8 @@ class DockerProvider:
             await self.ensure_image(self.default_image)
 
     async def ensure_image(self, image: str) -> None:
-        """Make sure ``image`` exists locally (see :func:`haflowd.sandbox.docker_image.ensure_image`)."""
-        from .docker_image import ensure_image
+        """Make sure ``image`` exists locally (see :func:`haflowd.sandbox.docker.standin_image.ensure_image`)."""
+        from .standin_image import ensure_image
 
         async with self._image_lock:
             await ensure_image(self.docker, image, build_if_missing=self.build_if_missing)
@@ -444,7 +439,7 @@ class DockerProvider:
         """Wait for the container to exit and return its code.
 
         All waits share one ``docker events`` process (see
-        :class:`~haflowd.sandbox.docker_exits.ExitWatch`), not one
+        :class:`~haflowd.sandbox.docker.exits.ExitWatch`), not one
         ``docker wait`` each.
         """
         _checked_ref(sandbox_id, "sandbox id")

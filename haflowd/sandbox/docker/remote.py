@@ -35,10 +35,19 @@ from typing import IO
 
 import attrs
 
-from ..proc import Completed, reap
-from .areas import pack_path
-from .docker import (
+from ...proc import Completed, reap
+from ..areas import pack_path
+from ..protocol import (
     LABEL_INSTANCE,
+    LABEL_MISSION,
+    LABEL_RUN,
+    SandboxError,
+    SandboxInfo,
+    SandboxSpec,
+    SandboxUnavailable,
+)
+from ..unpack import MAX_BYTES, MAX_MEMBERS, unpack_file, unpack_tree
+from .local import (
     UNPRIVILEGED_USER,
     DockerProvider,
     _checked_ref,
@@ -46,8 +55,6 @@ from .docker import (
     _missing_image,
     _numeric_user,
 )
-from .protocol import LABEL_MISSION, LABEL_RUN, SandboxError, SandboxInfo, SandboxSpec, SandboxUnavailable
-from .unpack import MAX_BYTES, MAX_MEMBERS, unpack_file, unpack_tree
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +267,7 @@ class RemoteDockerProvider(DockerProvider):
         async with self._image_lock:
             if await self._has_image(image):
                 return
-            from .docker_image import ensure_image
+            from .standin_image import ensure_image
 
             advice = (
                 f"Copy it there: docker save {image} | DOCKER_HOST=<remote> docker load (or build it on that host)."

@@ -12,9 +12,9 @@ import pytest
 
 from haflowd.config import Config
 from haflowd.sandbox import Mount, SandboxError, SandboxSpec
-from haflowd.sandbox.docker import DockerProvider
-from haflowd.sandbox.remote_docker import RemoteDockerProvider, pack, plan_volumes
-from haflowd.web.app import default_sandbox
+from haflowd.sandbox.docker.local import DockerProvider
+from haflowd.sandbox.docker.remote import RemoteDockerProvider, pack, plan_volumes
+from haflowd.sandbox.registry import provider_for
 
 
 def spec(*mounts: Mount, **changes: Any) -> SandboxSpec:
@@ -28,7 +28,7 @@ class TestConfig:
         """Without HAFLOW_SANDBOX the daemon uses the local Docker provider."""
         config = Config.from_env({}, home=tmp_path)
         assert config.sandbox == "docker"
-        assert type(default_sandbox(config)) is DockerProvider
+        assert type(provider_for(config)) is DockerProvider
 
     @pytest.mark.parametrize(
         ("env", "host", "context"),
@@ -40,7 +40,7 @@ class TestConfig:
     def test_remote(self, tmp_path: Path, env: dict[str, str], host: str | None, context: str | None) -> None:
         """HAFLOW_SANDBOX=remote-docker picks the remote provider, pointed by host or context."""
         config = Config.from_env({"HAFLOW_SANDBOX": "remote-docker", **env}, home=tmp_path)
-        sandbox = default_sandbox(config)
+        sandbox = provider_for(config)
         assert isinstance(sandbox, RemoteDockerProvider)
         assert (sandbox.docker_host, sandbox.context) == (host, context)
 

@@ -5,7 +5,7 @@ hand-driven pods or with a fake, Docker-backed kubelet that runs the agent
 container in local Docker and emulates fetch and collect over the daemon's
 real transfer endpoints; never against a real cluster. What each run is made of (a suspended Job, its Secret
 and NetworkPolicy, then the Job resumed) and how files travel through the
-daemon's transfer endpoints is described in :mod:`haflowd.sandbox.kube_manifests`.
+daemon's transfer endpoints is described in :mod:`haflowd.sandbox.kubernetes.manifests`.
 
 The sandbox id is the Job's name, ``haflow-<run_id>``; everything is found
 again by name and labels, so a restarted daemon re-attaches.
@@ -58,9 +58,20 @@ from typing import TYPE_CHECKING, Any, Literal
 import aiohttp
 import attrs
 
-from .areas import AreaPlan, plan_areas
-from .docker import LABEL_INSTANCE, MAX_LINE_BYTES
-from .kube_manifests import (
+from ..areas import AreaPlan, plan_areas
+from ..lines import split_lines
+from ..protocol import (
+    LABEL_INSTANCE,
+    LABEL_MISSION,
+    LABEL_RUN,
+    LABEL_STEP,
+    MAX_LINE_BYTES,
+    SandboxError,
+    SandboxInfo,
+    SandboxSpec,
+    SandboxUnavailable,
+)
+from .manifests import (
     AGENT,
     COLLECT,
     FETCH,
@@ -73,16 +84,6 @@ from .kube_manifests import (
     owner_reference,
     secret_manifest,
     selector,
-)
-from .lines import split_lines
-from .protocol import (
-    LABEL_MISSION,
-    LABEL_RUN,
-    LABEL_STEP,
-    SandboxError,
-    SandboxInfo,
-    SandboxSpec,
-    SandboxUnavailable,
 )
 from .transfers import TransferIssuer
 
@@ -204,8 +205,8 @@ class KubernetesProvider:
                 self._client = await self.api_client()
             return self._client
 
-    async def close(self) -> None:
-        """Close the API client's connections (runs keep going)."""
+    async def aclose(self) -> None:
+        """Close the API client's connections (runs keep going); a second call does nothing."""
         client, self._client = self._client, None
         if client is not None:
             await client.close()

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ..allowlist import Allowlist, parse_allowlist
-from ..egress.proxy import EgressEvent, EgressProxy, Resolver, system_resolver
-from ..egress.sidecar import (
+from ...allowlist import Allowlist, parse_allowlist
+from ...egress.proxy import EgressEvent, EgressProxy, Resolver, system_resolver
+from ...egress.sidecar import (
     LABEL_ROLE,
     ROLE_EGRESS,
     agent_arguments,
@@ -33,7 +33,7 @@ from ..egress.sidecar import (
     sidecar_name,
     start_sidecar,
 )
-from .protocol import SandboxSpec
+from ..protocol import SandboxSpec
 
 if TYPE_CHECKING:
     from ipaddress import IPv4Network, IPv6Network

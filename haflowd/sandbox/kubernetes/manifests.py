@@ -2,7 +2,7 @@
 
 Pure functions: a :class:`~haflowd.sandbox.protocol.SandboxSpec` and the
 provider's :class:`KubeSettings` in, manifests out. Nothing here talks to a
-cluster; :mod:`haflowd.sandbox.kubernetes` sends what is built here.
+cluster; :mod:`haflowd.sandbox.kubernetes.provider` sends what is built here.
 
 One run is three objects, all named ``haflow-<run_id>``:
 
@@ -72,9 +72,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from .areas import AreaPlan, plan_areas
-from .docker import LABEL_INSTANCE
-from .protocol import LABEL_RUN, SandboxError, SandboxSpec
+from ..areas import AreaPlan, plan_areas
+from ..protocol import LABEL_INSTANCE, LABEL_RUN, SandboxError, SandboxSpec
 
 Manifest = dict[str, Any]
 
@@ -166,7 +165,7 @@ class KubeSettings:
     #: The HTTPS address pods reach the daemon's transfer endpoints at.
     daemon_url: str
     namespace: str = "default"
-    #: Labels every object with the daemon installation (see :func:`haflowd.sandbox.docker.instance_id`).
+    #: Labels every object with the daemon installation (see :func:`haflowd.sandbox.protocol.instance_id`).
     instance: str | None = None
     #: Any image with ``sh``, ``tar`` and ``curl`` (busybox ``sh`` for ``pipefail``).
     transfer_image: str = DEFAULT_TRANSFER_IMAGE

@@ -6,7 +6,7 @@ import pytest
 
 from haflowd.models import AdapterId
 from haflowd.sandbox import SandboxUnavailable
-from haflowd.sandbox.agent_images import _dockerfile, build_agent_image, load_recipes
+from haflowd.sandbox.docker.agent_images import _dockerfile, build_agent_image, load_recipes
 
 
 class TestRecipes:

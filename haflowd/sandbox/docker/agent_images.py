@@ -30,9 +30,9 @@ from pathlib import Path
 
 import attrs
 
-from ..catalog import builtin_dir
-from ..errors import SandboxUnavailable
-from ..proc import reap
+from ...catalog import builtin_dir
+from ...errors import SandboxUnavailable
+from ...proc import reap
 
 #: Repository of the shared Debian base images.
 BASE_REPOSITORY = "haflow-agent-base"
@@ -338,10 +338,10 @@ async def build_agent_image(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m haflowd.sandbox.agent_images ADAPTER``: build one image (until the CLI wires it)."""
+    """``python -m haflowd.sandbox.docker.agent_images ADAPTER``: build one image (until the CLI wires it)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m haflowd.sandbox.agent_images ADAPTER", file=sys.stderr)
+        print("usage: python -m haflowd.sandbox.docker.agent_images ADAPTER", file=sys.stderr)
         return 2
     try:
         asyncio.run(build_agent_image("docker", args[0], progress=lambda s: print(s, flush=True)))
