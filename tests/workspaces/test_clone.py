@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from haflowd.errors import BadRequest, Conflict
-from haflowd.workspaces.clone import Changes, MissionClone, commit_all, commit_message, create_clone
+from haflowd.models import Changes
+from haflowd.workspaces.clone import MissionClone, commit_all, commit_message, create_clone
 from tests.workspaces.conftest import BRANCH, OTHER_UID, ROOT, git, git_state, make_repo, plain_env, tree_state
 
 AUTHOR = {"author_name": "Claude Code", "author_email": "agent@haflow.local"}
