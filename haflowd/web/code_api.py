@@ -29,8 +29,9 @@ from ..store import Store
 from ..workspaces import review
 from ..workspaces.clone import MissionClone
 from ..workspaces.code import clone_of
-from .api import envelope, read_json
+from .api import read_json
 from .described import described
+from .envelope import envelope
 from .keys import ENGINE, PROJECTS, STORE
 
 log = logging.getLogger(__name__)
