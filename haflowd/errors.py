@@ -1,7 +1,7 @@
 """haflowd's error tree: what went wrong, in words a user can act on.
 
 The core raises these; the web layer alone decides which HTTP status each
-kind answers with (:mod:`haflowd.web.api`). Messages are shown to users, so
+kind answers with (:mod:`haflowd.web.envelope`). Messages are shown to users, so
 they must say what went wrong and never carry secrets or internal paths.
 """
 

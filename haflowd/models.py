@@ -407,6 +407,7 @@ class GitDiff:
 class Commit:
     sha: str
     message: str
+    #: ``Name <email>``.
     author: str
     created_at: datetime
     files: int

@@ -1,22 +1,17 @@
-"""Route handlers of ``/api`` and the middleware that wraps every answer in the envelope."""
+"""Route handlers of ``/api`` (the envelope and error statuses are :mod:`.envelope`'s)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
-import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
-from .. import errors
 from ..agentfiles import iter_chunks
 from ..catalog import Catalog
 from ..convert import converter, structure_request
-from ..errors import BadRequest, HaflowError, NotFound
+from ..errors import BadRequest, NotFound
 from ..ids import check_filename
 from ..models import (
     CreateMissionRequest,
@@ -28,93 +23,19 @@ from ..models import (
 )
 from ..store import Store, read_chunk
 from .described import described
+from .envelope import envelope, envelope_bytes
+
+# Re-exported for web/app.py, which is being changed on another branch; it can import it from .envelope.
+from .envelope import envelope_middleware as envelope_middleware
 from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, STORE
 
-log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: The most of a run's log that ``/log`` returns (at most 1 MiB read).
 LOG_LIMIT_CHARS = 256 * 1024
 GZIP_MIN_BYTES = 64 * 1024
 #: The most of a run's log one ``?offset=`` answer carries.
 LOG_PAGE_BYTES = 1024 * 1024
-
-#: The HTTP status of each kind of error the core raises (most specific first).
-STATUS_OF: tuple[tuple[type[HaflowError], int], ...] = (
-    (errors.BadRequest, 400),
-    (errors.Unauthorized, 401),
-    (errors.Forbidden, 403),
-    (errors.NotFound, 404),
-    (errors.Conflict, 409),
-    (errors.PayloadTooLarge, 413),
-    (errors.UnsupportedMediaType, 415),
-    (errors.Unprocessable, 422),
-    (errors.StorageReadOnly, 503),
-    (errors.StorageFull, 507),
-)
-
-
-def status_of(exc: HaflowError) -> int:
-    return next((status for kind, status in STATUS_OF if isinstance(exc, kind)), 500)
-
-
-def envelope(data: Any = None, *, status: int = 200) -> web.Response:
-    body = json.dumps({"success": True, "data": data, "error": None}, ensure_ascii=False, separators=(",", ":"))
-    return web.Response(body=body.encode(), status=status, content_type="application/json")
-
-
-def error_response(status: int, message: str) -> web.Response:
-    body = json.dumps({"success": False, "data": None, "error": message}, ensure_ascii=False)
-    return web.Response(body=body.encode(), status=status, content_type="application/json")
-
-
-#: Errors of the disk under HAFLOW_HOME, said in words a user can act on.
-_STORAGE_ERRORS: dict[int, HaflowError] = {
-    errno.ENOSPC: errors.StorageFull("The disk under HAFLOW_HOME is full (disk full); free some space and retry"),
-    errno.EDQUOT: errors.StorageFull(
-        "The disk quota under HAFLOW_HOME is used up (disk full); free some space and retry"
-    ),
-    errno.EROFS: errors.StorageReadOnly(
-        "HAFLOW_HOME is on a read-only file system; everything can still be read, nothing can be changed"
-    ),
-}
-
-
-def storage_error(exc: OSError) -> HaflowError | None:
-    """The error to answer for an ``OSError`` of the disk (full, quota, read-only), if it is one."""
-    return _STORAGE_ERRORS.get(exc.errno) if exc.errno is not None else None
-
-
-@web.middleware
-async def envelope_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every ``/api`` failure answers in the envelope; nothing leaks a stack trace."""
-    try:
-        return await handler(request)
-    except HaflowError as exc:
-        return error_response(status_of(exc), exc.message)
-    except OSError as exc:
-        # The one place a full or read-only disk becomes a 507 or 503, whichever handler wrote.
-        if (mapped := storage_error(exc)) is None:
-            log.exception("api.unexpected_error", extra={"method": request.method, "path": request.path})
-            return error_response(500, "Internal server error (details are in the daemon log)")
-        log.warning("api.storage_error", extra={"path": request.path, "error": exc.strerror})
-        return error_response(status_of(mapped), mapped.message)
-    except web.HTTPException as exc:
-        if exc.status < 400 or not request.path.startswith("/api"):
-            raise
-        message = {
-            404: f"Not found: {request.method} {request.path}",
-            405: f"Method {request.method} not allowed on {request.path}",
-            413: "Request body too large",
-        }.get(exc.status, exc.reason)
-        response = error_response(exc.status, message)
-        if "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except Exception:
-        log.exception("api.unexpected_error", extra={"method": request.method, "path": request.path})
-        return error_response(500, "Internal server error (details are in the daemon log)")
 
 
 async def read_json(request: web.Request) -> object:
@@ -187,7 +108,7 @@ async def list_missions(request: web.Request) -> web.Response:
             for m in metas
         ]
         data = json.dumps(converter.unstructure(items), ensure_ascii=False, separators=(",", ":"))
-        cache.update(key, b'{"success":true,"data":' + data.encode() + b',"error":null}')
+        cache.update(key, envelope_bytes(data.encode()))
     if len(cache.body) > GZIP_MIN_BYTES and "gzip" in request.headers.get("Accept-Encoding", ""):
         return web.Response(
             body=cache.gzipped,

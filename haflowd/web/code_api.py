@@ -18,7 +18,6 @@ from ..models import (
     Execution,
     ExecutionStarted,
     GitDiff,
-    GitFile,
     GitStatus,
     LinkProjectRequest,
     MissionMeta,
@@ -30,8 +29,9 @@ from ..store import Store
 from ..workspaces import review
 from ..workspaces.clone import MissionClone
 from ..workspaces.code import clone_of
-from .api import envelope, read_json
+from .api import read_json
 from .described import described
+from .envelope import envelope
 from .keys import ENGINE, PROJECTS, STORE
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,7 @@ async def git_status(request: web.Request) -> web.Response:
     _, _, clone = _code_mission(request)
     if clone is None:
         return envelope(wire(GitStatus(has_changes=False, files=(), summary="No changes")))
-    found = await review.status(clone)
-    files = tuple(GitFile(f.path, f.status) for f in found.files)
-    return envelope(wire(GitStatus(has_changes=found.has_changes, files=files, summary=found.summary)))
+    return envelope(wire(await review.status(clone)))
 
 
 async def _rev(store: Store, meta: MissionMeta, clone: MissionClone, value: str | None, *, parent: bool) -> str | None:
@@ -141,8 +139,7 @@ async def git_diff(request: web.Request) -> web.Response:
         return envelope(wire(GitDiff(diff="")))
     start = await _rev(store, meta, clone, request.query.get("from"), parent=True)
     end = await _rev(store, meta, clone, request.query.get("to"), parent=False)
-    found = await review.diff(clone, from_=start, to=end)
-    return envelope(wire(GitDiff(diff=found.diff, truncated=found.truncated)))
+    return envelope(wire(await review.diff(clone, from_=start, to=end)))
 
 
 @routes.get("/api/missions/{mission_id}/git-diff/{path:.+}")
@@ -157,8 +154,7 @@ async def git_diff_file(request: web.Request) -> web.Response:
     path = review.check_tree_path(unquote(request.match_info["path"]))
     if clone is None:
         return envelope(wire(GitDiff(diff="")))
-    found = await review.diff(clone, path=path)
-    return envelope(wire(GitDiff(diff=found.diff, truncated=found.truncated)))
+    return envelope(wire(await review.diff(clone, path=path)))
 
 
 @routes.get("/api/missions/{mission_id}/commits")
@@ -172,25 +168,7 @@ async def list_commits(request: web.Request) -> web.Response:
     _, _, clone = _code_mission(request)
     if clone is None:
         return envelope([])
-    found = await review.commits(clone)
-    return envelope(
-        [
-            wire(
-                Commit(
-                    sha=c.sha,
-                    message=c.message,
-                    author=c.author,
-                    created_at=c.created_at,
-                    files=c.files,
-                    insertions=c.insertions,
-                    deletions=c.deletions,
-                    run_id=c.run_id,
-                    step_id=c.step_id,
-                )
-            )
-            for c in found
-        ]
-    )
+    return envelope([wire(c) for c in await review.commits(clone)])
 
 
 @routes.get("/api/missions/{mission_id}/patch")

@@ -20,8 +20,8 @@ from aiohttp import web
 
 from .. import __version__
 from ..sandbox.protocol import SandboxError
-from .api import envelope
 from .described import described
+from .envelope import envelope
 from .keys import CONFIG, SANDBOX, STORE
 
 CHECK_TTL = 10.0

@@ -34,6 +34,7 @@ import attrs
 
 from ..errors import BadRequest, Conflict
 from ..ids import is_run_id
+from ..models import Changes
 from .gitcmd import MAX_OUTPUT, TIMEOUT, GitError, GitResult, owner_for, run_git
 
 _HEX_SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
@@ -46,15 +47,6 @@ TRAILER = "Haflow-Run"
 STEP_TRAILER = "Haflow-Step"
 #: What a step id may look like to be written as a trailer.
 _STEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-@attrs.frozen
-class Changes:
-    """How much a commit (or a diff) changed."""
-
-    files: int
-    insertions: int
-    deletions: int
 
 
 @attrs.frozen

@@ -24,7 +24,7 @@ from pathlib import Path
 import attrs
 
 from ..errors import Conflict
-from ..models import Changes, Delivery, MissionMeta, Project, WorkflowStep, WorkspaceMode
+from ..models import Delivery, MissionMeta, Project, WorkflowStep, WorkspaceMode
 from ..sandbox.protocol import Mount
 from ..store import Store
 from .artifacts import ArtifactsWorkspace
@@ -123,7 +123,7 @@ class CodeWorkspace:
         if result is None:
             log("the agent changed nothing: no commit")
             return Collected()
-        changes = Changes(result.changes.files, result.changes.insertions, result.changes.deletions)
+        changes = result.changes
         log(
             f"committed {result.sha[:12]} on {clone.branch}: {changes.files} files, "
             f"+{changes.insertions} -{changes.deletions}"
@@ -150,8 +150,7 @@ class CodeWorkspace:
         clone = clone_of(self.store, mission)
         if clone is None:
             raise Conflict("Nothing to deliver: no step has worked on the repository yet")
-        done = await deliver(clone, Path(project.path), branch)
-        return Delivery(branch=done.branch, commit=done.commit, delivered_at=done.delivered_at)
+        return await deliver(clone, Path(project.path), branch)
 
     async def snapshot(self, mission: MissionMeta, parent: Path) -> Path | None:
         clone = clone_of(self.store, mission)

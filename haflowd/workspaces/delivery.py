@@ -16,21 +16,13 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-import attrs
-
 from ..errors import Conflict
+from ..models import Delivery
 from .clone import MissionClone, check_branch_name
 from .gitcmd import GitError, Owner, owner_for, run_git
 
 #: A ref in the clone that names the commit being delivered.
 DELIVERY_REF = "refs/haflow/deliver"
-
-
-@attrs.frozen
-class Delivered:
-    branch: str
-    commit: str
-    delivered_at: datetime
 
 
 def _bundle_dir(owner: Owner | None) -> tempfile.TemporaryDirectory[str]:
@@ -51,7 +43,7 @@ async def _is_ancestor(clone: MissionClone, sha: str, target: str) -> bool:
     return result.returncode == 0
 
 
-async def deliver(clone: MissionClone, user_repo: Path, branch: str, commit: str | None = None) -> Delivered:
+async def deliver(clone: MissionClone, user_repo: Path, branch: str, commit: str | None = None) -> Delivery:
     """Create (or fast-forward) ``refs/heads/<branch>`` in ``user_repo`` at ``commit`` (default: the mission's tip).
 
     Raises :class:`BadRequest` for an invalid branch name and
@@ -107,4 +99,4 @@ async def deliver(clone: MissionClone, user_repo: Path, branch: str, commit: str
         if "prerequisite" in err:
             raise Conflict("The repository no longer has the mission's base commit")
         raise GitError("git fetch failed", detail=err.strip(), returncode=result.returncode)
-    return Delivered(branch, target, datetime.now(UTC))
+    return Delivery(branch, target, datetime.now(UTC))

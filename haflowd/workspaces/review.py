@@ -18,10 +18,9 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-import attrs
-
 from ..errors import BadRequest, PayloadTooLarge
-from .clone import STEP_TRAILER, TRAILER, Changes, MissionClone, nul_join, parse_shortstat, untracked_paths
+from ..models import Commit, GitDiff, GitFile, GitStatus
+from .clone import STEP_TRAILER, TRAILER, MissionClone, nul_join, parse_shortstat, untracked_paths
 from .gitcmd import MAX_OUTPUT, GitError
 
 #: Default bound of a diff answer, in bytes.
@@ -32,43 +31,6 @@ _RUN_TRAILER = re.compile(rf"^{TRAILER}: (r-[0-9a-f]{{8}})$", re.MULTILINE)
 _STEP_TRAILER_RE = re.compile(rf"^{STEP_TRAILER}: ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}})$", re.MULTILINE)
 _REV = re.compile(r"[0-9a-f]{4,64}")
 _WORDS = {"A": "added", "M": "modified", "D": "deleted", "R": "renamed", "T": "type changed", "C": "copied"}
-
-
-@attrs.frozen
-class FileStatus:
-    path: str
-    #: git's letter: A, M, D, R or T.
-    status: str
-
-
-@attrs.frozen
-class Status:
-    """The mission branch plus uncommitted work, against the base commit."""
-
-    has_changes: bool
-    files: tuple[FileStatus, ...]
-    summary: str
-
-
-@attrs.frozen
-class Diff:
-    diff: str
-    #: The diff went past the bound and was cut at a line end.
-    truncated: bool = False
-
-
-@attrs.frozen
-class CommitInfo:
-    sha: str
-    message: str
-    #: ``Name <email>``.
-    author: str
-    created_at: datetime
-    files: int
-    insertions: int
-    deletions: int
-    run_id: str | None = None
-    step_id: str | None = None
 
 
 def check_tree_path(path: str) -> str:
@@ -140,7 +102,7 @@ def _display(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _summary(files: tuple[FileStatus, ...]) -> str:
+def _summary(files: tuple[GitFile, ...]) -> str:
     if not files:
         return "No changes"
     counts = Counter(f.status for f in files)
@@ -149,22 +111,22 @@ def _summary(files: tuple[FileStatus, ...]) -> str:
     return f"{len(files)} {noun} changed ({parts})"
 
 
-def _parse_name_status(raw: bytes) -> tuple[FileStatus, ...]:
+def _parse_name_status(raw: bytes) -> tuple[GitFile, ...]:
     fields = raw.decode("utf-8", "replace").split("\0")
-    files: list[FileStatus] = []
+    files: list[GitFile] = []
     i = 0
     while i < len(fields) and fields[i]:
         letter = fields[i][0]
         if letter in "RC":
-            files.append(FileStatus(fields[i + 2], letter))
+            files.append(GitFile(fields[i + 2], letter))
             i += 3
         else:
-            files.append(FileStatus(fields[i + 1], letter))
+            files.append(GitFile(fields[i + 1], letter))
             i += 2
     return tuple(files)
 
 
-async def status(clone: MissionClone) -> Status:
+async def status(clone: MissionClone) -> GitStatus:
     """Every path that differs between the base commit and the work tree (untracked ones as ``A``).
 
     Tracked changes (``diff --name-status -M`` against the base, so
@@ -179,16 +141,16 @@ async def status(clone: MissionClone) -> Status:
     )
     changed = _parse_name_status(tracked.stdout)
     known = {f.path for f in changed}
-    added = [FileStatus(shown, "A") for p in (*plain, *nested) if (shown := _display(p)) not in known]
+    added = [GitFile(shown, "A") for p in (*plain, *nested) if (shown := _display(p)) not in known]
     files = tuple(sorted((*changed, *added), key=lambda f: f.path))
-    return Status(bool(files), files, _summary(files))
+    return GitStatus(bool(files), files, _summary(files))
 
 
-def _cut(raw: bytes, truncated: bool) -> Diff:
+def _cut(raw: bytes, truncated: bool) -> GitDiff:
     if truncated:
         end = raw.rfind(b"\n")
         raw = raw[: end + 1] if end >= 0 else b""
-    return Diff(raw.decode("utf-8", "replace"), truncated)
+    return GitDiff(raw.decode("utf-8", "replace"), truncated)
 
 
 async def diff(
@@ -198,7 +160,7 @@ async def diff(
     to: str | None = None,
     path: str | None = None,
     max_bytes: int = MAX_DIFF_BYTES,
-) -> Diff:
+) -> GitDiff:
     """A unified diff from ``from_`` (default: the base commit) to ``to`` (default: the work tree).
 
     With ``to`` unset, uncommitted and untracked files are included. Binary
@@ -230,7 +192,7 @@ async def diff(
     return _cut(result.stdout, result.truncated)
 
 
-async def commits(clone: MissionClone) -> list[CommitInfo]:
+async def commits(clone: MissionClone) -> list[Commit]:
     """The mission branch's commits after the base commit, oldest first."""
     result = await clone.git(
         [
@@ -247,14 +209,14 @@ async def commits(clone: MissionClone) -> list[CommitInfo]:
         ],
         max_output=MAX_OUTPUT,
     )
-    infos: list[CommitInfo] = []
+    infos: list[Commit] = []
     for record in result.text.split("\x1e")[1:]:
         sha, author, stamp, body, stats = record.split("\x1f", 4)
-        changes: Changes = parse_shortstat(stats)
+        changes = parse_shortstat(stats)
         trailer = _RUN_TRAILER.findall(body)
         step = _STEP_TRAILER_RE.findall(body)
         infos.append(
-            CommitInfo(
+            Commit(
                 sha=sha,
                 message=body.strip(),
                 author=author,

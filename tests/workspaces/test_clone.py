@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from haflowd.errors import BadRequest, Conflict
-from haflowd.workspaces.clone import Changes, CommitResult, MissionClone, commit_all, commit_message, create_clone
+from haflowd.models import Changes
+from haflowd.workspaces.clone import CommitResult, MissionClone, commit_all, commit_message, create_clone
 from tests.workspaces.conftest import BRANCH, OTHER_UID, ROOT, git, git_state, make_repo, plain_env, tree_state
 
 AUTHOR: dict[str, Any] = {"author_name": "Claude Code", "author_email": "agent@haflow.local"}

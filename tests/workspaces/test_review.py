@@ -9,11 +9,9 @@ from pathlib import Path
 import pytest
 
 from haflowd.errors import BadRequest
+from haflowd.models import Commit, GitFile, GitStatus
 from haflowd.workspaces.clone import MissionClone, commit_all
 from haflowd.workspaces.review import (
-    CommitInfo,
-    FileStatus,
-    Status,
     check_tree_path,
     commits,
     diff,
@@ -40,7 +38,7 @@ class TestStatus:
 
     async def test_clean(self, clone: MissionClone) -> None:
         """A fresh clone has no changes."""
-        assert await status(clone) == Status(False, (), "No changes")
+        assert await status(clone) == GitStatus(False, (), "No changes")
 
     async def test_letters_and_summary(self, clone: MissionClone) -> None:
         """Modified, deleted, untracked and type-changed paths carry git's letter; ignored ones are absent."""
@@ -54,10 +52,10 @@ class TestStatus:
         result = await status(clone)
         assert result.has_changes
         assert set(result.files) == {
-            FileStatus("README.md", "M"),
-            FileStatus("src/old.py", "D"),
-            FileStatus("new.txt", "A"),
-            FileStatus("docs/guide.md", "T"),
+            GitFile("README.md", "M"),
+            GitFile("src/old.py", "D"),
+            GitFile("new.txt", "A"),
+            GitFile("docs/guide.md", "T"),
         }
         assert result.summary == "4 files changed (1 added, 1 modified, 1 deleted, 1 type changed)"
 
@@ -73,7 +71,7 @@ class TestStatus:
         """A committed rename shows as R under its new path."""
         (clone.work_tree / "src" / "old.py").rename(clone.work_tree / "src" / "renamed.py")
         await commit(clone, "r-00000001")
-        assert (await status(clone)).files == (FileStatus("src/renamed.py", "R"),)
+        assert (await status(clone)).files == (GitFile("src/renamed.py", "R"),)
 
     async def test_names_that_are_not_utf8(self, clone: MissionClone) -> None:
         """A file name with invalid UTF-8 is listed with U+FFFD, as valid text."""
@@ -212,7 +210,7 @@ class TestCommits:
         listed = await commits(clone)
         assert [c.sha for c in listed] == [first, second]
         one, two = listed
-        assert isinstance(one, CommitInfo)
+        assert isinstance(one, Commit)
         assert one.author == "Agent <agent@haflow.local>"
         assert one.message == "First step\n\nHaflow-Run: r-00000001"
         assert (one.run_id, one.files, one.insertions, one.deletions) == ("r-00000001", 1, 2, 0)

@@ -1,30 +1,16 @@
 // The review gate: read the artifact, edit it, save, approve.
 
+import { confirmLeaveEdits, continueMission, requestChanges } from "./actions.js";
 import { api } from "./api.js";
-import { confirmDialog } from "./dialog.js";
 import { $, h } from "./dom.js";
 import { renderArtifactInto, renderArtifacts } from "./artifacts.js";
-import { continueMission, requestChanges } from "./mission.js";
 import {
-  discardEdits, editorFailed, editorIdle, editorInput, editorSaved, editorSaving, isDirty,
+  editorFailed, editorIdle, editorInput, editorSaved, editorSaving, isDirty,
   setArtifactContent, setEditorTab, state,
 } from "./state.js";
 
-/** Ask before unsaved edits are lost; answers whether to go on. */
 // What each preview shows, so a poll re-renders it only when the artifact changed.
 const previewShows = new WeakMap();
-
-export async function confirmLeaveEdits() {
-  if (!isDirty()) return true;
-  const leave = await confirmDialog({
-    title: "Discard unsaved edits?",
-    message: `Your changes to ${state.editor.filename} are not saved. Leave and lose them?`,
-    confirmLabel: "Discard edits",
-    danger: true,
-  });
-  if (leave) discardEdits();
-  return leave;
-}
 
 export function renderGate(el, detail, step, ed) {
   const content = ed.filename ? detail.artifacts[ed.filename] : undefined;

@@ -1,6 +1,7 @@
 // Run logs: read by byte offset so each poll moves only new bytes, and the
 // running step's live log panel.
 
+import { cancelRun } from "./actions.js";
 import { api } from "./api.js";
 import { $, h } from "./dom.js";
 import { clockTime, duration } from "./format.js";
@@ -8,7 +9,6 @@ import { activeRun } from "./model.js";
 import {
   LOG_KEEP_CHARS, followLiveRun, setLiveFollow, setLogError, state, updateLog,
 } from "./state.js";
-import { cancelRun } from "./mission.js";
 
 /** The most bytes one answer of GET .../log?offset=N carries. */
 const CHUNK_BYTES = 256 * 1024;

@@ -1,20 +1,18 @@
-// The mission page: load the detail, lay out its parts, and the actions
-// (start, retry, approve, cancel, mark completed).
+// The mission page: load the detail and lay out its parts (the buttons'
+// actions are actions.js's).
 
-import { ApiError, api } from "./api.js";
+import { continueMission, deleteMission, markCompleted } from "./actions.js";
+import { api } from "./api.js";
 import { renderArtifacts } from "./artifacts.js";
 import { renderCode } from "./code.js";
-import { confirmDialog } from "./dialog.js";
 import { $, h, replaceKeepFocus, sameSignature } from "./dom.js";
 import { isRunning } from "./facts.js";
 import { statusBadge, statusLabel, timeEl, usageText } from "./format.js";
-import { confirmLeaveEdits, renderGate } from "./gate.js";
-import { refreshList } from "./list.js";
+import { renderGate } from "./gate.js";
 import { refreshLiveLog, refreshOpenLogs, renderRunning } from "./log.js";
 import { actionKind, activeRun, currentStep, gateOf, shownArtifact } from "./model.js";
-import {
-  selectArtifact, setActionBusy, setActionError, setDetail, setDetailError, state, syncEditor,
-} from "./state.js";
+import { setMissionView } from "./redraw.js";
+import { selectArtifact, setActionError, setDetail, setDetailError, state, syncEditor } from "./state.js";
 import { renderTimeline } from "./timeline.js";
 
 /** Load the mission of the route, with its live and open logs, then show it. */
@@ -182,89 +180,4 @@ function renderReady(el, detail, step) {
           disabled: state.actionBusy, onClick: () => continueMission("Start") }, "Start")))));
 }
 
-// -- actions
-
-async function runAction(label, fn) {
-  if (state.actionBusy) return;
-  setActionBusy(true);
-  setActionError(null);
-  renderMission();
-  try {
-    await fn();
-  } catch (err) {
-    setActionError(`${label} failed: ${err.message}`);
-  } finally {
-    setActionBusy(false);
-    await refreshDetail().catch(() => {});
-    refreshList().catch(() => {});
-    renderMission();
-  }
-}
-
-function missionPath(suffix) {
-  return `/api/missions/${encodeURIComponent(state.detail.mission_id)}${suffix}`;
-}
-
-async function markCompleted() {
-  const ok = await confirmDialog({
-    title: "Mark this mission completed?",
-    message: "Remaining steps are skipped and the mission stops here. Its artifacts stay available.",
-    confirmLabel: "Mark completed",
-  });
-  if (!ok) return;
-  if (!(await confirmLeaveEdits())) return;
-  await runAction("Mark completed", () => api("POST", missionPath("/mark-completed")));
-}
-
-async function deleteMission() {
-  const detail = state.detail;
-  const ok = await confirmDialog({
-    title: "Delete this mission?",
-    message: `“${detail.title}” is removed with its artifacts, logs and work tree. A running step is stopped. ` +
-      "A branch you delivered stays in your repository. This cannot be undone.",
-    confirmLabel: "Delete mission",
-    danger: true,
-  });
-  if (!ok) return;
-  if (!(await confirmLeaveEdits())) return;
-  setActionBusy(true);
-  setActionError(null);
-  try {
-    await api("DELETE", missionPath(""));
-  } catch (err) {
-    setActionBusy(false);
-    setActionError(`Delete failed: ${err.message}`);
-    renderMission();
-    return;
-  }
-  setActionBusy(false);
-  await refreshList().catch(() => {});
-  location.hash = "#/";
-}
-
-/** Send the gate's feedback: the agent step before the gate runs again with it. */
-export function requestChanges(feedback) {
-  return runAction("Request changes", () => api("POST", missionPath("/request-changes"), { feedback }));
-}
-
-export function continueMission(label) {
-  return runAction(label, () => api("POST", missionPath("/continue")));
-}
-
-export async function cancelRun() {
-  const ok = await confirmDialog({
-    title: "Cancel this run?",
-    message: "The agent's container is stopped. The step is marked failed and you can retry it.",
-    confirmLabel: "Cancel run",
-    danger: true,
-  });
-  if (!ok) return;
-  await runAction("Cancel", async () => {
-    try {
-      await api("POST", missionPath("/cancel"));
-    } catch (err) {
-      if (err.status === 409) throw new ApiError(409, "nothing is running any more.");
-      throw err;
-    }
-  });
-}
+setMissionView({ render: renderMission, refresh: refreshDetail });

@@ -1,8 +1,8 @@
 // Hash routes (#/, #/new, #/m/<id>), guarded against losing unsaved edits.
 
+import { confirmLeaveEdits } from "./actions.js";
 import { $ } from "./dom.js";
 import { createView, loadWorkflows } from "./create.js";
-import { confirmLeaveEdits } from "./gate.js";
 import { renderHome, renderList } from "./list.js";
 import { refreshDetail, renderMission } from "./mission.js";
 import { isDirty, setRoute, state } from "./state.js";

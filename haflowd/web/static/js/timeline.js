@@ -5,7 +5,7 @@ import { isRunning, isWaiting } from "./facts.js";
 import { runDiffElement } from "./code.js";
 import { absoluteTime, clockTime, duration, usageText } from "./format.js";
 import { loadRunLog } from "./log.js";
-import { renderMission } from "./mission.js";
+import { redrawMission } from "./redraw.js";
 import { closeRunLog, openRunLog, state, toggleRunDiff } from "./state.js";
 
 const STEP_STATE_LABELS = {
@@ -78,7 +78,7 @@ function runItem(detail, step, run, log) {
         onClick: () => toggleLog(detail.mission_id, run) }, open ? "Hide log" : "Show log"),
       run.commit ? h("button", { class: "button button-quiet button-small run-diff-toggle", type: "button",
         "aria-expanded": String(diffOpen), "data-focus-key": `diff-${run.run_id}`,
-        onClick: () => { toggleRunDiff(run.run_id); renderMission(); } }, diffOpen ? "Hide changes" : "Show changes") : null),
+        onClick: () => { toggleRunDiff(run.run_id); redrawMission(); } }, diffOpen ? "Hide changes" : "Show changes") : null),
     runFacts(step, run),
     diffOpen ? runDiffElement(detail.mission_id, run.run_id) : null,
     open ? h("pre", { class: "log run-log", "data-run": run.run_id, tabindex: "0", "aria-label": `Log of ${run.run_id}` },
@@ -107,11 +107,11 @@ function runFacts(step, run) {
 async function toggleLog(missionId, run) {
   if (state.openLogs.has(run.run_id)) {
     closeRunLog(run.run_id);
-    renderMission();
+    redrawMission();
     return;
   }
   openRunLog(run.run_id);
-  renderMission();
+  redrawMission();
   await loadRunLog(missionId, run.run_id, Boolean(run.finished_at)).catch(() => {});
-  renderMission();
+  redrawMission();
 }
