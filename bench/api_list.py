@@ -50,9 +50,15 @@ def build_home(home: Path, count: int) -> None:
             (folder / sub).mkdir(parents=True)
         when = base + timedelta(seconds=i)
         meta = MissionMeta(
-            mission_id=mission_id, title=f"Mission {i}", type=MissionType.FEATURE,
-            workflow_id="standard-feature", current_step=i % 9, status=MissionStatus.WAITING_HUMAN,
-            created_at=when, updated_at=when, errors=(),
+            mission_id=mission_id,
+            title=f"Mission {i}",
+            type=MissionType.FEATURE,
+            workflow_id="standard-feature",
+            current_step=i % 9,
+            status=MissionStatus.WAITING_HUMAN,
+            created_at=when,
+            updated_at=when,
+            errors=(),
         )
         (folder / "mission.json").write_text(dumps(meta))
         for name in ("raw-input.md", "structured-text.md", "research-output.md"):
@@ -66,8 +72,15 @@ def build_home(home: Path, count: int) -> None:
         (folder / sub).mkdir(parents=True)
     now = datetime.now(UTC)
     meta = MissionMeta(
-        mission_id=BIG_MISSION, title="Huge log", type=MissionType.FIX, workflow_id="standard-feature",
-        current_step=0, status=MissionStatus.RUNNING_CODE_AGENT, created_at=now, updated_at=now, errors=(),
+        mission_id=BIG_MISSION,
+        title="Huge log",
+        type=MissionType.FIX,
+        workflow_id="standard-feature",
+        current_step=0,
+        status=MissionStatus.RUNNING_CODE_AGENT,
+        created_at=now,
+        updated_at=now,
+        errors=(),
     )
     (folder / "mission.json").write_text(dumps(meta))
     (folder / "artifacts" / "raw-input.md").write_text("input")
@@ -154,8 +167,10 @@ def run_size(count: int, requests: int) -> None:
         base = f"http://127.0.0.1:{port}/api"
         start = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-c", DAEMON, str(home), str(port)], cwd=ROOT,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [sys.executable, "-c", DAEMON, str(home), str(port)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             asyncio.run(wait_up(f"{base}/missions", time.monotonic() + 120))

@@ -123,21 +123,15 @@ def load_catalog(folders: Iterable[Path]) -> Catalog:
             for item in agent.command:
                 unknown = placeholders_in(item) - PLACEHOLDERS
                 if unknown:
-                    raise InvalidDefinition(
-                        path, f"unknown placeholder {{{sorted(unknown)[0]}}} in command"
-                    )
+                    raise InvalidDefinition(path, f"unknown placeholder {{{sorted(unknown)[0]}}} in command")
             _check_agent(path, agent)
             agents[agent.agent_id] = (path, agent)
     for path, wf in workflows.values():
         for step in wf.steps:
             if step.type is StepType.AGENT and step.agent not in agents:
-                raise InvalidDefinition(
-                    path, f"step {step.step_id!r} names unknown agent {step.agent!r}"
-                )
+                raise InvalidDefinition(path, f"step {step.step_id!r} names unknown agent {step.agent!r}")
     if DEFAULT_WORKFLOW not in workflows:
-        raise InvalidDefinition(
-            " + ".join(str(f) for f in folders), f"no {DEFAULT_WORKFLOW!r} workflow found"
-        )
+        raise InvalidDefinition(" + ".join(str(f) for f in folders), f"no {DEFAULT_WORKFLOW!r} workflow found")
     return Catalog(
         workflows={k: wf for k, (_, wf) in workflows.items()},
         agents={k: a for k, (_, a) in agents.items()},

@@ -147,9 +147,7 @@ def _make() -> cattrs.Converter:
         SaveArtifactRequest,
     ):
         attrs.resolve_types(cls)
-        renames: dict[str, Any] = {
-            name: override(rename=wire) for name, wire in RENAMES.get(cls, {}).items()
-        }
+        renames: dict[str, Any] = {name: override(rename=wire) for name, wire in RENAMES.get(cls, {}).items()}
         conv.register_unstructure_hook(
             cls,
             make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **renames),

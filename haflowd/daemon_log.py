@@ -92,7 +92,7 @@ class TextFormatter(_Formatter):
         parts = [self.timestamp(record), record.levelname, record.name, self.event(record)]
         for key, value in fields(record, self.secrets).items():
             text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            if not text or any(c.isspace() or c in "\"=" for c in text):
+            if not text or any(c.isspace() or c in '"=' for c in text):
                 text = json.dumps(text, ensure_ascii=False)
             parts.append(f"{key}={text}")
         line = " ".join(parts)

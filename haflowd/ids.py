@@ -63,10 +63,7 @@ def filename_problem(name: str) -> str | None:
     if ".." in name:
         return "must not contain '..'"
     if FILENAME.fullmatch(name) is None:
-        return (
-            "may only contain letters, digits, '.', '-' and '_' "
-            "and must not start with '.'"
-        )
+        return "may only contain letters, digits, '.', '-' and '_' and must not start with '.'"
     return None
 
 

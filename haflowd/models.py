@@ -51,9 +51,7 @@ class MissionStatus(enum.StrEnum):
     COMPLETED = "completed"
 
 
-RUNNING_STATUSES = frozenset(
-    {MissionStatus.RUNNING_CODE_AGENT, MissionStatus.RUNNING_ROOT_LLM}
-)
+RUNNING_STATUSES = frozenset({MissionStatus.RUNNING_CODE_AGENT, MissionStatus.RUNNING_ROOT_LLM})
 
 
 class StepType(enum.StrEnum):

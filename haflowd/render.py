@@ -65,10 +65,7 @@ def _image(
     if not src or not is_safe_link(src):
         return f'<span class="md-image">{label}</span>'
     href = html.escape(src, quote=True)
-    return (
-        f'<a class="md-image" href="{href}" rel="noopener noreferrer nofollow"'
-        f' target="_blank">{label}</a>'
-    )
+    return f'<a class="md-image" href="{href}" rel="noopener noreferrer nofollow" target="_blank">{label}</a>'
 
 
 def _build_markdown() -> MarkdownIt:

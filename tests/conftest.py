@@ -76,9 +76,7 @@ async def detail(client: AppClient, mission_id: str) -> dict[str, Any]:
     return data
 
 
-async def until(
-    check: Callable[[], Awaitable[bool]], *, timeout: float = 30.0, interval: float = 0.02
-) -> None:
+async def until(check: Callable[[], Awaitable[bool]], *, timeout: float = 30.0, interval: float = 0.02) -> None:
     """Wait until ``check()`` is true; fail by name if it never is."""
     async with asyncio.timeout(timeout):
         while not await check():

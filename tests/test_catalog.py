@@ -34,10 +34,14 @@ class TestUserFolder:
     def test_user_workflow_is_added_and_agent_overridden(self, tmp_path: Path) -> None:
         """HAFLOW_HOME/workflows adds workflows and replaces agents with the same id."""
         user = tmp_path / "workflows"
-        write(user / "quick.json", {
-            "workflow_id": "quick", "name": "Quick",
-            "steps": [{"step_id": "g", "name": "Gate", "type": "human-gate", "reviewArtifact": "raw-input.md"}],
-        })
+        write(
+            user / "quick.json",
+            {
+                "workflow_id": "quick",
+                "name": "Quick",
+                "steps": [{"step_id": "g", "name": "Gate", "type": "human-gate", "reviewArtifact": "raw-input.md"}],
+            },
+        )
         write(user / "agents" / "cleanup-agent.json", {"agent_id": "cleanup-agent", "command": ["true"]})
         catalog = load_catalog([builtin_dir(), user])
         assert catalog.workflows["quick"].steps[0].review_artifact == "raw-input.md"
@@ -51,21 +55,48 @@ class TestInvalid:
         [
             ("{not json", "invalid JSON"),
             ({"workflow_id": "x", "name": "X", "steps": []}, "at least one step"),
-            ({"workflow_id": "x", "name": "X", "steps": [{"step_id": "a", "name": "A", "type": "robot"}]},
-             "$.steps[0].type"),
+            (
+                {"workflow_id": "x", "name": "X", "steps": [{"step_id": "a", "name": "A", "type": "robot"}]},
+                "$.steps[0].type",
+            ),
             ({"workflow_id": "x", "name": "X", "stepz": []}, "stepz"),
-            ({"workflow_id": "x", "name": "X",
-              "steps": [{"step_id": "a", "name": "A", "type": "agent", "agent": "ghost-agent",
-                         "outputArtifact": "o.md"}]},
-             "unknown agent 'ghost-agent'"),
-            ({"workflow_id": "x", "name": "X",
-              "steps": [{"step_id": "a", "name": "A", "type": "agent", "agent": "impl-agent",
-                         "outputArtifact": "../o.md"}]},
-             "output_artifact must not contain '..'"),
-            ({"workflow_id": "x", "name": "X",
-              "steps": [{"step_id": "a", "name": "A", "type": "human-gate"},
-                        {"step_id": "a", "name": "B", "type": "human-gate"}]},
-             "unique"),
+            (
+                {
+                    "workflow_id": "x",
+                    "name": "X",
+                    "steps": [
+                        {"step_id": "a", "name": "A", "type": "agent", "agent": "ghost-agent", "outputArtifact": "o.md"}
+                    ],
+                },
+                "unknown agent 'ghost-agent'",
+            ),
+            (
+                {
+                    "workflow_id": "x",
+                    "name": "X",
+                    "steps": [
+                        {
+                            "step_id": "a",
+                            "name": "A",
+                            "type": "agent",
+                            "agent": "impl-agent",
+                            "outputArtifact": "../o.md",
+                        }
+                    ],
+                },
+                "output_artifact must not contain '..'",
+            ),
+            (
+                {
+                    "workflow_id": "x",
+                    "name": "X",
+                    "steps": [
+                        {"step_id": "a", "name": "A", "type": "human-gate"},
+                        {"step_id": "a", "name": "B", "type": "human-gate"},
+                    ],
+                },
+                "unique",
+            ),
         ],
     )
     def test_bad_workflow_file_names_file_and_problem(self, tmp_path: Path, content: Any, problem: str) -> None:

@@ -12,9 +12,9 @@ from haflowd.clock import TIMESTAMP_PATTERN, format_timestamp, parse_timestamp
 from haflowd.convert import converter
 from haflowd.models import Changes, Delivery, MissionMeta, MissionStatus, MissionType, StepRun, Usage
 
-timestamps = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
-).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000))
+timestamps = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)).map(
+    lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)
+)
 mission_ids = st.from_regex(r"m-[0-9a-f]{8}", fullmatch=True)
 run_ids = st.from_regex(r"r-[0-9a-f]{8}", fullmatch=True)
 text = st.text(min_size=1, max_size=40)

@@ -39,9 +39,7 @@ class TestStandardFeature:
             assert data["artifacts"][review].startswith(f"# {step} (by ")
             # A human edit at the gate reaches the next agent.
             edited = data["artifacts"][review] + f"\nreviewed at gate {index}\n"
-            status, _ = await api(
-                client, "PUT", f"/api/missions/{mid}/artifacts/{review}", json={"content": edited}
-            )
+            status, _ = await api(client, "PUT", f"/api/missions/{mid}/artifacts/{review}", json={"content": edited})
             assert status == 200
             assert await cont(client, mid) == 200
         data = await wait_status(client, mid, "completed")
@@ -149,7 +147,6 @@ class TestWatchFailures:
         await cont(client, mid)
         data = await wait_status(client, mid, "waiting_human")
         assert data["runs"][0]["exit_code"] == 0
-
 
     async def test_unwritable_run_file_fails_the_start(
         self, client: AppClient, fake: FakeSandbox, monkeypatch: pytest.MonkeyPatch

@@ -98,7 +98,10 @@ class TestArtifactQuota:
         mission_id = (await create_mission(small, rawInput="r" * 100))["mission_id"]
         raw = json.dumps({"content": "é" * 451}, ensure_ascii=False).encode()
         status, body = await api(
-            small, "PUT", f"/api/missions/{mission_id}/artifacts/a.md", data=raw,
+            small,
+            "PUT",
+            f"/api/missions/{mission_id}/artifacts/a.md",
+            data=raw,
             headers={"Content-Type": "application/json"},
         )
         assert status == 413 and "1002 bytes" in body["error"]

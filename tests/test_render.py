@@ -58,9 +58,7 @@ class TestMarkdown:
     @pytest.mark.parametrize("filename", ["a.md", "notes.markdown", "UPPER.MD"])
     def test_markdown_suffixes_render_markdown(self, filename: str) -> None:
         """Files ending in .md or .markdown (any case) are rendered as Markdown."""
-        assert render_artifact(filename, "# Title\n\n*em*") == (
-            "<h1>Title</h1>\n<p><em>em</em></p>\n"
-        )
+        assert render_artifact(filename, "# Title\n\n*em*") == ("<h1>Title</h1>\n<p><em>em</em></p>\n")
 
     def test_tables_render(self) -> None:
         """GitHub-style pipe tables become HTML tables."""
@@ -78,8 +76,7 @@ class TestMarkdown:
         """Safe links stay links, opened in a new tab without window.opener."""
         html = render_artifact("l.md", "[docs](https://example.com/docs)")
         assert html == (
-            '<p><a href="https://example.com/docs" rel="noopener noreferrer'
-            ' nofollow" target="_blank">docs</a></p>\n'
+            '<p><a href="https://example.com/docs" rel="noopener noreferrer nofollow" target="_blank">docs</a></p>\n'
         )
 
     def test_images_become_links(self) -> None:
@@ -158,14 +155,9 @@ class TestJson:
 
 
 class TestText:
-    @pytest.mark.parametrize(
-        "filename", ["log.txt", "Makefile", "diff.patch", "a.html"]
-    )
+    @pytest.mark.parametrize("filename", ["log.txt", "Makefile", "diff.patch", "a.html"])
     def test_other_files_are_escaped_pre(self, filename: str) -> None:
         """Anything that is not Markdown or JSON is escaped into a <pre>."""
         html = render_artifact(filename, "<script>alert(1)</script>\n& more")
-        assert html == (
-            '<pre class="artifact-text">&lt;script&gt;alert(1)&lt;/script&gt;\n'
-            "&amp; more</pre>"
-        )
+        assert html == ('<pre class="artifact-text">&lt;script&gt;alert(1)&lt;/script&gt;\n&amp; more</pre>')
         assert not re.search(r"<(?!/?pre)", html)

@@ -69,9 +69,7 @@ class TestAtomicWrite:
         assert target.read_text() == "old"
         assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
 
-    def test_save_failure_leaves_index_and_disk_unchanged(
-        self, store: Store, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
+    def test_save_failure_leaves_index_and_disk_unchanged(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
         """A failed save changes neither mission.json nor the in-memory index."""
         original = store.create(meta(), "input")
         monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk gone")))
@@ -182,7 +180,7 @@ class TestReadChunk:
         assert size == len(data)
         assert data[offset:].startswith(chunk)
         assert len(chunk) <= limit
-        rest = data[offset + len(chunk):]
+        rest = data[offset + len(chunk) :]
         assert not rest or (rest[0] & 0xC0) != 0x80
 
     def test_missing_file_is_empty(self, tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from .protocol import Invocation, Outcome, StepContext
 
 #: The environment variable naming the reviewer's feedback artifact, if any.
 FEEDBACK_ENV = "HAFLOW_FEEDBACK_ARTIFACT"
+
+
 def placeholder_values(ctx: StepContext) -> dict[str, str]:
     """The values of the command placeholders for one step."""
     return {

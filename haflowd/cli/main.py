@@ -186,8 +186,10 @@ def serve(args: argparse.Namespace) -> int:
         # Not a terminal: a journal, a log file or a pipe keeps what it is
         # given, so the token stays out; `haflowd login-url` prints it on demand.
         placeholder = attrs.evolve(config, token=None)
-        print(f"open the UI: {login_url(placeholder)} (run `haflowd login-url` for the address that logs you in)",
-              flush=True)
+        print(
+            f"open the UI: {login_url(placeholder)} (run `haflowd login-url` for the address that logs you in)",
+            flush=True,
+        )
         print(f"API token: in {token_path(config)} (the CLI client reads it)", flush=True)
     else:
         print("authentication is off (HAFLOW_AUTH=none): any local account can use this daemon", flush=True)
@@ -261,7 +263,7 @@ def secrets_command(args: argparse.Namespace) -> int:
         if args.secrets_command == "set":
             value = sys.stdin.readline().rstrip("\r\n")
             if not value:
-                print("haflowd: give the value on standard input (e.g. printf %s \"$KEY\" | ...)", file=sys.stderr)
+                print('haflowd: give the value on standard input (e.g. printf %s "$KEY" | ...)', file=sys.stderr)
                 return 2
             path = secrets.write_value(config.home, args.name, value)
             print(f"stored {args.name} in {path}")

@@ -167,7 +167,7 @@ def install(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> i
         for command in commands:
             print("  " + shlex.join(command))
         if platform == "systemd":
-            print("keep it running after you log out with:\n  loginctl enable-linger \"$USER\"")
+            print('keep it running after you log out with:\n  loginctl enable-linger "$USER"')
         return 0
     return _run_all(commands, tolerate_first=platform == "launchd")
 

@@ -228,8 +228,7 @@ def _vet_and_unpack(archive: Path, plans: tuple[AreaPlan, ...]) -> None:
         **TICKET_ERRORS,
         413: "Larger than the writable areas may be (their max_bytes and each entry's tar overhead).",
         415: "The body is not application/x-tar.",
-        422: "The archive was refused (a name outside its area, too many entries or bytes); "
-        "no area was changed.",
+        422: "The archive was refused (a name outside its area, too many entries or bytes); no area was changed.",
     },
     tag="transfers",
     auth="ticket",

@@ -125,13 +125,28 @@ class TestMissions:
         text = tmp_path / "input.md"
         text.write_text("Fix the login bug.")
         code, out, _ = run(
-            capsys, "missions", "create", "--url", daemon.url, "--title", "Login", "--type", "bugfix",
-            "--workflow", "oneshot", "--input", str(text), "--json",
+            capsys,
+            "missions",
+            "create",
+            "--url",
+            daemon.url,
+            "--title",
+            "Login",
+            "--type",
+            "bugfix",
+            "--workflow",
+            "oneshot",
+            "--input",
+            str(text),
+            "--json",
         )
         meta = json.loads(out)
         assert code == 0
         assert (meta["type"], meta["workflow_id"], meta["status"], meta["current_step"]) == (
-            "bugfix", "oneshot", "ready", 0
+            "bugfix",
+            "oneshot",
+            "ready",
+            0,
         )
         _, shown, _ = run(capsys, "missions", "show", meta["mission_id"], "--url", daemon.url, "--json")
         assert json.loads(shown)["artifacts"] == {"raw-input.md": "Fix the login bug."}
@@ -140,9 +155,7 @@ class TestMissions:
         self, daemon: Daemon, capsys: pytest.CaptureFixture[str], stdin: None
     ) -> None:
         """An unknown workflow is the API's 400, shown with its message and exit code 1."""
-        code, out, err = run(
-            capsys, "missions", "create", "--url", daemon.url, "--title", "x", "--workflow", "nope"
-        )
+        code, out, err = run(capsys, "missions", "create", "--url", daemon.url, "--title", "x", "--workflow", "nope")
         assert code == client_module.EXIT_REFUSED
         assert out == ""
         assert "unknown workflow @ $.workflowId" in err and "(HTTP 400)" in err

@@ -39,8 +39,16 @@ class TestProjectsAndCodeMissions:
         assert project["project_id"] in out and str(repo) in out
         (tmp_path / "idea.md").write_text("Greet people.")
         code, out, err = await asyncio.to_thread(
-            cli, "missions", "create", "--title", "Greet", "--project", project["project_id"],
-            "--input", str(tmp_path / "idea.md"), "--json",
+            cli,
+            "missions",
+            "create",
+            "--title",
+            "Greet",
+            "--project",
+            project["project_id"],
+            "--input",
+            str(tmp_path / "idea.md"),
+            "--json",
         )
         assert code == 0, err
         meta = json.loads(out)
@@ -81,5 +89,3 @@ class TestSecrets:
         monkeypatch.setattr("sys.stdin", io.StringIO("x\n"))
         code, _, err = run(capsys, "secrets", "set", "A=B", "--home", str(tmp_path))
         assert code == 1 and "not a valid" in err.lower()
-
-

@@ -367,7 +367,7 @@ class TestCodeFeatureOnDocker:
             f"mkdir -p nested/.git && printf '[core]\\n\\tfsmonitor = touch {marker}\\n' > nested/.git/config; "
             f"ln -s /etc/passwd passwd-link; ln -s {secret} token-link; "
             f"echo data > plain.txt; "
-            f"exec haflow-agent --codegen \"$@\""
+            f'exec haflow-agent --codegen "$@"'
         )
         import json
 
@@ -376,7 +376,14 @@ class TestCodeFeatureOnDocker:
                 {
                     "agent_id": "codegen-agent",
                     "command": [
-                        "sh", "-c", hostile, "sh", "{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"
+                        "sh",
+                        "-c",
+                        hostile,
+                        "sh",
+                        "{step_id}",
+                        "{agent_id}",
+                        "{input_artifact}",
+                        "{output_artifact}",
                     ],
                     "memory": "128m",
                 }
@@ -438,7 +445,14 @@ class TestCodegenRestart:
                 {
                     "agent_id": "codegen-agent",
                     "command": [
-                        "sh", "-c", slow, "sh", "{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"
+                        "sh",
+                        "-c",
+                        slow,
+                        "sh",
+                        "{step_id}",
+                        "{agent_id}",
+                        "{input_artifact}",
+                        "{output_artifact}",
                     ],
                     "memory": "128m",
                 }

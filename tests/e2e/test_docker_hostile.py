@@ -135,7 +135,7 @@ class TestHostileOutput:
         write_agent(
             home,
             "cleanup-agent",
-            'i=0; while [ $i -lt 1200 ]; do mkdir d && cd d; i=$((i+1)); done; cd /mission/artifacts; '
+            "i=0; while [ $i -lt 1200 ]; do mkdir d && cd d; i=$((i+1)); done; cd /mission/artifacts; "
             'exec haflow-agent "$@"',
         )
         client = await make_client()
@@ -156,13 +156,14 @@ class TestHostileOutput:
     @pytest.mark.timeout(120)
     async def test_file_name_not_utf8(self, make_client: MakeClient, home: Path) -> None:
         """A file name that is not valid UTF-8 is left out of the detail, which answers 200."""
-        write_agent(home, "cleanup-agent", "printf x > \"$(printf 'bad\\377name')\"; exec haflow-agent \"$@\"")
+        write_agent(home, "cleanup-agent", 'printf x > "$(printf \'bad\\377name\')"; exec haflow-agent "$@"')
         client = await make_client()
         mid = (await create_mission(client))["mission_id"]
         found = await advance(client, mid, "waiting_human", "failed")
         assert found["status"] == "waiting_human", found.get("last_error")
-        assert b"bad\xffname" in [p.name.encode("utf-8", "surrogateescape") for p in
-                                  (home / "missions" / mid / "artifacts").iterdir()]
+        assert b"bad\xffname" in [
+            p.name.encode("utf-8", "surrogateescape") for p in (home / "missions" / mid / "artifacts").iterdir()
+        ]
         status, _ = await api(client, "GET", f"/api/missions/{mid}")
         assert status == 200
         assert sorted(found["artifacts"]) == ["raw-input.md", OUTPUT]

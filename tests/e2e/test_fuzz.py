@@ -51,24 +51,40 @@ class TestFuzz:
         daemon = Daemon(home=tmp_path / "home", env=env, cwd=cwd, logs=tmp_path / "logs").start()
         try:
             command = [
-                st, "run", f"{daemon.url}/api/openapi.json",
+                st,
+                "run",
+                f"{daemon.url}/api/openapi.json",
                 # Linking needs an absolute path to a git work tree with a commit: no schema
                 # says that, so generated paths are rightly refused (400); tests/e2e/test_code_missions.py
                 # covers that endpoint's answers instead.
-                "--exclude-name", "POST /api/projects",
+                "--exclude-name",
+                "POST /api/projects",
                 # The transfer routes take only a one-time ticket a provider issued inside the
                 # daemon, which no generated request can hold (every one would be a 401);
                 # tests/sandbox/kubernetes/test_transfers.py drives them with real tickets instead.
-                "--exclude-name", "GET /api/transfers/in",
-                "--exclude-name", "PUT /api/transfers/out",
-                "--checks", "all",
-                "--max-examples", str(EXAMPLES), "--seed", "20260123", "--workers", "1",
-                "--request-timeout", "30",
+                "--exclude-name",
+                "GET /api/transfers/in",
+                "--exclude-name",
+                "PUT /api/transfers/out",
+                "--checks",
+                "all",
+                "--max-examples",
+                str(EXAMPLES),
+                "--seed",
+                "20260123",
+                "--workers",
+                "1",
+                "--request-timeout",
+                "30",
             ]
             if token:
                 command += ["--header", f"Authorization: Bearer {token}"]
             done = subprocess.run(
-                command, cwd=st_dir, capture_output=True, text=True, timeout=840,
+                command,
+                cwd=st_dir,
+                capture_output=True,
+                text=True,
+                timeout=840,
                 env={**os.environ, "NO_COLOR": "1", "HOME": str(st_dir)},
             )
         finally:
@@ -92,5 +108,10 @@ class TestFuzz:
         for mission in (daemon.home / "missions").iterdir():
             assert mission.name.startswith("m-"), mission
             assert {p.name for p in mission.iterdir()} <= {
-                "mission.json", "artifacts", "runs", "logs", "prompts", ".staging"
+                "mission.json",
+                "artifacts",
+                "runs",
+                "logs",
+                "prompts",
+                ".staging",
             }

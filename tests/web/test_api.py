@@ -16,26 +16,69 @@ from tests.fakes import Behaviour, FakeSandbox
 
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 META_KEYS = {
-    "mission_id", "title", "type", "workflow_id", "current_step", "status", "created_at", "updated_at", "errors",
+    "mission_id",
+    "title",
+    "type",
+    "workflow_id",
+    "current_step",
+    "status",
+    "created_at",
+    "updated_at",
+    "errors",
 }
 RUN_KEYS = {"step_id", "run_id", "started_at"}
 STANDARD_STEPS = [
-    {"step_id": "cleanup", "name": "Cleanup", "type": "agent", "agent": "cleanup-agent",
-     "inputArtifact": "raw-input.md", "outputArtifact": "structured-text.md"},
-    {"step_id": "review-structured", "name": "Review Structured", "type": "human-gate",
-     "reviewArtifact": "structured-text.md"},
-    {"step_id": "research", "name": "Research", "type": "agent", "agent": "research-agent",
-     "inputArtifact": "structured-text.md", "outputArtifact": "research-output.md"},
-    {"step_id": "review-research", "name": "Review Research", "type": "human-gate",
-     "reviewArtifact": "research-output.md"},
-    {"step_id": "planning", "name": "Planning", "type": "agent", "agent": "planning-agent",
-     "inputArtifact": "research-output.md", "outputArtifact": "implementation-plan.md"},
-    {"step_id": "review-plan", "name": "Review Plan", "type": "human-gate",
-     "reviewArtifact": "implementation-plan.md"},
-    {"step_id": "implementation", "name": "Implementation", "type": "agent", "agent": "impl-agent",
-     "inputArtifact": "implementation-plan.md", "outputArtifact": "implementation-result.json"},
-    {"step_id": "review-impl", "name": "Review Implementation", "type": "human-gate",
-     "reviewArtifact": "implementation-result.json"},
+    {
+        "step_id": "cleanup",
+        "name": "Cleanup",
+        "type": "agent",
+        "agent": "cleanup-agent",
+        "inputArtifact": "raw-input.md",
+        "outputArtifact": "structured-text.md",
+    },
+    {
+        "step_id": "review-structured",
+        "name": "Review Structured",
+        "type": "human-gate",
+        "reviewArtifact": "structured-text.md",
+    },
+    {
+        "step_id": "research",
+        "name": "Research",
+        "type": "agent",
+        "agent": "research-agent",
+        "inputArtifact": "structured-text.md",
+        "outputArtifact": "research-output.md",
+    },
+    {
+        "step_id": "review-research",
+        "name": "Review Research",
+        "type": "human-gate",
+        "reviewArtifact": "research-output.md",
+    },
+    {
+        "step_id": "planning",
+        "name": "Planning",
+        "type": "agent",
+        "agent": "planning-agent",
+        "inputArtifact": "research-output.md",
+        "outputArtifact": "implementation-plan.md",
+    },
+    {"step_id": "review-plan", "name": "Review Plan", "type": "human-gate", "reviewArtifact": "implementation-plan.md"},
+    {
+        "step_id": "implementation",
+        "name": "Implementation",
+        "type": "agent",
+        "agent": "impl-agent",
+        "inputArtifact": "implementation-plan.md",
+        "outputArtifact": "implementation-result.json",
+    },
+    {
+        "step_id": "review-impl",
+        "name": "Review Implementation",
+        "type": "human-gate",
+        "reviewArtifact": "implementation-result.json",
+    },
 ]
 
 
@@ -124,9 +167,7 @@ class TestCreate:
 class TestList:
     async def test_empty_list(self, client: AppClient) -> None:
         """With no missions the list is an empty array."""
-        assert await api(client, "GET", "/api/missions") == (
-            200, {"success": True, "data": [], "error": None}
-        )
+        assert await api(client, "GET", "/api/missions") == (200, {"success": True, "data": [], "error": None})
 
     async def test_items_have_contract_fields_newest_first(self, client: AppClient) -> None:
         """List items carry exactly the contract's fields, sorted by updated_at newest first."""
@@ -206,7 +247,9 @@ class TestDetail:
         assert set(data) == META_KEYS | {"workflow", "artifacts", "runs"}
         assert {k: data[k] for k in META_KEYS} == meta
         assert data["workflow"] == {
-            "workflow_id": "standard-feature", "name": "Standard Feature", "steps": STANDARD_STEPS
+            "workflow_id": "standard-feature",
+            "name": "Standard Feature",
+            "steps": STANDARD_STEPS,
         }
         assert data["artifacts"] == {"raw-input.md": RAW_INPUT}
         assert data["runs"] == []
@@ -414,7 +457,9 @@ class TestWorkflows:
         assert status == 200
         by_id = {w["workflow_id"]: w for w in body["data"]}
         assert by_id["standard-feature"] == {
-            "workflow_id": "standard-feature", "name": "Standard Feature", "steps": STANDARD_STEPS
+            "workflow_id": "standard-feature",
+            "name": "Standard Feature",
+            "steps": STANDARD_STEPS,
         }
         oneshot = by_id["oneshot"]
         assert [s["type"] for s in oneshot["steps"]] == ["agent", "human-gate"]
@@ -432,8 +477,11 @@ class TestErrors:
 
     @pytest.mark.parametrize(
         ("method", "path", "allow"),
-        [("DELETE", "/api/missions", "GET,HEAD,POST"), ("TRACE", "/api/workflows", "GET,HEAD"),
-         ("GET", "/api/missions/m-12345678/continue", "POST")],
+        [
+            ("DELETE", "/api/missions", "GET,HEAD,POST"),
+            ("TRACE", "/api/workflows", "GET,HEAD"),
+            ("GET", "/api/missions/m-12345678/continue", "POST"),
+        ],
     )
     async def test_wrong_method_is_405_with_allow(self, client: AppClient, method: str, path: str, allow: str) -> None:
         """A known path asked with another method answers 405 in the envelope, naming the allowed ones."""

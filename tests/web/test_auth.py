@@ -209,7 +209,12 @@ class TestHostHeader:
     @pytest.mark.parametrize(
         "host",
         [
-            "127.0.0.1:4000", "localhost:4000", "LOCALHOST", "[::1]:4000", "127.0.0.2", "app.localhost:4000",
+            "127.0.0.1:4000",
+            "localhost:4000",
+            "LOCALHOST",
+            "[::1]:4000",
+            "127.0.0.2",
+            "app.localhost:4000",
             "localhost.",
         ],
     )

@@ -232,8 +232,12 @@ class TestAnswersValidate:
         await api.call("GET", m + "/runs/{run_id}/log", expect=200, run_id=run_id, **ids)
         await api.call("GET", m + "/artifacts/{filename}/html", expect=200, filename="structured-text.md", **ids)
         await api.call(
-            "PUT", m + "/artifacts/{filename}", expect=200, body={"content": "# edited"},
-            filename="structured-text.md", **ids,
+            "PUT",
+            m + "/artifacts/{filename}",
+            expect=200,
+            body={"content": "# edited"},
+            filename="structured-text.md",
+            **ids,
         )
         await api.call("POST", m + "/cancel", expect=409, **ids)
         for _ in range(3):
@@ -294,9 +298,15 @@ class TestAnswersValidate:
         """An answer with an undocumented field or a null optional fails the check (the test has teeth)."""
         spec = Spec(document(app_routes, ["standard-feature"]))
         meta = {
-            "mission_id": "m-0123abcd", "title": "t", "type": "feature", "workflow_id": "standard-feature",
-            "current_step": 0, "status": "ready", "created_at": "2026-01-23T10:00:00.000Z",
-            "updated_at": "2026-01-23T10:00:00.000Z", "errors": [],
+            "mission_id": "m-0123abcd",
+            "title": "t",
+            "type": "feature",
+            "workflow_id": "standard-feature",
+            "current_step": 0,
+            "status": "ready",
+            "created_at": "2026-01-23T10:00:00.000Z",
+            "updated_at": "2026-01-23T10:00:00.000Z",
+            "errors": [],
         }
         spec.check("POST", "/api/missions", 201, "application/json", {"success": True, "data": meta, "error": None})
         for bad in ({**meta, "surprise": 1}, {**meta, "last_error": None}, {**meta, "created_at": "yesterday"}):
@@ -471,8 +481,10 @@ class TestGenerated:
             ("MissionMeta", {"mission_id": "m-0123abcd"}),
             ("StepRun", {"step_id": "s", "run_id": "r-0123ABCD", "started_at": "2026-01-23T10:00:00.000Z"}),
             ("StepRun", {"step_id": "s", "run_id": "r-0123abcd", "started_at": "2026-01-23T10:00:00Z"}),
-            ("StepRun", {"step_id": "s", "run_id": "r-0123abcd", "started_at": "2026-01-23T10:00:00.000Z",
-                         "exit_code": None}),
+            (
+                "StepRun",
+                {"step_id": "s", "run_id": "r-0123abcd", "started_at": "2026-01-23T10:00:00.000Z", "exit_code": None},
+            ),
             ("Workflow", {"workflow_id": "w", "name": "W", "steps": []}),
             ("WorkflowStep", {"step_id": "s", "name": "S", "type": "agent", "input_artifact": "a.md"}),
             ("WorkflowStep", {"step_id": "s", "name": "S", "type": "human-gate", "reviewArtifact": "../x"}),

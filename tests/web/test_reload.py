@@ -23,8 +23,14 @@ EXTRA = {
     "workflow_id": "quick-fix",
     "name": "Quick Fix",
     "steps": [
-        {"step_id": "plan", "name": "Plan", "type": "agent", "agent": "planning-agent",
-         "inputArtifact": "raw-input.md", "outputArtifact": "implementation-plan.md"},
+        {
+            "step_id": "plan",
+            "name": "Plan",
+            "type": "agent",
+            "agent": "planning-agent",
+            "inputArtifact": "raw-input.md",
+            "outputArtifact": "implementation-plan.md",
+        },
         {"step_id": "review", "name": "Review", "type": "human-gate", "reviewArtifact": "implementation-plan.md"},
     ],
 }
@@ -109,9 +115,10 @@ class TestMergeInUse:
     def test_only_used_definitions_are_carried_over(self, client: AppClient) -> None:
         """Workflows no mission uses disappear with their files; used ones stay with their agents."""
         old = client.app[ENGINE].catalog
-        new = Catalog(workflows={"standard-feature": old.workflows["standard-feature"]}, agents={
-            k: v for k, v in old.agents.items() if k != "planning-agent"
-        })
+        new = Catalog(
+            workflows={"standard-feature": old.workflows["standard-feature"]},
+            agents={k: v for k, v in old.agents.items() if k != "planning-agent"},
+        )
         merged = merge_in_use(new, old, used={"oneshot"})
         assert set(merged.workflows) == {"standard-feature", "oneshot"}
         assert "planning-agent" in merged.agents
@@ -127,7 +134,10 @@ class TestSignals:
             write_workflow(home, EXTRA)
             done = subprocess.run(
                 [sys.executable, "-m", "haflowd", "reload", "--home", str(home)],
-                capture_output=True, text=True, env=child_env(), timeout=60,
+                capture_output=True,
+                text=True,
+                env=child_env(),
+                timeout=60,
             )
             assert done.returncode == 0, done.stderr
             assert f"pid {daemon.proc.pid}" in done.stdout  # type: ignore[union-attr]
@@ -153,7 +163,9 @@ class TestSignals:
         """haflowd reload with no daemon running says so and fails."""
         done = subprocess.run(
             [sys.executable, "-m", "haflowd", "reload", "--home", str(tmp_path)],
-            capture_output=True, text=True, env=child_env(), timeout=60,
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            timeout=60,
         )
         assert done.returncode == 1 and "No haflowd is running" in done.stderr
-

@@ -406,7 +406,7 @@ class TestLiveLogByOffset:
         for c in chunks:
             data = c["data"]
             assert data["offset"] == int(c["query"]["offset"][0])
-            assert whole[data["offset"]:data["next_offset"]].decode() == data["text"]
+            assert whole[data["offset"] : data["next_offset"]].decode() == data["text"]
         # After the first load, no byte is asked for twice: each poll moves only new bytes.
         ranges = sorted((c["data"]["offset"], c["data"]["next_offset"]) for c in chunks[1:])
         for (_, end), (start, _) in itertools.pairwise(ranges):
@@ -414,7 +414,6 @@ class TestLiveLogByOffset:
         release.set()
         await wait_for_gate(page, "Review Structured")
         assert ui.errors == []
-
 
     async def test_far_behind_jumps_to_the_tail(self, ui: Session, fake: FakeSandbox, config: Config) -> None:
         """Output far ahead of the page is not replayed: the live log jumps to the end, starting on a whole line."""

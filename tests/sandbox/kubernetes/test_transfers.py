@@ -135,9 +135,7 @@ async def envelope_error(resp: Any, status: int) -> str:
 
 
 class TestIn:
-    async def test_download_holds_every_area_owned_by_the_agent(
-        self, client: AppClient, plans: list[AreaPlan]
-    ) -> None:
+    async def test_download_holds_every_area_owned_by_the_agent(self, client: AppClient, plans: list[AreaPlan]) -> None:
         """The init container gets one tar stream: aN/ per area, each entry owned by the ticket's uid:gid."""
         resp = await client.get(IN, headers=bearer(issue(client, plans, "in")))
         assert resp.status == 200 and resp.content_type == "application/x-tar"
@@ -323,9 +321,7 @@ class TestOut:
         await envelope_error(resp, 422)
         assert snapshot(mounts[0].source) == before
 
-    async def test_wrong_media_type_is_415_and_keeps_the_ticket(
-        self, client: AppClient, plans: list[AreaPlan]
-    ) -> None:
+    async def test_wrong_media_type_is_415_and_keeps_the_ticket(self, client: AppClient, plans: list[AreaPlan]) -> None:
         """A body that is not application/x-tar is 415 before the claim, so the token still works afterwards."""
         token = issue(client, plans, "out")
         resp = await client.put(OUT, data=back(), headers={**bearer(token), "Content-Type": "application/json"})
