@@ -25,8 +25,6 @@ from ..store import Store, read_chunk
 from .described import described
 from .envelope import envelope, envelope_bytes
 
-# Re-exported for web/app.py, which is being changed on another branch; it can import it from .envelope.
-from .envelope import envelope_middleware as envelope_middleware
 from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, STORE
 
 routes = web.RouteTableDef()

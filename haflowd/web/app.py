@@ -27,10 +27,11 @@ from ..store import Store
 from ..workspaces.artifacts import ArtifactsWorkspace
 from ..workspaces.code import CodeWorkspace
 from . import code_api, health, openapi, transfers_api
-from .api import envelope_middleware, routes
+from .api import routes
 from .auth import auth_guard, check_exposure
 from .browser_guard import browser_guard
 from .described import ticket_route
+from .envelope import envelope_middleware
 from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, PROJECTS, SANDBOX, STORE, TRANSFERS
 from .list_cache import ListCache
 from .static_files import StaticFiles

@@ -1,4 +1,4 @@
-"""Routes of code missions (API-code.md): projects, review of the mission branch, commands, changes, delivery."""
+"""Routes of code missions (docs/contract/API-code.md): projects, review, commands, changes, delivery."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 // A code mission's page section: project, branch and base, commits, the
-// diff, and at the code review the commands and delivery (API-code.md).
+// diff, and at the code review the commands and delivery (docs/contract/API-code.md).
 
 import { api, download } from "./api.js";
 import { $, h, replaceKeepFocus, sameSignature } from "./dom.js";
