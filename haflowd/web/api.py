@@ -24,7 +24,6 @@ from ..models import (
 from ..store import Store, read_chunk
 from .described import described
 from .envelope import envelope, envelope_bytes
-
 from .keys import CONFIG, DEFINITIONS, ENGINE, LIST_CACHE, STORE
 
 routes = web.RouteTableDef()
