@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from haflowd.web.app import create_app
 from haflowd.config import Config
 from tests.fakes import FakeSandbox
+from tests.waiting import WAIT_SECONDS, eventually
 
 #: Real-Docker fixtures (docker_image), shared by test_docker*.py.
 pytest_plugins = ["tests.docker_support", "tests.remote_engine", "tests.sandbox.kubernetes.kube_support"]
@@ -70,15 +70,15 @@ async def detail(client: TestClient, mission_id: str) -> dict[str, Any]:
 
 
 async def until(
-    check: Callable[[], Awaitable[bool]], *, timeout: float = 30.0, interval: float = 0.02
+    check: Callable[[], Awaitable[bool]], *, timeout: float = WAIT_SECONDS, interval: float = 0.02
 ) -> None:
-    """Wait until ``check()`` is true; fail by name if it never is."""
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(interval)
+    """Wait until ``check()`` is true; fail by name if it never is (:func:`tests.waiting.eventually`)."""
+    await eventually(check, timeout=timeout, interval=interval)
 
 
-async def wait_status(client: TestClient, mission_id: str, *statuses: str, timeout: float = 30.0) -> dict[str, Any]:
+async def wait_status(
+    client: TestClient, mission_id: str, *statuses: str, timeout: float = WAIT_SECONDS
+) -> dict[str, Any]:
     found: dict[str, Any] = {}
 
     async def reached() -> bool:
@@ -86,5 +86,6 @@ async def wait_status(client: TestClient, mission_id: str, *statuses: str, timeo
         found.update(await detail(client, mission_id))
         return found["status"] in statuses
 
-    await until(reached, timeout=timeout)
+    what = f"mission {mission_id} to be {' or '.join(statuses)}"
+    await eventually(reached, timeout=timeout, interval=0.02, what=what)
     return found
