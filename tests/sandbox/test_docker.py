@@ -22,6 +22,7 @@ from haflowd.sandbox import (
     SandboxUnavailable,
 )
 from tests.docker_support import SESSION_INSTANCE, haflow_containers
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -478,8 +479,7 @@ class TestRun:
         before = child_pids()
         sandbox_id = await started(make_spec("sleep", "600"))
         task = asyncio.create_task(provider.wait(sandbox_id))
-        while not child_pids() - before:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: child_pids() - before, what="the docker wait process")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -326,7 +326,8 @@ class TestConformance:
 
     async def test_reattach_after_restart(self, target, started, make_spec, artifacts: Path) -> None:
         """A new provider object lists a running sandbox, follows it from the beginning and collects its files."""
-        spec = make_spec("sh", "-c", "echo before; sleep 2; echo after > /mission/artifacts/late.txt; echo after")
+        # Still running when listed: no signal reaches a remote or Kubernetes run, so a window it is, a generous one.
+        spec = make_spec("sh", "-c", "echo before; sleep 10; echo after > /mission/artifacts/late.txt; echo after")
         sandbox_id = await started(spec)
         reborn = target.make()
         found = {info.sandbox_id: info for info in await reborn.list()}
