@@ -16,6 +16,7 @@ import pytest
 
 from haflowd.cli.main import build_parser, main
 from haflowd.config import Config
+from tests.waiting import WAIT_SECONDS, eventually_sync
 
 
 def free_port() -> int:
@@ -101,7 +102,7 @@ class TestDaemonProcess:
             assert (home.stat().st_mode & 0o777) == 0o700
         finally:
             proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=15)
+            _, err = proc.communicate(timeout=WAIT_SECONDS)
         assert proc.returncode == 0, err
 
     def test_port_in_use_is_a_clear_error(self, tmp_path: Path) -> None:
@@ -138,12 +139,11 @@ class TestDaemonProcess:
 
 
 def _get_when_up(url: str | urllib.request.Request) -> object:
-    import time
-
-    for _ in range(200):
+    def answer() -> object:
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=10) as resp:
                 return json.loads(resp.read())
         except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"daemon never answered {url}")
+            return None
+
+    return eventually_sync(answer, what=f"the daemon to answer {url}")
