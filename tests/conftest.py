@@ -21,6 +21,18 @@ pytest_plugins = ["tests.docker_support", "tests.remote_engine", "tests.sandbox.
 RAW_INPUT = "Add a dark mode toggle to the settings page."
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test's own ``timeout`` marker may raise pytest-timeout's bound, never lower it below the default.
+
+    The default (pyproject) is sized for a busy machine; markers written for an idle one must not undercut it.
+    """
+    default = float(config.getoption("timeout", None) or config.getini("timeout") or 0)
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        if default and marker is not None and marker.args and 0 < float(marker.args[0]) < default:
+            item.add_marker(pytest.mark.timeout(default), append=False)
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "haflow-home"
