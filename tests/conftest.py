@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from pytest_aiohttp import AiohttpClient
 from haflowd.config import Config
 from haflowd.web.app import create_app
 from tests.fakes import FakeSandbox
+from tests.waiting import WAIT_SECONDS, eventually
 
 #: Real-Docker fixtures (docker_image), shared by the tests of tests/sandbox/docker/ and tests/e2e/.
 pytest_plugins = ["tests.docker_support", "tests.remote_engine", "tests.sandbox.kubernetes.kube_support"]
@@ -24,6 +24,18 @@ pytest_plugins = ["tests.docker_support", "tests.remote_engine", "tests.sandbox.
 AppClient: TypeAlias = TestClient[Request, Application]
 
 RAW_INPUT = "Add a dark mode toggle to the settings page."
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test's own ``timeout`` marker may raise pytest-timeout's bound, never lower it below the default.
+
+    The default (pyproject) is sized for a busy machine; markers written for an idle one must not undercut it.
+    """
+    default = float(config.getoption("timeout", None) or config.getini("timeout") or 0)
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        if default and marker is not None and marker.args and 0 < float(marker.args[0]) < default:
+            item.add_marker(pytest.mark.timeout(default), append=False)
 
 
 @pytest.fixture
@@ -76,14 +88,14 @@ async def detail(client: AppClient, mission_id: str) -> dict[str, Any]:
     return data
 
 
-async def until(check: Callable[[], Awaitable[bool]], *, timeout: float = 30.0, interval: float = 0.02) -> None:
-    """Wait until ``check()`` is true; fail by name if it never is."""
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(interval)
+async def until(check: Callable[[], Awaitable[bool]], *, timeout: float = WAIT_SECONDS, interval: float = 0.02) -> None:
+    """Wait until ``check()`` is true; fail by name if it never is (:func:`tests.waiting.eventually`)."""
+    await eventually(check, timeout=timeout, interval=interval)
 
 
-async def wait_status(client: AppClient, mission_id: str, *statuses: str, timeout: float = 30.0) -> dict[str, Any]:
+async def wait_status(
+    client: AppClient, mission_id: str, *statuses: str, timeout: float = WAIT_SECONDS
+) -> dict[str, Any]:
     found: dict[str, Any] = {}
 
     async def reached() -> bool:
@@ -91,5 +103,6 @@ async def wait_status(client: AppClient, mission_id: str, *statuses: str, timeou
         found.update(await detail(client, mission_id))
         return found["status"] in statuses
 
-    await until(reached, timeout=timeout)
+    what = f"mission {mission_id} to be {' or '.join(statuses)}"
+    await eventually(reached, timeout=timeout, interval=0.02, what=what)
     return found

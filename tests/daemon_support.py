@@ -17,9 +17,11 @@ from typing import Any
 
 import attrs
 
+from tests.waiting import WAIT_SECONDS, eventually_sync
+
 REPO = Path(__file__).resolve().parent.parent
-#: How long a daemon may take to answer after start; a hang fails by name.
-START_SECONDS = 30.0
+#: How long a daemon may take to answer after start (on a loaded machine); a hang fails by name.
+START_SECONDS = WAIT_SECONDS
 
 
 def free_port() -> int:
@@ -29,12 +31,8 @@ def free_port() -> int:
 
 
 def poll(check: Callable[[], bool], *, timeout: float = START_SECONDS) -> None:
-    """Wait until ``check()`` is true; fail by name if it never is."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{getattr(check, '__name__', check)} never became true")
-        time.sleep(0.05)
+    """Wait until ``check()`` is true; fail by name if it never is (:func:`tests.waiting.eventually_sync`)."""
+    eventually_sync(check, timeout=timeout)
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -114,7 +112,7 @@ class Daemon:
         all_headers = {"Content-Type": "application/json", **(headers or {})} if data else dict(headers or {})
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=all_headers)
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=WAIT_SECONDS) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
@@ -124,7 +122,7 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            self.proc.wait(timeout=20)
+            self.proc.wait(timeout=WAIT_SECONDS)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

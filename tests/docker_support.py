@@ -33,7 +33,7 @@ def engine_problem(docker: str = "docker") -> str | None:
         done = subprocess.run(
             [docker, "version", "--format", "{{.Server.Version}}"],
             capture_output=True,
-            timeout=20,
+            timeout=60,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as e:

@@ -21,6 +21,8 @@ from pathlib import Path
 import attrs
 import pytest
 
+from tests.waiting import WAIT_SECONDS
+
 
 @attrs.frozen
 class Engine:
@@ -83,7 +85,7 @@ def remote_engine(docker_image: str) -> Iterator[Engine]:
         stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + WAIT_SECONDS  # a second dockerd starts slowly on a busy machine
         while engine.docker("version", check=False).returncode != 0:
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = (base / "dockerd.log").read_text(errors="replace")[-400:]

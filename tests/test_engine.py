@@ -13,6 +13,7 @@ from haflowd.config import Config
 from haflowd.web.app import create_app
 from tests.conftest import RAW_INPUT, AppClient, api, create_mission, detail, until, wait_status
 from tests.fakes import Behaviour, FakeSandbox
+from tests.waiting import WAIT_SECONDS
 
 AGENT_STEPS = ["cleanup", "research", "planning", "implementation"]
 
@@ -174,7 +175,7 @@ class TestBackgroundStart:
         """continue answers once the run is recorded, while the sandbox start still hangs; the run then proceeds."""
         fake.start_gate = asyncio.Event()
         mid = (await create_mission(client))["mission_id"]
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(WAIT_SECONDS):  # the start never ends unless the test lets it
             assert await cont(client, mid) == 200
         data = await detail(client, mid)
         assert data["status"] == "running_code_agent"

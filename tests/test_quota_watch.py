@@ -110,7 +110,7 @@ class TestEngine:
         await until(lambda: _true(bool(fake.runs)))
         output = config.missions_dir / mid / "artifacts" / "structured-text.md"
         output.write_bytes(b"x" * 2_000_000)  # what the agent writes
-        data = await wait_status(client, mid, "failed", "waiting_human", timeout=10)
+        data = await wait_status(client, mid, "failed", "waiting_human")
         assert data["status"] == "failed"
         assert "over the mission's disk quota" in data["last_error"]
         assert "> 1000000 (HAFLOW_MAX_MISSION_BYTES)" in data["last_error"]

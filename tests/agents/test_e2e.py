@@ -231,7 +231,7 @@ class TestSuccess:
             assert "cost_usd" not in item
         else:
             assert item["cost_usd"] == pytest.approx(2 * cli.usage.cost_usd)
-        await until(no_containers_left, timeout=30)
+        await until(no_containers_left)
 
 
 class TestFailures:
@@ -259,7 +259,7 @@ class TestFailures:
         assert cli.failures[case] in data["last_error"], data["last_error"]
         # aider creates the files it is given before it calls the model.
         assert data["artifacts"].get("structured-text.md", "") == ""
-        await until(no_containers_left, timeout=30)
+        await until(no_containers_left)
 
 
 class TestCodegen:
@@ -289,7 +289,7 @@ class TestCodegen:
         _, body = await api(client, "GET", f"/api/missions/{mid}/commits")
         assert [c["sha"] for c in body["data"]] == [run["commit"]]
         assert git(repo, "status", "--porcelain") == ""
-        await until(no_containers_left, timeout=30)
+        await until(no_containers_left)
 
 
 class TestSecrets:
@@ -356,7 +356,7 @@ class TestSecrets:
             resp = await client.get(path)
             assert resp.status == 200, path
             assert value not in await resp.text(), path
-        await until(no_containers_left, timeout=30)
+        await until(no_containers_left)
         for file in home.rglob("*"):  # not ``path``: that one is a str above
             if file.is_file() and file != home / "secrets.env":
                 assert value.encode() not in file.read_bytes(), file

@@ -17,6 +17,7 @@ import pytest
 
 from haflowd.cli.main import build_parser, main
 from haflowd.config import Config
+from tests.waiting import WAIT_SECONDS, eventually_sync
 
 
 def free_port() -> int:
@@ -112,7 +113,7 @@ class TestDaemonProcess:
             assert (home.stat().st_mode & 0o777) == 0o700
         finally:
             proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=15)
+            out, err = proc.communicate(timeout=WAIT_SECONDS)
         assert proc.returncode == 0, err
         assert token not in out + err
 
@@ -182,12 +183,11 @@ class TestDaemonProcess:
 
 
 def _get_when_up(url: str | urllib.request.Request) -> object:
-    import time
-
-    for _ in range(200):
+    def answer() -> object:
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=10) as resp:
                 return json.loads(resp.read())
         except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"daemon never answered {url}")
+            return None
+
+    return eventually_sync(answer, what=f"the daemon to answer {url}")

@@ -491,6 +491,6 @@ class TestCodegenRestart:
             assert len(run["commit"]) == 40 and run["changes"]["files"] == 2
             commits = await daemon.call("GET", f"/api/missions/{mid}/commits")
             assert [c["run_id"] for c in commits] == [run["run_id"]]
-            await until(_none_left, timeout=30)
+            await until(_none_left)
         finally:
             daemon.close()

@@ -211,7 +211,7 @@ class TestDaemonEgress:
             return not folder.exists()
 
         # The proxy closes right after its sidecar is removed.
-        await until(socket_gone, timeout=10)
+        await until(socket_gone)
 
     async def test_agent_without_egress_has_no_network(
         self,
@@ -284,7 +284,7 @@ class TestDaemonEgress:
         async def proxy_closed() -> bool:
             return not fresh.egress.serving(run["run_id"])
 
-        await until(proxy_closed, timeout=10)
+        await until(proxy_closed)
         await provider.egress.close(run["run_id"])  # the first daemon's proxy object, unreachable by now
 
     @pytest.mark.parametrize("how", ["cancel", "time limit"])
@@ -321,7 +321,7 @@ class TestDaemonEgress:
         async def socket_gone() -> bool:
             return not folder.exists()
 
-        await until(socket_gone, timeout=10)
+        await until(socket_gone)
 
 
 @pytest.mark.docker

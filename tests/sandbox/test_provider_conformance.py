@@ -19,7 +19,7 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,6 +34,7 @@ from haflowd.sandbox.kubernetes.provider import KubeApiError
 from tests.docker_support import SESSION_INSTANCE
 from tests.remote_engine import Engine
 from tests.sandbox.kubernetes.kube_support import FakeKube, RealKube
+from tests.waiting import within
 
 #: ``make_spec(*command, **changes)``: a spec for a run of ``command``.
 MakeSpec = Callable[..., SandboxSpec]
@@ -309,7 +310,12 @@ class TestConformance:
     async def test_time_limit(self, provider: SandboxProvider, started: Start, make_spec: MakeSpec) -> None:
         """A run over its time limit is stopped, and its wait() then shows the signal."""
         sandbox_id = await started(make_spec("sh", "-c", "echo up; sleep 600"))
-        with pytest.raises(TimeoutError):
+        # The command is running (it printed), however long the engine took to start it.
+        items = provider.output(sandbox_id)
+        assert await within(anext(items), what="the first line") == b"up\n"
+        if isinstance(items, AsyncGenerator):
+            await items.aclose()
+        with pytest.raises(TimeoutError):  # it would run for 600 s: any wait here only makes the test slower
             await asyncio.wait_for(provider.wait(sandbox_id), 1.0)
         await provider.stop(sandbox_id, grace_seconds=1)
         assert await provider.wait(sandbox_id) in (137, 143)
@@ -329,7 +335,8 @@ class TestConformance:
         self, target: Target, started: Start, make_spec: MakeSpec, artifacts: Path
     ) -> None:
         """A new provider object lists a running sandbox, follows it from the beginning and collects its files."""
-        spec = make_spec("sh", "-c", "echo before; sleep 2; echo after > /mission/artifacts/late.txt; echo after")
+        # Still running when listed: no signal reaches a remote or Kubernetes run, so a window it is, a generous one.
+        spec = make_spec("sh", "-c", "echo before; sleep 10; echo after > /mission/artifacts/late.txt; echo after")
         sandbox_id = await started(spec)
         reborn = target.make()
         found = {info.sandbox_id: info for info in await reborn.list()}

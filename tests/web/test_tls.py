@@ -27,6 +27,7 @@ from haflowd.web.tls import server_context
 from tests.daemon_support import Daemon, child_env, free_port
 from tests.fakes import FakeSandbox
 from tests.tls_support import self_signed_cert
+from tests.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +83,16 @@ async def served(config: Config) -> AsyncIterator[tuple[int, aiohttp.web.Applica
     app = create_app(config, sandbox=FakeSandbox())
     port = free_port()
     task = asyncio.create_task(serving.serve(app, "127.0.0.1", port, ssl_context=server_context(config)))
+
+    async def listening() -> bool:
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return True
+        return False
+
     try:
-        for _ in range(400):
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                break
-            await asyncio.sleep(0.05)
+        await eventually(listening, what=f"the server to listen on port {port}")
         yield port, app
     finally:
         task.cancel()

@@ -140,6 +140,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 async def open_session(browser: Browser, base: str, viewport: ViewportSize = DESKTOP) -> Session:
     context = await browser.new_context(viewport=viewport)
+    context.set_default_timeout(WAIT_MS)  # clicks, fills and waits too, not only expect()
     page = await context.new_page()
     session = Session(page=page, base=base)
     page.on("request", lambda r: session.requests.append((r.method, r.url)))
@@ -768,7 +769,7 @@ class TestCodeMissionsFake:
         (work / "README.md").write_text("# Demo\nA small project.\n<script>window.__pwned='readme'</script>\n")
         await page.get_by_role("button", name="Show diff").click()
         files = page.locator("#diff-view .diff-file")
-        await expect(files).to_have_count(1004, timeout=10_000)
+        await expect(files).to_have_count(1004)
         await expect(page.locator("#diff-view .diff-summary")).to_contain_text("1004 files changed")
         await expect(page.locator("#diff-view .diff-text")).to_have_count(0)
         evil = files.filter(has_text="evil.html")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from haflowd.workspaces.gitcmd import GitError, Owner, git_argv, git_env, owner_for, run_git
+from tests.waiting import eventually
 from tests.workspaces.conftest import OTHER_UID, ROOT, make_repo
 
 
@@ -82,13 +83,14 @@ class TestRunGit:
 
     async def test_cancel_kills_the_process_group(self, tmp_path: Path) -> None:
         """Cancelling the caller kills git and what git started; nothing finishes later."""
-        late = tmp_path / "still-running"
-        task = asyncio.create_task(run_git(["slow"], cwd=tmp_path, config=[("alias.slow", f"!sleep 2; touch {late}")]))
-        await asyncio.sleep(0.5)
+        started, late = tmp_path / "started", tmp_path / "still-running"
+        alias = f"!touch {started}; sleep 2; touch {late}"
+        task = asyncio.create_task(run_git(["slow"], cwd=tmp_path, config=[("alias.slow", alias)]))
+        await eventually(started.exists, what="git's child to start")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(2.5)  # past the child's 2 s, counted from before the cancel
         assert not late.exists()
 
     async def test_input(self, tmp_path: Path) -> None:

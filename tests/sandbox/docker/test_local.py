@@ -25,6 +25,7 @@ from haflowd.sandbox import (
 from haflowd.sandbox.docker.local import DockerProvider
 from haflowd.sandbox.lines import split_lines
 from tests.docker_support import SESSION_INSTANCE, haflow_containers
+from tests.waiting import eventually
 
 #: ``make_spec(*command, **changes)``: a spec for a run of ``command``.
 MakeSpec = Callable[..., SandboxSpec]
@@ -472,8 +473,7 @@ class TestRun:
         before = child_pids()
         sandbox_id = await started(make_spec("sleep", "600"))
         task = asyncio.create_task(provider.wait(sandbox_id))
-        while not child_pids() - before:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: child_pids() - before, what="the docker wait process")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

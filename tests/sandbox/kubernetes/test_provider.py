@@ -22,6 +22,7 @@ from haflowd.sandbox.kubernetes.manifests import TOKEN_IN_KEY, TOKEN_OUT_KEY, Ku
 from haflowd.sandbox.kubernetes.provider import KILLED, ApiClientFactory, KubernetesProvider, kubeconfig_client
 from haflowd.sandbox.lines import split_lines
 from tests.sandbox.kubernetes.fake_apiserver import FakeCluster
+from tests.waiting import eventually
 
 INSTANCE = "abc123def456"
 SECRET_VALUE = "sk-live-never-in-a-job-42"
@@ -132,6 +133,12 @@ async def running(rig: Rig, provider: KubernetesProvider, spec: SandboxSpec) -> 
     return sandbox_id
 
 
+async def looked_again(rig: Rig) -> None:
+    """Wait until the provider asked the server twice more: what it waits for was looked at, and still awaited."""
+    seen = len(rig.cluster.requests)
+    await eventually(lambda: len(rig.cluster.requests) >= seen + 2, what="the provider to ask the server again")
+
+
 class TestStart:
     def test_is_a_sandbox_provider(self, provider: KubernetesProvider) -> None:
         """The provider implements the SandboxProvider protocol."""
@@ -227,9 +234,7 @@ class TestStart:
         """A start cancelled while the Job was being created removes the Job the server made anyway."""
         rig.cluster.hang_creates = asyncio.Event()
         task = asyncio.ensure_future(provider.start(spec))
-        async with asyncio.timeout(10):
-            while JOB not in rig.cluster.jobs:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: JOB in rig.cluster.jobs, what="the server to store the Job")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -262,7 +267,7 @@ class TestOutput:
         """Following a pending pod waits for the agent container, then reads from its start."""
         sandbox_id = await provider.start(spec)
         task = asyncio.ensure_future(collect(provider, sandbox_id))
-        await asyncio.sleep(0.1)
+        await looked_again(rig)
         assert not task.done()
         rig.cluster.run(sandbox_id)
         rig.cluster.write(sandbox_id, b"hello\n")
@@ -278,7 +283,6 @@ class TestOutput:
         rig.cluster.cut_next_stream(sandbox_id, after=10)
         items = provider.output(sandbox_id)
         assert await anext(items) == b"line-1\n"
-        await asyncio.sleep(0.1)
         rig.cluster.drop_streams(sandbox_id)
         rig.cluster.write(sandbox_id, b"-end\n")
         assert await anext(items) == b"partial-end\n"
@@ -350,7 +354,7 @@ class TestWait:
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.exit(sandbox_id, 0, collect=None)
         task = asyncio.ensure_future(provider.wait(sandbox_id))
-        await asyncio.sleep(0.1)
+        await looked_again(rig)
         assert not task.done()
         pod = rig.cluster.pod_of(sandbox_id)
         rig.cluster._set(pod, "collect", {"terminated": {"exitCode": 0, "reason": "Completed"}})
@@ -426,7 +430,7 @@ class TestStop:
         sandbox_id = await running(rig, provider, spec)
         rig.cluster.write(sandbox_id, b"up\n")
         waiting = asyncio.ensure_future(provider.wait(sandbox_id))
-        await asyncio.sleep(0.05)
+        await looked_again(rig)
         assert not waiting.done()
         await provider.stop(sandbox_id, grace_seconds=1)
         assert await asyncio.wait_for(waiting, 10) == 143
