@@ -50,26 +50,29 @@ def _fits(root: Path) -> bool:
     return len(os.fsencode(root)) + 1 + RUN_NAME_ROOM + 1 + len(SOCKET_NAME) <= MAX_SOCKET_PATH
 
 
+def _check_above(fd: int, here: Path) -> None:
+    st = os.fstat(fd)
+    loose = st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX
+    if st.st_uid not in (0, os.geteuid()) or loose:
+        raise EgressUnavailable(
+            f"The egress runtime folder's parent {here} can be changed by another local user "
+            f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}), who could swap the "
+            f"daemon's sockets. Keep HAFLOW_HOME in a folder only you (or root) can write to "
+            f"(chmod go-w -- {here})."
+        )
+
+
 def _walk(path: Path) -> int:
     """A descriptor of the existing folder ``path``, reached from ``/`` without following symlinks.
 
-    Each folder on the way must be changeable only by root or this user; the
-    last one is checked by the caller.
+    It and each folder on the way must be changeable only by root or this
+    user (or be sticky, like ``/tmp``).
     """
-    uid = os.geteuid()
     fd = os.open("/", _OPEN_DIR)
     here = Path("/")
     try:
+        _check_above(fd, here)
         for part in path.parts[1:]:
-            st = os.fstat(fd)
-            loose = st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX
-            if st.st_uid not in (0, uid) or loose:
-                raise EgressUnavailable(
-                    f"The egress runtime folder's parent {here} can be changed by another local user "
-                    f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}), who could swap the "
-                    f"daemon's sockets. Keep HAFLOW_HOME in a folder only you (or root) can write to "
-                    f"(chmod go-w -- {here})."
-                )
             try:
                 child = os.open(part, _OPEN_DIR, dir_fd=fd)
             except OSError as e:
@@ -79,6 +82,7 @@ def _walk(path: Path) -> int:
                 ) from None
             os.close(fd)
             fd, here = child, here / part
+            _check_above(fd, here)
         return fd
     except BaseException:
         os.close(fd)
