@@ -12,14 +12,10 @@ import logging
 import os
 import shutil
 import stat
-import subprocess
-import sys
 import tempfile
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
-import attrs
 import pytest
 from aiohttp import web
 
@@ -30,52 +26,11 @@ from haflowd.egress.sidecar import hand_over_socket
 from haflowd.sandbox.docker.egress_runs import EgressRuns
 from haflowd.sandbox.protocol import instance_id
 from haflowd.web.app import create_app
+from tests.egress.conftest import Intruder
 from tests.fakes import FakeSandbox
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("useradd") is None, reason="needs root and useradd to create a second user"
-)
-
-#: The interpreter the attacker runs (the test's venv may not be readable by another user).
-PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 #: The sidecar's user when the daemon is root.
 SIDECAR = "65534:65534"
-
-
-@attrs.frozen
-class Intruder:
-    """A throwaway local user."""
-
-    name: str
-    uid: int
-    gid: int
-
-    def run(self, code: str) -> subprocess.CompletedProcess[str]:
-        """Run Python ``code`` as this user (its own uid and gid, no supplementary groups)."""
-        return subprocess.run(
-            [PYTHON, "-I", "-c", textwrap.dedent(code)],
-            user=self.uid,
-            group=self.gid,
-            extra_groups=[],
-            cwd="/",
-            env={"PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-
-
-@pytest.fixture
-def intruder() -> Iterator[Intruder]:
-    name = f"hf-intr-{os.urandom(3).hex()}"
-    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
-    try:
-        out = subprocess.run(["id", "-u", name], check=True, capture_output=True, text=True).stdout
-        gid = subprocess.run(["id", "-g", name], check=True, capture_output=True, text=True).stdout
-        yield Intruder(name, int(out), int(gid))
-    finally:
-        subprocess.run(["userdel", name], check=False)
 
 
 @pytest.fixture
@@ -142,10 +97,10 @@ class TestOldPredictableFolder:
         try:
             await runs.resume(rid, "api.test:443")  # as after a daemon restart: serve and hand over
             assert runs.serving(rid)
+            assert_untouched(target, intruder)
             sock = runs.folder(rid) / runtime.SOCKET_NAME
             assert sock.parent.parent == home.resolve() / "run"
             assert stat.S_ISSOCK(sock.lstat().st_mode)
-            assert_untouched(target, intruder)
             assert sorted(p.name for p in old.iterdir()) == [rid] and (old / rid).is_symlink()
 
             # What the attack did next: replace the socket. The intruder cannot even see it.
