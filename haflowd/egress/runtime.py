@@ -25,6 +25,7 @@ import hashlib
 import os
 import stat
 import tempfile
+import threading
 from pathlib import Path
 
 from .errors import EgressUnavailable
@@ -44,6 +45,8 @@ _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 #: The temporary root of providers that were given no HAFLOW_HOME (tests), one per process.
 _PROCESS_ROOT: list[Path] = []
+#: Runs starting at once (in threads) must agree on one temporary root.
+_TEMPORARY_LOCK = threading.Lock()
 
 
 def _fits(root: Path) -> bool:
@@ -138,6 +141,11 @@ def _open_private(path: Path, *, create: bool = True) -> int:
 
 def _temporary(home: Path | None) -> Path:
     """A fresh ``mkdtemp`` root, remembered in HAFLOW_HOME (or this process) so it is found again."""
+    with _TEMPORARY_LOCK:
+        return _temporary_locked(home)
+
+
+def _temporary_locked(home: Path | None) -> Path:
     if home is None:
         if _PROCESS_ROOT:
             with contextlib.suppress(EgressUnavailable, OSError):
