@@ -31,7 +31,7 @@ from pathlib import Path
 from .errors import EgressUnavailable
 from .proxy import MAX_SOCKET_PATH
 
-__all__ = ["RUN_FOLDER", "SOCKET_NAME", "prepare", "remove_run_folder", "run_folder", "runtime_root"]
+__all__ = ["RUN_FOLDER", "SOCKET_NAME", "check_at_start", "remove_run_folder", "run_folder", "runtime_root"]
 
 #: The root's name in HAFLOW_HOME.
 RUN_FOLDER = "run"
@@ -204,9 +204,21 @@ def runtime_root(home: Path | None) -> Path:
     return root
 
 
-def prepare(home: Path) -> Path:
-    """The start-up check: HAFLOW_HOME's egress root exists, is the daemon's and 0700 (see :func:`runtime_root`)."""
-    return runtime_root(home)
+def check_at_start(home: Path) -> Path | None:
+    """The start-up check, creating nothing: HAFLOW_HOME and the folders above it are writable by
+    no one but root and this user, and an existing ``HAFLOW_HOME/run`` is this user's, 0700, not a symlink.
+
+    Returns that folder if it exists. The root itself is made by the first
+    networked run (:func:`runtime_root`), which checks it again, as it does
+    a fallback root. Raises :class:`EgressUnavailable` naming the path and the fix.
+    """
+    home = Path(os.path.realpath(home))
+    os.close(_walk(home))
+    preferred = home / RUN_FOLDER
+    if _fits(preferred) and os.path.lexists(preferred):
+        os.close(_open_private(preferred, create=False))
+        return preferred
+    return None
 
 
 def run_folder(root: Path, run_id: str) -> Path:

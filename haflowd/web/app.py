@@ -129,7 +129,7 @@ async def _supervisor(app: web.Application) -> AsyncIterator[None]:
     config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     if config.sandbox == "docker":
         # Refuses to start when another local user could have prepared the egress sockets' folder.
-        await asyncio.to_thread(egress_runtime.prepare, config.home)
+        await asyncio.to_thread(egress_runtime.check_at_start, config.home)
     count = app[STORE].load()
     app[PROJECTS].load()
     log.info("daemon.started", extra={"version": __version__, "missions": count, "home": str(config.home)})

@@ -145,30 +145,35 @@ class TestStartUpRefusesForeignFolders:
         (home / "run").mkdir()
         (home / "run").chmod(mode)
         with pytest.raises(EgressUnavailable, match=f"mode {mode:04o}; it must be 0700.*chmod 700 -- {home}/run"):
-            runtime.prepare(home)
+            runtime.check_at_start(home)
+        with pytest.raises(EgressUnavailable, match="must be 0700"):
+            runtime.runtime_root(home)
         assert stat.S_IMODE((home / "run").stat().st_mode) == mode
 
     def test_home_writable_by_others(self, home: Path) -> None:
         """A HAFLOW_HOME others can write to (they could rename run/ and put theirs) is refused, naming it."""
         home.chmod(0o777)
         with pytest.raises(EgressUnavailable, match=f"parent {home} can be changed by another local user"):
-            runtime.prepare(home)
+            runtime.check_at_start(home)
 
     def test_symlink_in_place_of_the_folder(self, intruder: Intruder, home: Path, den: Path) -> None:
         """HAFLOW_HOME/run as a symlink to the intruder's folder is refused, never followed."""
         intruder_folder(intruder, den / "target")
         (home / "run").symlink_to(den / "target")
         with pytest.raises(EgressUnavailable, match="not a folder of its own"):
-            runtime.prepare(home)
+            runtime.check_at_start(home)
         assert_untouched(den / "target", intruder)
 
     def test_fresh_folder(self, home: Path) -> None:
-        """Without one, the daemon creates HAFLOW_HOME/run, 0700 and its own; the next start accepts it."""
-        root = runtime.prepare(home)
+        """Start-up creates nothing; the first networked run makes HAFLOW_HOME/run, 0700 and its own; the next start
+        accepts it."""
+        assert runtime.check_at_start(home) is None and list(home.iterdir()) == []
+        root = runtime.runtime_root(home)
         assert root == home.resolve() / "run"
         st = root.stat()
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (os.geteuid(), 0o700)
-        assert runtime.prepare(home) == root
+        assert runtime.check_at_start(home) == root
+        assert runtime.runtime_root(home) == root
 
 
 class TestRunFolderSymlink:
@@ -208,12 +213,12 @@ class TestLongHome:
         monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
         long_home = home / ("h" * 90)
         long_home.mkdir(mode=0o700)
-        root = runtime.prepare(long_home)
+        root = runtime.runtime_root(long_home)
         try:
             assert not root.is_relative_to(long_home) and root.name.startswith("haflow-run-")
             st = root.stat()
             assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (os.geteuid(), 0o700)
-            assert runtime.prepare(long_home) == root
+            assert runtime.runtime_root(long_home) == root
             assert (long_home / runtime.FALLBACK_POINTER).read_text().strip() == str(root)
         finally:
             shutil.rmtree(root, ignore_errors=True)
@@ -225,6 +230,6 @@ class TestLongHome:
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
         long_home = home / ("h" * 90)
         long_home.mkdir(mode=0o700)
-        root = runtime.prepare(long_home)
+        root = runtime.runtime_root(long_home)
         assert root.parent == xdg.resolve() and root.name.startswith("haflow-")
         assert stat.S_IMODE(root.stat().st_mode) == 0o700
