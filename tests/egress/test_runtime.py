@@ -77,13 +77,16 @@ def run_id() -> str:
 class TestOldPredictableFolder:
     """The old socket folder, ``<tmp>/haflow-<uid>-<instance>``, is anyone's to create: the daemon no longer uses it."""
 
-    async def test_prepared_old_folder_changes_nothing(self, intruder: Intruder, home: Path, den: Path) -> None:
+    async def test_prepared_old_folder_changes_nothing(
+        self, intruder: Intruder, home: Path, den: Path, request: pytest.FixtureRequest
+    ) -> None:
         """An intruder who made the old folder first, with a run's folder pointing at their own, gets no socket
         and no chown or chmod; the socket is in HAFLOW_HOME/run, where the intruder can neither look nor swap it."""
         rid = run_id()
         old = Path(tempfile.gettempdir()) / f"haflow-{os.getuid()}-{instance_id(home)}"
         target = den / "target"
         shutil.rmtree(old, ignore_errors=True)
+        request.addfinalizer(lambda: shutil.rmtree(old, ignore_errors=True))
         done = intruder.run(
             f"""
             import os
