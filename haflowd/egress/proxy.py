@@ -188,6 +188,31 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+def _private_folder(folder: Path) -> None:
+    """Create ``folder`` 0700 if missing; refuse an existing one that is a symlink or open to others.
+
+    Never chmods: a folder someone swapped for a symlink must not make the
+    daemon change the mode of whatever it points to.
+    """
+    try:
+        os.mkdir(folder, 0o700)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, 0o700)  # whatever the umask; just made by us
+        finally:
+            os.close(fd)
+        return
+    except FileExistsError:
+        pass
+    st = folder.lstat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise EgressUnavailable(f"The egress socket's folder is not a folder (a symlink?), refusing it: {folder}")
+    if st.st_mode & 0o077:
+        raise EgressUnavailable(
+            f"The egress socket's folder {folder} has mode {stat.S_IMODE(st.st_mode):04o}, not 0700; refusing it."
+        )
+
+
 def _response(status: int, reason: str) -> bytes:
     body = (reason + "\n").encode("ascii", "replace")
     head = (
@@ -221,6 +246,7 @@ class EgressProxy:
     local_address: str = "127.0.0.1"
     _server: asyncio.AbstractServer | None = attrs.field(default=None, init=False)
     _tasks: set[asyncio.Task[None]] = attrs.field(factory=set, init=False)
+    _refusing: set[asyncio.Task[None]] = attrs.field(factory=set, init=False)
     _stats: EgressStats = attrs.field(factory=EgressStats, init=False)
     _closed: bool = attrs.field(default=False, init=False)
 
@@ -232,8 +258,10 @@ class EgressProxy:
     async def start(self) -> None:
         """Listen on the socket, in a folder of mode 0700 created if missing.
 
-        A stale socket left by an earlier daemon is replaced. Raises
-        :class:`EgressUnavailable` if the socket cannot be served.
+        An existing folder must be a real folder (not a symlink) open to
+        nobody but its owner; it is never chmodded. A stale socket left by
+        an earlier daemon is replaced. Raises :class:`EgressUnavailable` if
+        the socket cannot be served.
         """
         if self._server is not None:
             return
@@ -241,8 +269,7 @@ class EgressProxy:
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             raise EgressUnavailable(f"The egress socket path is longer than {MAX_SOCKET_PATH} bytes: {path}")
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            path.parent.chmod(0o700)
+            _private_folder(path.parent)
             with contextlib.suppress(FileNotFoundError):
                 if not stat.S_ISSOCK(path.lstat().st_mode):
                     raise EgressUnavailable(f"Not a socket, refusing to replace it: {path}")
@@ -258,12 +285,12 @@ class EgressProxy:
         logger.info("egress.proxy_started", extra={"socket": str(path)})
 
     async def close(self) -> None:
-        """Stop listening, end every open relay and remove the socket."""
+        """Stop listening, end every open relay and every refusal under way, and remove the socket."""
         self._closed = True
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        tasks = list(self._tasks)
+        tasks = [*self._tasks, *self._refusing]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -299,17 +326,25 @@ class EgressProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if self._closed or len(self._tasks) >= self.limits.max_connections:
-            self._emit(EgressEvent("", False, "too many connections", 503))
-            await self._refuse(writer, 503, "too many connections")
-            return
-        self._tasks.add(task)
+        refusing = self._closed or len(self._tasks) >= self.limits.max_connections
+        # Tracked either way, so that close() ends refusals too.
+        (self._refusing if refusing else self._tasks).add(task)
         try:
-            await self._serve(reader, writer)
+            if refusing:
+                self._emit(EgressEvent("", False, "too many connections", 503))
+                await self._refuse(writer, 503, "too many connections")
+            else:
+                await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # close() ended this connection: the server's task ends quietly
+            # (a cancelled one would log a traceback in the loop's handler).
+            if not self._closed:
+                raise
         finally:
             self._tasks.discard(task)
+            self._refusing.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Mapping
 from importlib import resources
@@ -207,11 +208,16 @@ async def start_sidecar(
     socket_path = Path(socket_path)
     if not socket_path.is_socket():
         raise EgressUnavailable(f"The egress proxy is not listening on {socket_path}.")
+    if not stat.S_ISDIR(os.lstat(socket_path.parent).st_mode):
+        raise EgressUnavailable(f"The egress socket's folder is not a folder (a symlink?): {socket_path.parent}")
     user = user or sidecar_user()
     hand_over_socket(socket_path, user)
     name = sidecar_name(run_id)
     image = _checked(image or default_image(), _SAFE_REF, "image")
-    mount = f"type=bind,src={socket_path.parent.resolve()},dst={SOCKET_MOUNT},readonly"
+    # The folder as checked, never re-resolved: a symlink in its place was refused above.
+    if not socket_path.is_absolute():
+        raise EgressUnavailable(f"The egress socket path must be absolute: {socket_path}")
+    mount = f"type=bind,src={socket_path.parent},dst={SOCKET_MOUNT},readonly"
     if "," in mount.split("src=", 1)[1].split(",dst=", 1)[0] or '"' in mount:
         raise EgressUnavailable(f"The egress socket folder must not contain a comma or quote: {socket_path.parent}")
     args = [
@@ -273,12 +279,31 @@ def hand_over_socket(socket_path: Path, user: str | None = None) -> None:
 
     Needed again whenever the proxy listens anew on the path (a restarted
     daemon resuming a run): a new socket is the daemon's, mode 0600.
+
+    The folder is opened without following a symlink and changed through
+    its descriptor, the socket only if it is one: a folder or socket swapped
+    for a symlink is refused, never followed. Raises :class:`EgressUnavailable`.
     """
     user = user or sidecar_user()
-    if os.getuid() == 0 and re.fullmatch(r"\d+:\d+", user):
-        uid, gid = (int(x) for x in user.split(":"))
-        os.chown(socket_path.parent, uid, gid)
-        os.chown(socket_path, uid, gid)
+    if os.getuid() != 0 or not re.fullmatch(r"\d+:\d+", user):
+        return
+    uid, gid = (int(x) for x in user.split(":"))
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        folder = os.open(socket_path.parent, flags)
+    except OSError as e:
+        raise EgressUnavailable(
+            f"The egress socket's folder {socket_path.parent} is not a folder ({e.strerror})."
+        ) from None
+    try:
+        if not stat.S_ISSOCK(os.stat(socket_path.name, dir_fd=folder, follow_symlinks=False).st_mode):
+            raise EgressUnavailable(f"Not a socket, refusing to hand it over: {socket_path}")
+        os.fchown(folder, uid, gid)
+        os.chown(socket_path.name, uid, gid, dir_fd=folder, follow_symlinks=False)
+    except OSError as e:
+        raise EgressUnavailable(f"The egress socket {socket_path} cannot be handed over ({e.strerror}).") from None
+    finally:
+        os.close(folder)
 
 
 async def _wait_ready(docker: str, container: str, limit: float) -> None:

@@ -25,7 +25,9 @@ Factory = Callable[[Config, "TransferTickets | None"], SandboxProvider]
 def _docker(config: Config, transfers: TransferTickets | None) -> SandboxProvider:
     from .docker.local import DockerProvider
 
-    return DockerProvider(docker=config.docker, default_image=config.agent_image, instance=instance_id(config.home))
+    return DockerProvider(
+        docker=config.docker, default_image=config.agent_image, instance=instance_id(config.home), home=config.home
+    )
 
 
 def _remote_docker(config: Config, transfers: TransferTickets | None) -> SandboxProvider:

@@ -16,6 +16,7 @@ from ..agents.prompts import PromptLibrary
 from ..agents.registry import adapter_for
 from ..catalog import Catalog, Definitions, load_definitions
 from ..config import Config
+from ..egress import runtime as egress_runtime
 from ..engine import Engine
 from ..launch import Launcher
 from ..models import WorkspaceMode
@@ -126,6 +127,9 @@ async def _supervisor(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     engine = app[ENGINE]
     config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if config.sandbox == "docker":
+        # Refuses to start when another local user could have prepared the egress sockets' folder.
+        await asyncio.to_thread(egress_runtime.check_at_start, config.home)
     count = app[STORE].load()
     app[PROJECTS].load()
     log.info("daemon.started", extra={"version": __version__, "missions": count, "home": str(config.home)})

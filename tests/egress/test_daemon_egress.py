@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -92,27 +91,24 @@ def parse_probes(out: str) -> dict[str, str]:
     return results
 
 
-def socket_root(instance: str) -> Path:
-    """The folder the provider keeps its runs' proxy sockets in (see EgressRuns._socket)."""
-    return Path(tempfile.gettempdir()) / f"haflow-{os.getuid()}-{instance}"
-
-
 @pytest.fixture
 def instance(home: Path) -> Iterator[str]:
-    """The provider instance of the test's HAFLOW_HOME; its socket folder is removed afterwards."""
+    """The provider instance of the test's HAFLOW_HOME."""
     found = instance_id(home)
     OWNED_INSTANCES.add(found)
     yield found
-    shutil.rmtree(socket_root(found), ignore_errors=True)
 
 
 @pytest.fixture
-def provider(docker_image: str, instance: str, internet: Internet) -> DockerProvider:  # noqa: F811
-    """A Docker provider whose egress resolves the fake internet's names."""
-    provider = DockerProvider(default_image=docker_image, instance=instance)
+def provider(docker_image: str, instance: str, home: Path, internet: Internet) -> Iterator[DockerProvider]:  # noqa: F811
+    """A Docker provider whose egress resolves the fake internet's names; its socket folders are removed afterwards."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    provider = DockerProvider(default_image=docker_image, instance=instance, home=home)
     provider.egress.resolver = internet.resolver()
     provider.egress.exempt_networks = (internet.subnet,)
-    return provider
+    root = provider.egress.root()
+    yield provider
+    shutil.rmtree(root, ignore_errors=True)
 
 
 #: ``await daemon()``: a client of the daemon, started once the test wrote its agent files.
@@ -155,6 +151,7 @@ class TestDaemonEgress:
     async def test_agent_reaches_only_its_pair(
         self,
         daemon: StartDaemon,
+        provider: DockerProvider,
         home: Path,
         instance: str,
         internet: Internet,  # noqa: F811
@@ -205,7 +202,7 @@ class TestDaemonEgress:
         }
 
         await until(no_containers_left, timeout=60)
-        folder = socket_root(instance) / run["run_id"]
+        folder = provider.egress.folder(run["run_id"])
 
         async def socket_gone() -> bool:
             return not folder.exists()
@@ -268,7 +265,7 @@ class TestDaemonEgress:
         await until(waiting, timeout=FIRST_STEP_SECONDS)
         await first.close()  # containers keep running, as when a daemon stops
 
-        fresh = DockerProvider(default_image=docker_image, instance=instance)
+        fresh = DockerProvider(default_image=docker_image, instance=instance, home=home)
         fresh.egress.resolver = internet.resolver()
         fresh.egress.exempt_networks = (internet.subnet,)
         config = Config.from_env({"HAFLOW_AUTH": "none"}, home=home, port=0, agent_image=docker_image)
@@ -291,6 +288,7 @@ class TestDaemonEgress:
     async def test_stopped_run_leaves_nothing(
         self,
         daemon: StartDaemon,
+        provider: DockerProvider,
         home: Path,
         instance: str,
         how: str,
@@ -316,7 +314,7 @@ class TestDaemonEgress:
         assert ("ancel" if how == "cancel" else "time limit") in found["last_error"]
         (run,) = found["runs"]
         await until(no_containers_left, timeout=60)
-        folder = socket_root(instance) / run["run_id"]
+        folder = provider.egress.folder(run["run_id"])
 
         async def socket_gone() -> bool:
             return not folder.exists()
@@ -349,7 +347,7 @@ class TestProviderEgressCleanup:
             await provider.start(spec)
         assert haflow_containers() == []
         assert not provider.egress.serving(spec.run_id)
-        assert not (socket_root(instance) / spec.run_id).exists()
+        assert not provider.egress.folder(spec.run_id).exists()
 
     async def test_notes_carry_the_decisions(self, provider: DockerProvider, docker_image: str) -> None:
         """With a notes sink (the engine gives one to structured agents) every decision reaches the run's log."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 import stat
 from collections.abc import AsyncIterator, Sequence
@@ -332,3 +333,38 @@ class TestEgressProxy:
         """A socket path Linux cannot bind is refused up front."""
         with pytest.raises(EgressUnavailable, match="longer than"):
             await Harness(tmp_path / ("x" * 120), echo).proxy.start()
+
+
+class TestCloseDuringRefusal:
+    """Closing the proxy ends connections it is still refusing, with no traceback (issue 18, finding 10)."""
+
+    async def test_close_ends_refusals_quietly(
+        self, tmp_path: Path, echo: int, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A refusal under way when close() runs is ended by it; nothing is left running and nothing logs an error."""
+        caplog.set_level(logging.DEBUG)
+        refusing = asyncio.Event()
+        original = EgressProxy._refuse
+
+        async def slow_refuse(self: EgressProxy, writer: asyncio.StreamWriter, status: int, reason: str) -> None:
+            refusing.set()  # a client too slow to take its 503
+            await asyncio.Event().wait()
+            await original(self, writer, status, reason)
+
+        monkeypatch.setattr(EgressProxy, "_refuse", slow_refuse)
+        h = Harness(tmp_path / "p.sock", echo, exempt_networks=LOOPBACK, limits=ProxyLimits(max_connections=1))
+        await h.proxy.start()
+        _, held, head = await h.request(f"CONNECT api.test:{echo} HTTP/1.1\r\n\r\n".encode())
+        assert head.startswith(b"HTTP/1.1 200 ")
+        r, w = await asyncio.open_unix_connection(str(h.proxy.socket_path))  # over the cap: refused
+        await asyncio.wait_for(refusing.wait(), 5)
+
+        await asyncio.wait_for(h.proxy.close(), 10)
+        accepting = [t for t in asyncio.all_tasks() if "EgressProxy._accept" in repr(t.get_coro())]
+        assert accepting == []
+        assert await asyncio.wait_for(r.read(), 5) == b""
+        await asyncio.sleep(0.05)  # a done callback that failed would have logged by now
+        for record in caplog.records:
+            assert record.levelno < logging.WARNING and record.exc_info is None, record.getMessage()
+        held.close()
+        w.close()

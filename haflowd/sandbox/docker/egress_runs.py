@@ -7,14 +7,15 @@ relay reaches the daemon's CONNECT proxy through a per-run Unix socket (see
 fails before the agent starts: there is no fallback to a bridge network.
 After a daemon restart, :meth:`EgressRuns.resume` serves a still running
 agent's socket again (its allowlist is kept in a label of the agent).
+Sockets live in HAFLOW_HOME's private ``run`` folder
+(:mod:`haflowd.egress.runtime`), which no other local user can prepare.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ...allowlist import Allowlist, parse_allowlist
+from ...egress import runtime
 from ...egress.proxy import EgressEvent, EgressProxy, Resolver, system_resolver
 from ...egress.sidecar import (
     LABEL_ROLE,
@@ -66,6 +68,8 @@ class EgressRuns:
 
     docker: str = "docker"
     instance: str | None = None
+    #: HAFLOW_HOME, whose ``run`` folder holds the sockets (None: a private temporary folder of this process).
+    home: Path | None = None
     #: The ``uid:gid`` the sidecar runs as (the agent's).
     user: str | None = None
     resolver: Resolver = system_resolver
@@ -73,11 +77,20 @@ class EgressRuns:
     exempt_networks: tuple[IPv4Network | IPv6Network, ...] = ()
     _proxies: dict[str, EgressProxy] = attrs.field(factory=dict, init=False)
 
+    def root(self) -> Path:
+        """The private folder this provider's run sockets live in (see :mod:`haflowd.egress.runtime`).
+
+        Checked (and created) on every call: raises :class:`EgressUnavailable`
+        naming the path and the fix when another user could have prepared it.
+        """
+        return runtime.runtime_root(self.home)
+
+    def folder(self, run_id: str) -> Path:
+        """Where ``run_id``'s socket folder is (whether or not it exists)."""
+        return self.root() / run_id
+
     def _socket(self, run_id: str) -> Path:
-        # Unix socket paths are short (107 bytes): a private folder under /tmp.
-        root = Path(tempfile.gettempdir()) / f"haflow-{os.getuid()}-{self.instance or 'default'}"
-        root.mkdir(mode=0o700, exist_ok=True)
-        return root / run_id / "proxy.sock"
+        return runtime.run_folder(self.root(), run_id) / runtime.SOCKET_NAME
 
     async def open(self, spec: SandboxSpec) -> list[str]:
         """Start the run's proxy and sidecar; return the agent's extra ``docker run`` arguments."""
@@ -117,7 +130,7 @@ class EgressRuns:
         if old is not None:
             await old.close()
         proxy = EgressProxy(
-            self._socket(run_id),
+            await asyncio.to_thread(self._socket, run_id),
             allowlist,
             resolver=self.resolver,
             on_event=on_event,
@@ -150,4 +163,4 @@ class EgressRuns:
         if proxy is not None:
             await proxy.close()
             with contextlib.suppress(OSError):
-                proxy.socket_path.parent.rmdir()
+                await asyncio.to_thread(runtime.remove_run_folder, proxy.socket_path.parent.parent, run_id)

@@ -154,6 +154,8 @@ class DockerProvider:
     docker: str = "docker"
     default_image: str | None = None
     instance: str | None = None
+    #: HAFLOW_HOME: egress sockets live in its private ``run`` folder (None: a private temporary folder).
+    home: Path | None = None
     build_if_missing: bool = True
     user: str = attrs.field(factory=default_user)
     max_line_bytes: int = MAX_LINE_BYTES
@@ -170,7 +172,7 @@ class DockerProvider:
 
     def __attrs_post_init__(self) -> None:
         self._cli_slots = asyncio.Semaphore(self.max_cli)
-        self._egress = EgressRuns(docker=self.docker, instance=self.instance, user=self.user)
+        self._egress = EgressRuns(docker=self.docker, instance=self.instance, home=self.home, user=self.user)
         label = None if self.instance is None else f"{LABEL_INSTANCE}={self.instance}"
         self._exits = ExitWatch(binary=self._binary, inspect=self._inspect_state, label=label, env=self._cli_env)
 
