@@ -307,11 +307,11 @@ class _Reconciler:
             extra = self.reader.read(1)
             self.reader.close()
             self.reader = None
-            if extra and self._stored_is_also_the_end():
+            if extra and self._ends_with(self.path, self.start, self.matched):
                 # The stored output is the file's beginning *and* its end:
-                # uniform output (the same line over and over) whose beginning
-                # the engine rotated away. The follower saw it all; cutting
-                # the file to the stored size would lose what it kept.
+                # uniform or periodic output whose beginning the engine
+                # rotated away. The follower saw it all; cutting the file to
+                # the stored size would lose what it kept.
                 self.result = Reconciled.KEPT
             elif extra:
                 # Everything matched, but the file holds more: repeated output.
@@ -323,21 +323,33 @@ class _Reconciler:
             self.sink.close()
             self.sink = None
             if self.temp is not None:
-                os.replace(self.temp, self.path)
-                self.temp = None
+                stored = os.stat(self.temp).st_size - self.start
+                if self._ends_with(self.temp, self.start, stored):
+                    # The file already ends with the whole stored output: the
+                    # engine kept only the output's end (rotation), which
+                    # happened to begin like the file. Nothing was lost.
+                    self.temp.unlink()
+                    self.temp = None
+                    self.result = Reconciled.KEPT
+                else:
+                    os.replace(self.temp, self.path)
+                    self.temp = None
         return self.result
 
-    def _stored_is_also_the_end(self) -> bool:
-        """Whether the file ends with the ``matched`` bytes it also begins with (after ``start``).
+    def _ends_with(self, source: Path, offset: int, length: int) -> bool:
+        """Whether the file ends with ``length`` bytes of ``source`` from ``offset`` on (the stored output).
 
-        Both are the stored output, so this compares the file with itself;
-        nothing stored at all counts too (an engine that kept nothing).
+        Never shortening what the follower wrote: a file that already ends
+        with the stored output has all the engine kept. Nothing stored at
+        all counts too (an engine that kept nothing).
         """
         size = os.stat(self.path).st_size
-        head, tail, left = self.start, size - self.matched, self.matched
-        with self.path.open("rb") as a, self.path.open("rb") as b:
-            a.seek(head)
-            b.seek(tail)
+        if size - self.start < length:
+            return False
+        left = length
+        with source.open("rb") as a, self.path.open("rb") as b:
+            a.seek(offset)
+            b.seek(size - length)
             while left:
                 n = min(left, RECONCILE_CHUNK)
                 if a.read(n) != b.read(n):
