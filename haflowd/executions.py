@@ -145,13 +145,7 @@ class Executions:
         copy = await snapshot(meta, folder / exec_id)
         if copy is None:
             raise Conflict("This mission has no work tree yet: run its first code step first")
-        watch = QuotaWatch(
-            folders=(self.store.artifacts_dir(mission_id),),
-            grown=(copy,),
-            limit=self.limit,
-            on_over=self._stopper(mission_id, exec_id),
-            max_entries=self.max_files,
-        )
+        watch = self._quota(mission_id, exec_id)
         try:
             await watch.measure_baseline()
             if self.max_workspace_bytes is not None:
@@ -204,6 +198,7 @@ class Executions:
         return over
 
     def _quota(self, mission_id: str, exec_id: str) -> QuotaWatch:
+        """The command's watch: the mission's artifacts, plus what its folder (the copy) gains."""
         return QuotaWatch(
             folders=(self.store.artifacts_dir(mission_id),),
             grown=(self._folder(mission_id) / exec_id,),
