@@ -524,15 +524,20 @@ def engine_version() -> str:
     return out.stdout.decode().strip()
 
 
+#: Docker 20.10's ``docker logs --follow`` on a rotating json-file repeats stretches and loses
+#: output around rotations (measured here: 1,159,570,000 bytes followed for 1 GiB printed, 236,261,824
+#: stored; paced 10 MB with 1 MB x 2 files: 7,662,900 followed). No reconciling brings back what
+#: neither the follower nor the engine kept. Not strict: a lucky run may see no rotation race.
+FOLLOWER_LOSES_ROTATED_OUTPUT = pytest.mark.xfail(
+    engine_version().startswith("20."),
+    reason="Docker 20.10's log follower repeats and loses output around json-file rotations",
+    strict=False,
+)
+
+
 class TestLogVolume:
     @pytest.mark.timeout(1200)
-    @pytest.mark.xfail(
-        engine_version().startswith("20."),
-        reason="Docker 20.10's `docker logs --follow` on a rotating json-file repeats stretches and loses whole "
-        "files once it lags more than the engine keeps (measured: 1,159,570,000 bytes followed for 1 GiB "
-        "printed, 236,261,824 stored); no reconciling can bring back what neither kept",
-        strict=True,
-    )
+    @FOLLOWER_LOSES_ROTATED_OUTPUT
     async def test_a_gib_of_identical_lines_is_kept_whole(self, make_client: MakeClient, home: Path) -> None:
         """An agent printing 1 GiB of identical lines leaves a log of its notes and exactly that GiB."""
         write_agent(home, "cleanup-agent", FLOOD)
@@ -550,3 +555,41 @@ class TestLogVolume:
         print(f"1 GiB run: {took:.0f} s to waiting_human, notes {start} bytes")
         assert start >= 0, f"the log lost {-start} bytes of the GiB"
         assert exact, "the log is not the notes followed by exactly the GiB of identical lines"
+
+
+#: Output shapes, each 10 bursts of 10,000 lines of 100 bytes (10 MB in all), paced so
+#: the follower keeps up while the engine (1 MB x 2 files) keeps only the last fifth.
+SHAPES: dict[str, tuple[str, Callable[[int], bytes]]] = {
+    "uniform": ('printf "%099d\\n", 0', lambda n: b"0" * 99 + b"\n"),
+    "counter-mod-10": ('printf "%099d\\n", n % 10', lambda n: b"%099d\n" % (n % 10)),
+    "header-every-other-line": (
+        'printf (n % 2 ? "%099d\\n" : "tick%095d\\n"), n',
+        lambda n: (b"%099d\n" if n % 2 else b"tick%095d\n") % n,
+    ),
+}
+BURSTS, BURST_LINES = 10, 10_000
+
+
+class TestLogShapes:
+    @pytest.mark.timeout(300)
+    @FOLLOWER_LOSES_ROTATED_OUTPUT
+    @pytest.mark.parametrize("shape", list(SHAPES))
+    async def test_output_rotated_by_the_engine_is_kept_whole(
+        self, make_client: MakeClient, home: Path, docker_image: str, instance: str, shape: str
+    ) -> None:
+        """Uniform, periodic or header-like output far longer than the engine keeps leaves the whole log."""
+        awk_print, line = SHAPES[shape]
+        program = f"BEGIN {{ for (i = 0; i < {BURST_LINES}; i++) {{ n = j * {BURST_LINES} + i; {awk_print} }} }}"
+        script = f'for j in $(seq 0 {BURSTS - 1}); do awk -v j=$j \'{program}\'; sleep 0.5; done; cp "$3" "$4"'
+        write_agent(home, "cleanup-agent", script)
+        small = DockerProvider(default_image=docker_image, instance=instance, log_max_size="1m", log_max_files=2)
+        client = await make_client(sandbox=small)
+        mid = (await create_mission(client))["mission_id"]
+        status, body = await api(client, "POST", f"/api/missions/{mid}/continue")
+        assert status == 200, body
+        found = await wait_status(client, mid, "waiting_human", "failed", timeout=240)
+        assert found["status"] == "waiting_human", found.get("last_error")
+        expected = b"".join(line(n) for n in range(BURSTS * BURST_LINES))
+        log = (home / "missions" / mid / "logs" / f"{found['runs'][-1]['run_id']}.log").read_bytes()
+        notes = log[: len(log) - len(expected)]
+        assert log.endswith(expected) and line(0) not in notes, (len(log), len(expected))
