@@ -116,6 +116,28 @@ class TestReconcileFile:
         assert path.read_bytes() == NOTES + b"".join(output)
         assert [p.name for p in tmp_path.iterdir()] == ["run.log"]
 
+    @pytest.mark.parametrize("chunk", [7, 1 << 20])
+    async def test_rotated_output_restores_an_end_the_follower_missed(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+    ) -> None:
+        """Stored output missing its beginning but reaching past the log's end adds just the missing end."""
+        monkeypatch.setattr(run_log, "RECONCILE_CHUNK", chunk)
+        path = tmp_path / "run.log"
+        output = [line for i in range(100) for line in (b"tick\n", f"{i}\n".encode())]
+        path.write_bytes(NOTES + b"".join(output[:150]))
+        assert await reconcile_file(stream(output[-80:]), path, len(NOTES)) is Reconciled.APPENDED
+        assert path.read_bytes() == NOTES + b"".join(output)
+        assert [p.name for p in tmp_path.iterdir()] == ["run.log"]
+
+    async def test_rotated_output_not_matching_the_end_keeps_the_log(self, tmp_path: Path) -> None:
+        """A log that repeated within the stored stretch is kept as followed: never shortened, nothing guessed."""
+        path = tmp_path / "run.log"
+        followed = NOTES + b"".join(lines(45) + lines(6, 43))
+        path.write_bytes(followed)
+        assert await reconcile_file(stream(lines(21, 40)), path, len(NOTES)) is Reconciled.KEPT
+        assert path.read_bytes() == followed
+        assert [p.name for p in tmp_path.iterdir()] == ["run.log"]
+
     async def test_repeated_output_is_still_cut(self, tmp_path: Path) -> None:
         """A follower that repeated the output's end is cut back to the stored output (it is not the file's end too)."""
         path = tmp_path / "run.log"
