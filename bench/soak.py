@@ -81,8 +81,13 @@ def precreate(home: Path, count: int) -> float:
     root = home / "missions"
     root.mkdir(parents=True, exist_ok=True)
     now = utcnow()
-    for _ in range(count):
+    made: set[str] = set()
+    while len(made) < count:
         mission_id = new_mission_id()
+        if mission_id in made:
+            # Ids are 32 random bits: among 10,000, a repeat is likely enough (about 1 %).
+            continue
+        made.add(mission_id)
         meta = MissionMeta(
             mission_id=mission_id,
             title="Old mission",
