@@ -12,10 +12,20 @@ the docker CLI helpers it runs. Prints:
 - peak daemon RSS, peak number and total RSS of its docker CLI children
 - wall time from the first continue to the last step recorded
 
+- each failed step with its mission's error
+
+The daemon gets a token (``HAFLOW_TOKEN``, sent as ``Authorization:
+Bearer``), as every daemon needs one by default. ``--missions N`` first
+writes N idle missions straight into the home in the store's format (a
+daemon with a long history), in seconds rather than N API calls. The
+figures go to ``--out`` (default ``soak-<time>.txt``) as well as to the
+terminal, and the daemon's own log is kept next to it
+(``<out>.daemon.log``).
+
 Not run by the test suite. Needs a Docker engine and the agent image
 (built from the host's busybox if missing).
 
-usage: PYTHONPATH=. python bench/soak.py [--steps 100] [--lines 2000] [--image TAG]
+usage: PYTHONPATH=. python bench/soak.py [--steps 100] [--lines 2000] [--missions 0] [--image TAG] [--out FILE]
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import statistics
@@ -37,7 +48,12 @@ from typing import Any
 
 import aiohttp
 
+from haflowd.clock import utcnow
+from haflowd.convert import dumps
+from haflowd.ids import new_mission_id
+from haflowd.models import MissionMeta, MissionStatus, MissionType
 from haflowd.sandbox.docker.standin_image import ensure_image
+from haflowd.store import ARTIFACTS, LOGS, MISSION_FILE, RUNS
 
 ARGS = ["{step_id}", "{agent_id}", "{input_artifact}", "{output_artifact}"]
 LINE = re.compile(rb"^soak (\d+)$")
@@ -57,6 +73,38 @@ def write_agent(home: Path, lines: int) -> None:
         "pids_limit": 32,
     }
     (folder / "cleanup-agent.json").write_text(json.dumps(definition))
+
+
+def precreate(home: Path, count: int) -> float:
+    """Write ``count`` idle missions into ``home``'s store (as ``Store.create`` lays them out); return seconds."""
+    began = time.perf_counter()
+    root = home / "missions"
+    root.mkdir(parents=True, exist_ok=True)
+    now = utcnow()
+    made: set[str] = set()
+    while len(made) < count:
+        mission_id = new_mission_id()
+        if mission_id in made:
+            # Ids are 32 random bits: among 10,000, a repeat is likely enough (about 1 %).
+            continue
+        made.add(mission_id)
+        meta = MissionMeta(
+            mission_id=mission_id,
+            title="Old mission",
+            type=MissionType.FEATURE,
+            workflow_id="standard-feature",
+            current_step=0,
+            status=MissionStatus.READY,
+            created_at=now,
+            updated_at=now,
+            errors=(),
+        )
+        folder = root / mission_id
+        for sub in (ARTIFACTS, RUNS, LOGS):
+            (folder / sub).mkdir(parents=True)
+        (folder / ARTIFACTS / "raw-input.md").write_text("An old mission.\n")
+        (folder / MISSION_FILE).write_bytes(dumps(meta).encode())
+    return time.perf_counter() - began
 
 
 def free_port() -> int:
@@ -108,14 +156,21 @@ def count_lines(log: Path, expected: int) -> tuple[int, int]:
     return lost, repeated
 
 
-async def soak(steps: int, lines: int, image: str) -> int:
+async def soak(steps: int, lines: int, image: str, missions_before: int, out: Path) -> int:
     await ensure_image("docker", image, build_if_missing=True)
+    report: list[str] = []
+    failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="haflow-soak-") as tmp:
         home = Path(tmp) / "home"
         write_agent(home, lines)
+        if missions_before:
+            took = await asyncio.to_thread(precreate, home, missions_before)
+            report.append(f"home with {missions_before} missions written in {took:.1f} s")
         port = free_port()
+        token = secrets.token_urlsafe(32)
         env = {
             **os.environ,
+            "HAFLOW_TOKEN": token,
             "HAFLOW_HOME": str(home),
             "HAFLOW_AGENT_IMAGE": image,
             "PORT": str(port),
@@ -123,11 +178,13 @@ async def soak(steps: int, lines: int, image: str) -> int:
                 filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")])
             ),
         }
-        log = (Path(tmp) / "daemon.log").open("wb")
+        daemon_log_path = out.with_name(out.name + ".daemon.log")
+        log = daemon_log_path.open("wb")
         proc = subprocess.Popen([sys.executable, "-m", "haflowd", "serve"], env=env, stdout=log, stderr=log)
         base = f"http://127.0.0.1:{port}"
         try:
-            async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with aiohttp.ClientSession(headers=headers) as http:
 
                 async def call(method: str, path: str, **kwargs: Any) -> Any:
                     async with http.request(method, base + path, **kwargs) as resp:
@@ -136,7 +193,7 @@ async def soak(steps: int, lines: int, image: str) -> int:
                             raise RuntimeError(f"{method} {path}: {resp.status} {body}")
                         return body["data"]
 
-                for _ in range(300):
+                for _ in range(1200):
                     try:
                         await call("GET", "/api/missions")
                         break
@@ -184,7 +241,12 @@ async def soak(steps: int, lines: int, image: str) -> int:
                 lost = repeated = failed = 0
                 for m in missions:
                     found = await call("GET", f"/api/missions/{m}")
-                    failed += found["status"] != "waiting_human"
+                    if found["status"] != "waiting_human":
+                        failed += 1
+                        failures.append(f"  {m}: {found['status']}: {found.get('last_error', '(no error recorded)')}")
+                    if not found.get("runs"):
+                        lost += lines
+                        continue
                     run_id = found["runs"][0]["run_id"]
                     a, b = count_lines(home / "missions" / m / "logs" / f"{run_id}.log", lines)
                     lost += a
@@ -193,25 +255,32 @@ async def soak(steps: int, lines: int, image: str) -> int:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
             log.close()
-        daemon_log = (Path(tmp) / "daemon.log").read_bytes()
+        daemon_log = daemon_log_path.read_bytes()
         reconciled = daemon_log.count(b"run.log_reconciled")
         finished = daemon_log.count(b"run.finished")
 
     ms = sorted(x * 1000 for x in latencies)
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
-    print(f"steps {steps} x {lines} lines, wall {wall:.1f} s, failed steps {failed}")
-    print(
+    report.append(f"steps {steps} x {lines} lines, wall {wall:.1f} s, failed steps {failed}")
+    report.extend(failures)
+    report.append(
         f"lines lost {lost}, lines repeated {repeated} (logs changed by reconciling: {reconciled} of {finished} runs)"
     )
-    print(
+    report.append(
         f"GET /api/missions during the run: n={len(ms)} p50 {statistics.median(ms):.1f} ms "
         f"p99 {p99:.1f} ms max {ms[-1]:.1f} ms"
     )
-    print(f"daemon peak RSS {peak['daemon'] / 1024:.1f} MiB")
-    print(f"docker CLI helpers: peak {peak['helpers']} processes, peak total RSS {peak['helpers_rss'] / 1024:.1f} MiB")
+    report.append(f"daemon peak RSS {peak['daemon'] / 1024:.1f} MiB")
+    report.append(
+        f"docker CLI helpers: peak {peak['helpers']} processes, peak total RSS {peak['helpers_rss'] / 1024:.1f} MiB"
+    )
     lasting_rss = peak["followers_rss"] / 1024
-    print(f"  of which lasting (logs -f, events): peak {peak['followers']}, peak RSS {lasting_rss:.1f} MiB")
-    print("  peak by subcommand: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+    report.append(f"  of which lasting (logs -f, events): peak {peak['followers']}, peak RSS {lasting_rss:.1f} MiB")
+    report.append("  peak by subcommand: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+    report.append(f"daemon log: {daemon_log_path}")
+    text = "\n".join(report) + "\n"
+    out.write_text(text)
+    print(text, end="")
     return 0 if lost == repeated == failed == 0 else 1
 
 
@@ -219,9 +288,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--lines", type=int, default=2000)
+    parser.add_argument("--missions", type=int, default=0, help="idle missions written into the home first")
     parser.add_argument("--image", default="haflow-agent:test")
+    parser.add_argument("--out", type=Path, default=None, help="the figures (default: soak-<time>.txt)")
     args = parser.parse_args()
-    return asyncio.run(soak(args.steps, args.lines, args.image))
+    out = args.out or Path(f"soak-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.txt")
+    return asyncio.run(soak(args.steps, args.lines, args.image, args.missions, out.resolve()))
 
 
 if __name__ == "__main__":

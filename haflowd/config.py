@@ -137,6 +137,30 @@ class Config:
         shown="50 MiB",
         parse=int,
     )
+    #: Review commands (``run-command``), held like agent steps: what their copy of the work
+    #: tree gains counts towards HAFLOW_MAX_MISSION_BYTES; these cap its new files and its log.
+    max_command_files: int = setting(
+        100_000,
+        "the most files (and folders) a review command may add to its copy of the work tree",
+        "HAFLOW_MAX_COMMAND_FILES",
+        shown="100000",
+        parse=int,
+    )
+    max_command_log_bytes: int = setting(
+        16 * 1024 * 1024,
+        "the most bytes of a review command's output kept in its log",
+        "HAFLOW_MAX_COMMAND_LOG_BYTES",
+        shown="16 MiB",
+        parse=int,
+    )
+    #: All code missions' folders together (clones, work trees, commands' copies).
+    max_workspace_bytes: int = setting(
+        20 * 1024 * 1024 * 1024,
+        "the most bytes of all code missions' folders together (clones, work trees, command copies)",
+        "HAFLOW_MAX_WORKSPACE_BYTES",
+        shown="20 GiB",
+        parse=int,
+    )
     #: ``"token"`` (the default): every /api request needs the token, loopback
     #: included; ``"none"``: no authentication (single-user machines only).
     auth: str = setting(

@@ -39,7 +39,7 @@ from .catalog import CODE_WORKFLOW, DEFAULT_WORKFLOW, Catalog, Definitions
 from .clock import utcnow
 from .config import Config
 from .errors import BadRequest, Conflict, NotFound
-from .executions import Executions
+from .executions import Executions, check_new_code_mission
 from .ids import check_filename, new_mission_id, new_project_id, new_run_id
 from .launch import Launcher
 from .models import (
@@ -84,7 +84,14 @@ class Engine:
 
     def __attrs_post_init__(self) -> None:
         self.supervisor = Supervisor(store=self.store, sandbox=self.sandbox, on_end=self._run_ended)
-        self.executions = Executions(store=self.store, sandbox=self.sandbox)
+        self.executions = Executions(
+            store=self.store,
+            sandbox=self.sandbox,
+            limit=self.config.max_mission_bytes,
+            max_files=self.config.max_command_files,
+            log_bytes=self.config.max_command_log_bytes,
+            max_workspace_bytes=self.config.max_workspace_bytes,
+        )
         self.quotas = RunQuotas(store=self.store, limit=self.config.max_mission_bytes, stop=self.supervisor.stop)
 
     @property
@@ -172,6 +179,9 @@ class Engine:
                 project = self.projects.get(req.project_id)
             except NotFound:
                 raise BadRequest(f"Invalid request: unknown project {req.project_id!r} @ $.projectId") from None
+            await asyncio.to_thread(
+                check_new_code_mission, self.store, Path(project.path), self.config.max_workspace_bytes
+            )
             code = {
                 "project_id": project.project_id,
                 # Resolved now, so the mission starts from what the user saw;

@@ -43,14 +43,19 @@ def tree_bytes(folder: Path, limit: int | None = None) -> int:
     nothing hides down there), and counting stops as soon as the total is
     over ``limit``. Entries that vanish while counting are skipped.
     """
+    return tree_usage(folder, limit)[0]
+
+
+def tree_usage(folder: Path, limit: int | None = None, max_entries: int | None = None) -> tuple[int, int]:
+    """Bytes and entries under ``folder``, as :func:`tree_bytes`; stops once over either limit."""
     try:
         root = os.open(folder, _DIR_FLAGS)
     except OSError:
-        return 0
+        return 0, 0
     # Open base folders -> how many pending folders are named relative to each.
     users = {root: 1}
     pending: list[tuple[int, str]] = [(root, ".")]
-    total = 0
+    total = entries_seen = 0
     try:
         while pending:
             base, rel = pending.pop()
@@ -68,10 +73,13 @@ def tree_bytes(folder: Path, limit: int | None = None) -> int:
                             except OSError:
                                 continue
                             total += st.st_size
+                            entries_seen += 1
                             if stat.S_ISDIR(st.st_mode):
                                 subfolders.append(entry.name)
                             if limit is not None and total > limit:
-                                return total
+                                return total, entries_seen
+                            if max_entries is not None and entries_seen > max_entries:
+                                return total, entries_seen
                     if subfolders:
                         if len(rel) > _REBASE_CHARS:
                             child_base, prefix = os.dup(fd), ""
@@ -90,7 +98,7 @@ def tree_bytes(folder: Path, limit: int | None = None) -> int:
     finally:
         for fd in users:
             os.close(fd)
-    return total
+    return total, entries_seen
 
 
 OnOver = Callable[[int], Awaitable[None]]
@@ -107,12 +115,24 @@ class QuotaWatch:
     limit: int
     on_over: OnOver
     interval: float = INTERVAL_SECONDS
+    #: The most entries (files, folders, links) the ``grown`` folders may gain; ``None``: no cap.
+    max_entries: int | None = None
     _task: asyncio.Task[None] | None = attrs.field(default=None, init=False)
     _tripped: bool = attrs.field(default=False, init=False)
-    _baseline: int | None = attrs.field(default=None, init=False)
+    _baseline: tuple[int, int] | None = attrs.field(default=None, init=False)
+    #: The entries the ``grown`` folders gained, as last counted.
+    entries: int = attrs.field(default=0, init=False)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._watch())
+
+    async def measure_baseline(self) -> None:
+        """Count the ``grown`` folders now (before the run starts), so every write after counts."""
+        self._baseline = await self._measure_baseline()
+
+    def over_entries(self) -> bool:
+        """Whether the last count found more new entries than ``max_entries``."""
+        return self.max_entries is not None and self.entries > self.max_entries
 
     @property
     def tripped(self) -> bool:
@@ -123,10 +143,11 @@ class QuotaWatch:
         """Count now (a run that just ended): the bytes used if over the limit, else ``None``."""
         baseline = self._baseline if self._baseline is not None else await self._measure_baseline()
         used = await asyncio.to_thread(self._used, baseline)
-        return used if used > self.limit else None
+        return used if used > self.limit or self.over_entries() else None
 
-    async def _measure_baseline(self) -> int:
-        return sum([await asyncio.to_thread(tree_bytes, f) for f in self.grown])
+    async def _measure_baseline(self) -> tuple[int, int]:
+        counts = [await asyncio.to_thread(tree_usage, f) for f in self.grown]
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
     async def cancel(self) -> None:
         """Stop watching (idempotent); a watch that found the run over is left to finish its callback."""
@@ -135,21 +156,31 @@ class QuotaWatch:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def _used(self, baseline: int) -> int:
-        budget = self.limit + baseline
+    def _used(self, baseline: tuple[int, int]) -> int:
+        budget = self.limit + baseline[0]
         used = 0
-        for folder in (*self.folders, *self.grown):
+        for folder in self.folders:
             used += tree_bytes(folder, budget - used)
             if used > budget:
+                return used - baseline[0]
+        entries = 0
+        cap = None if self.max_entries is None else self.max_entries + baseline[1]
+        for folder in self.grown:
+            size, count = tree_usage(folder, budget - used, None if cap is None else cap - entries)
+            used, entries = used + size, entries + count
+            if used > budget or (cap is not None and entries > cap):
                 break
-        return used - baseline
+        self.entries = entries - baseline[1]
+        return used - baseline[0]
 
     async def _watch(self) -> None:
-        baseline = self._baseline = await self._measure_baseline()
+        if self._baseline is None:
+            self._baseline = await self._measure_baseline()
+        baseline = self._baseline
         while True:
             await asyncio.sleep(self.interval)
             used = await asyncio.to_thread(self._used, baseline)
-            if used > self.limit:
+            if used > self.limit or self.over_entries():
                 # The callback stops the run, whose end cancels this watch: not any more.
                 self._tripped = True
                 try:

@@ -46,6 +46,11 @@ MAX_EVENT_BYTES = 8 * 1024 * 1024
 NOTE_PREFIX = "[haflow] "
 #: Bytes compared, copied or written per step when reconciling a log.
 RECONCILE_CHUNK = 1024 * 1024
+#: Stored output that does not begin like the log is spooled up to this size to find
+#: where it overlaps the log's end (beyond it, the log is kept as followed).
+SPOOL_LIMIT = 512 * 1024 * 1024
+#: Places in the log's end tried as the start of that overlap.
+OVERLAP_TRIES = 64
 #: What a secret value an agent printed is replaced with.
 REDACTED = b"[redacted]"
 #: What the readable log shows instead of an event too long to parse.
@@ -251,10 +256,20 @@ class _Reconciler:
         self.reader.seek(start)
         self.sink: BinaryIO | None = None
         self.temp: Path | None = None
+        #: The stored output, when it does not begin like the log (see :meth:`_append_missing_end`).
+        self.spool: BinaryIO | None = None
+        self.spool_path: Path | None = None
         self.result = Reconciled.SAME
 
     def feed(self, data: bytes) -> None:
         if self.result is Reconciled.KEPT:
+            return
+        if self.spool is not None:
+            if self.spool.tell() + len(data) > SPOOL_LIMIT:
+                self._drop_spool()
+                self.result = Reconciled.KEPT
+                return
+            self.spool.write(data)
             return
         if self.sink is not None:
             self.sink.write(data)
@@ -268,10 +283,14 @@ class _Reconciler:
         if self.matched == 0 and have and b"\n" not in data[:same]:
             # Different from the first line on. A follower reads from the
             # start and can only lose or repeat later, so this is the engine
-            # having dropped the output's beginning.
+            # having dropped the output's beginning. The log is kept; only an
+            # end the follower missed is added (once the whole stored output is in).
             self.reader.close()
             self.reader = None
-            self.result = Reconciled.KEPT
+            fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".stored")
+            self.spool_path = Path(name)
+            self.spool = os.fdopen(fd, "w+b")
+            self.spool.write(data)
             return
         self.matched += same
         self.reader.close()
@@ -303,15 +322,20 @@ class _Reconciler:
         return sink
 
     def finish(self) -> Reconciled:
+        if self.spool is not None:
+            appended = self._append_missing_end(self.spool, 0)
+            self._drop_spool()
+            self.result = Reconciled.APPENDED if appended else Reconciled.KEPT
+            return self.result
         if self.reader is not None:
             extra = self.reader.read(1)
             self.reader.close()
             self.reader = None
-            if extra and self._stored_is_also_the_end():
+            if extra and self._ends_with(self.path, self.start, self.matched):
                 # The stored output is the file's beginning *and* its end:
-                # uniform output (the same line over and over) whose beginning
-                # the engine rotated away. The follower saw it all; cutting
-                # the file to the stored size would lose what it kept.
+                # uniform or periodic output whose beginning the engine
+                # rotated away. The follower saw it all; cutting the file to
+                # the stored size would lose what it kept.
                 self.result = Reconciled.KEPT
             elif extra:
                 # Everything matched, but the file holds more: repeated output.
@@ -323,21 +347,39 @@ class _Reconciler:
             self.sink.close()
             self.sink = None
             if self.temp is not None:
-                os.replace(self.temp, self.path)
-                self.temp = None
+                stored = os.stat(self.temp).st_size - self.start
+                if self._ends_with(self.temp, self.start, stored):
+                    # The file already ends with the whole stored output: the
+                    # engine kept only the output's end (rotation), which
+                    # happened to begin like the file. Nothing was lost.
+                    self.temp.unlink()
+                    self.temp = None
+                    self.result = Reconciled.KEPT
+                elif self._rewrite_would_shorten(stored) and self._append_end_from_temp():
+                    # Rotated output beginning like the file, whose end the
+                    # follower missed: that end is added, nothing cut.
+                    self.temp.unlink()
+                    self.temp = None
+                    self.result = Reconciled.APPENDED
+                else:
+                    os.replace(self.temp, self.path)
+                    self.temp = None
         return self.result
 
-    def _stored_is_also_the_end(self) -> bool:
-        """Whether the file ends with the ``matched`` bytes it also begins with (after ``start``).
+    def _ends_with(self, source: Path, offset: int, length: int) -> bool:
+        """Whether the file ends with ``length`` bytes of ``source`` from ``offset`` on (the stored output).
 
-        Both are the stored output, so this compares the file with itself;
-        nothing stored at all counts too (an engine that kept nothing).
+        Never shortening what the follower wrote: a file that already ends
+        with the stored output has all the engine kept. Nothing stored at
+        all counts too (an engine that kept nothing).
         """
         size = os.stat(self.path).st_size
-        head, tail, left = self.start, size - self.matched, self.matched
-        with self.path.open("rb") as a, self.path.open("rb") as b:
-            a.seek(head)
-            b.seek(tail)
+        if size - self.start < length:
+            return False
+        left = length
+        with source.open("rb") as a, self.path.open("rb") as b:
+            a.seek(offset)
+            b.seek(size - length)
             while left:
                 n = min(left, RECONCILE_CHUNK)
                 if a.read(n) != b.read(n):
@@ -345,12 +387,94 @@ class _Reconciler:
                 left -= n
         return True
 
+    def _rewrite_would_shorten(self, stored: int) -> bool:
+        return self.start + stored < os.stat(self.path).st_size
+
+    def _append_end_from_temp(self) -> bool:
+        assert self.temp is not None
+        with self.temp.open("rb") as src:
+            return self._append_missing_end(src, self.start)
+
+    def _drop_spool(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+        if self.spool_path is not None:
+            self.spool_path.unlink(missing_ok=True)
+            self.spool_path = None
+
+    def _append_missing_end(self, src: BinaryIO, offset: int) -> bool:
+        """Add the stored output's end the follower missed; whether anything was added.
+
+        ``src`` holds the stored output from ``offset`` to its end. The
+        stored output is the output's end: where its beginning overlaps the
+        log's end (the largest overlap, tried at up to :data:`OVERLAP_TRIES`
+        line starts), the rest of it is what the follower missed. No overlap
+        (the follower repeated or lost within it): nothing is added. Never
+        shortens the log.
+        """
+        stored = src.seek(0, os.SEEK_END) - offset
+        src.seek(offset)
+        first = src.readline(64 * 1024)
+        if not first.endswith(b"\n"):
+            return False
+        size = os.stat(self.path).st_size
+        lo = max(self.start, size - stored)
+        with self.path.open("rb") as log_file:
+            for tries, at in enumerate(_line_starts(log_file, first, lo, size, self.start)):
+                if tries >= OVERLAP_TRIES:
+                    return False
+                overlap = size - at
+                if _same_bytes(log_file, at, src, offset, overlap):
+                    if overlap == stored:
+                        return False
+                    src.seek(offset + overlap)
+                    with self.path.open("ab") as out:
+                        while chunk := src.read(RECONCILE_CHUNK):
+                            out.write(chunk)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    return True
+        return False
+
     def abort(self) -> None:
         for f in (self.reader, self.sink):
             if f is not None:
                 f.close()
         if self.temp is not None:
             self.temp.unlink(missing_ok=True)
+        self._drop_spool()
+
+
+def _same_bytes(a: BinaryIO, a_at: int, b: BinaryIO, b_at: int, length: int) -> bool:
+    """Whether ``length`` bytes of ``a`` from ``a_at`` equal those of ``b`` from ``b_at`` (read in chunks)."""
+    a.seek(a_at)
+    b.seek(b_at)
+    while length:
+        n = min(length, RECONCILE_CHUNK)
+        if a.read(n) != b.read(n):
+            return False
+        length -= n
+    return True
+
+
+def _line_starts(f: BinaryIO, line: bytes, lo: int, hi: int, start: int) -> Iterator[int]:
+    """Offsets in ``[lo, hi)`` of ``f``, in order, where a line equal to ``line`` begins."""
+    at = lo
+    while at < hi:
+        # Each window begins one byte early, to see the newline before a match.
+        base = max(at - 1, start)
+        end = base + min(RECONCILE_CHUNK, hi - base)
+        if end <= at:
+            end = at + 1
+        f.seek(base)
+        window = f.read(end - base + len(line))
+        i = window.find(line, at - base)
+        while i != -1 and base + i < end:
+            if base + i == start or window[i - 1 : i] == b"\n":
+                yield base + i
+            i = window.find(line, i + 1)
+        at = end
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:

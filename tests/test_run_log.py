@@ -87,6 +87,57 @@ class TestReconcileFile:
         assert await reconcile_file(stream(same[:kept]), path, len(NOTES)) is Reconciled.KEPT
         assert path.read_bytes() == NOTES + b"".join(same)
 
+    @pytest.mark.parametrize("chunk", [7, 1 << 20])
+    @pytest.mark.parametrize("kept", [0, 1, 7, 10, 300, 999])
+    async def test_periodic_output_rotated_away_is_not_cut(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, kept: int
+    ) -> None:
+        """A counter modulo 10 whose beginning the engine rotated away, at any line, leaves the followed log whole."""
+        monkeypatch.setattr(run_log, "RECONCILE_CHUNK", chunk)
+        path = tmp_path / "run.log"
+        counter = [f"{i % 10}\n".encode() for i in range(1003)]
+        path.write_bytes(NOTES + b"".join(counter))
+        stored = counter[len(counter) - kept :]
+        assert await reconcile_file(stream(stored), path, len(NOTES)) is Reconciled.KEPT
+        assert path.read_bytes() == NOTES + b"".join(counter)
+        assert [p.name for p in tmp_path.iterdir()] == ["run.log"]
+
+    @pytest.mark.parametrize("chunk", [7, 1 << 20])
+    @pytest.mark.parametrize("kept", [2, 3, 50, 51])
+    async def test_rotated_output_beginning_like_the_log_is_not_cut(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, kept: int
+    ) -> None:
+        """Stored output kept from a line the log also begins with (a repeated header line) leaves the log whole."""
+        monkeypatch.setattr(run_log, "RECONCILE_CHUNK", chunk)
+        path = tmp_path / "run.log"
+        output = [line for i in range(100) for line in (b"tick\n", f"{i}\n".encode())]
+        path.write_bytes(NOTES + b"".join(output))
+        assert await reconcile_file(stream(output[-kept:]), path, len(NOTES)) is Reconciled.KEPT
+        assert path.read_bytes() == NOTES + b"".join(output)
+        assert [p.name for p in tmp_path.iterdir()] == ["run.log"]
+
+    @pytest.mark.parametrize("chunk", [7, 1 << 20])
+    async def test_rotated_output_restores_an_end_the_follower_missed(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+    ) -> None:
+        """Stored output missing its beginning but reaching past the log's end adds just the missing end."""
+        monkeypatch.setattr(run_log, "RECONCILE_CHUNK", chunk)
+        path = tmp_path / "run.log"
+        output = [line for i in range(100) for line in (b"tick\n", f"{i}\n".encode())]
+        path.write_bytes(NOTES + b"".join(output[:150]))
+        assert await reconcile_file(stream(output[-80:]), path, len(NOTES)) is Reconciled.APPENDED
+        assert path.read_bytes() == NOTES + b"".join(output)
+        assert [p.name for p in tmp_path.iterdir()] == ["run.log"]
+
+    async def test_rotated_output_not_matching_the_end_keeps_the_log(self, tmp_path: Path) -> None:
+        """A log that repeated within the stored stretch is kept as followed: never shortened, nothing guessed."""
+        path = tmp_path / "run.log"
+        followed = NOTES + b"".join(lines(45) + lines(6, 43))
+        path.write_bytes(followed)
+        assert await reconcile_file(stream(lines(21, 40)), path, len(NOTES)) is Reconciled.KEPT
+        assert path.read_bytes() == followed
+        assert [p.name for p in tmp_path.iterdir()] == ["run.log"]
+
     async def test_repeated_output_is_still_cut(self, tmp_path: Path) -> None:
         """A follower that repeated the output's end is cut back to the stored output (it is not the file's end too)."""
         path = tmp_path / "run.log"

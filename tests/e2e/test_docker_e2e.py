@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -486,3 +487,111 @@ class TestRestart:
 async def _daemon_tail_has(daemon: Daemon, mission_id: str, text: str) -> bool:
     found = await daemon.call("GET", f"/api/missions/{mission_id}")
     return text in found.get("current_log_tail", "")
+
+
+# -- a GiB of output ---------------------------------------------------------------------------
+# The json-file driver keeps only the end of such output (64 MiB x 4 files);
+# reconciling the followed log with it after the exit must not cut the log.
+# Slow (a GiB through the engine) but run in CI: the only test of the
+# reconciler against a real engine's rotation.
+
+GIB = 1 << 30
+#: 999 zeros and a newline, again and again, cut at exactly one GiB.
+LINE = b"0" * 999 + b"\n"
+FLOOD = 'yes "$(printf %0999d 0)" | head -c 1073741824; cp "$3" "$4"'
+
+
+def output_after_notes(path: Path) -> tuple[int, bool]:
+    """Where the output starts (after the daemon's notes) and whether the rest is exactly the flood."""
+    size = path.stat().st_size
+    start = size - GIB
+    if start < 0:
+        return start, False
+    with path.open("rb") as f:
+        notes = f.read(start)
+        if (notes and not notes.endswith(b"\n")) or LINE[:20] in notes:
+            return start, False
+        chunk = LINE * 1024
+        left = GIB
+        while left:
+            want = f.read(min(left, len(chunk)))
+            if want != chunk[: len(want)]:
+                return start, False
+            left -= len(want)
+    return start, True
+
+
+def engine_version() -> str:
+    out = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True, check=False)
+    return out.stdout.decode().strip()
+
+
+#: Docker 20.10's ``docker logs --follow`` on a rotating json-file repeats stretches and loses
+#: output around rotations (measured here: 1,159,570,000 bytes followed for 1 GiB printed, 236,261,824
+#: stored; paced 10 MB with 1 MB x 2 files: 7,662,900 followed). No reconciling brings back what
+#: neither the follower nor the engine kept. Not strict: a lucky run may see no rotation race.
+FOLLOWER_LOSES_ROTATED_OUTPUT = pytest.mark.xfail(
+    engine_version().startswith("20."),
+    reason="Docker 20.10's log follower repeats and loses output around json-file rotations",
+    strict=False,
+)
+
+
+class TestLogVolume:
+    @pytest.mark.timeout(1200)
+    @FOLLOWER_LOSES_ROTATED_OUTPUT
+    async def test_a_gib_of_identical_lines_is_kept_whole(self, make_client: MakeClient, home: Path) -> None:
+        """An agent printing 1 GiB of identical lines leaves a log of its notes and exactly that GiB."""
+        write_agent(home, "cleanup-agent", FLOOD)
+        client = await make_client()
+        mid = (await create_mission(client))["mission_id"]
+        began = time.monotonic()
+        status, body = await api(client, "POST", f"/api/missions/{mid}/continue")
+        assert status == 200, body
+        found = await wait_status(client, mid, "waiting_human", "failed", timeout=15 * 60)
+        took = time.monotonic() - began
+        assert found["status"] == "waiting_human", found.get("last_error")
+        run_id = found["runs"][-1]["run_id"]
+        log_path = home / "missions" / mid / "logs" / f"{run_id}.log"
+        start, exact = await asyncio.to_thread(output_after_notes, log_path)
+        print(f"1 GiB run: {took:.0f} s to waiting_human, notes {start} bytes")
+        assert start >= 0, f"the log lost {-start} bytes of the GiB"
+        assert exact, "the log is not the notes followed by exactly the GiB of identical lines"
+
+
+#: Output shapes, each 10 bursts of 10,000 lines of 100 bytes (10 MB in all), paced so
+#: the follower keeps up while the engine (1 MB x 2 files) keeps only the last fifth.
+SHAPES: dict[str, tuple[str, Callable[[int], bytes]]] = {
+    "uniform": ('printf "%099d\\n", 0', lambda n: b"0" * 99 + b"\n"),
+    "counter-mod-10": ('printf "%099d\\n", n % 10', lambda n: b"%099d\n" % (n % 10)),
+    "header-every-other-line": (
+        'printf (n % 2 ? "%099d\\n" : "tick%095d\\n"), n',
+        lambda n: (b"%099d\n" if n % 2 else b"tick%095d\n") % n,
+    ),
+}
+BURSTS, BURST_LINES = 10, 10_000
+
+
+class TestLogShapes:
+    @pytest.mark.timeout(300)
+    @FOLLOWER_LOSES_ROTATED_OUTPUT
+    @pytest.mark.parametrize("shape", list(SHAPES))
+    async def test_output_rotated_by_the_engine_is_kept_whole(
+        self, make_client: MakeClient, home: Path, docker_image: str, instance: str, shape: str
+    ) -> None:
+        """Uniform, periodic or header-like output far longer than the engine keeps leaves the whole log."""
+        awk_print, line = SHAPES[shape]
+        program = f"BEGIN {{ for (i = 0; i < {BURST_LINES}; i++) {{ n = j * {BURST_LINES} + i; {awk_print} }} }}"
+        script = f'for j in $(seq 0 {BURSTS - 1}); do awk -v j=$j \'{program}\'; sleep 0.5; done; cp "$3" "$4"'
+        write_agent(home, "cleanup-agent", script)
+        small = DockerProvider(default_image=docker_image, instance=instance, log_max_size="1m", log_max_files=2)
+        client = await make_client(sandbox=small)
+        mid = (await create_mission(client))["mission_id"]
+        status, body = await api(client, "POST", f"/api/missions/{mid}/continue")
+        assert status == 200, body
+        found = await wait_status(client, mid, "waiting_human", "failed", timeout=240)
+        assert found["status"] == "waiting_human", found.get("last_error")
+        expected = b"".join(line(n) for n in range(BURSTS * BURST_LINES))
+        log = (home / "missions" / mid / "logs" / f"{found['runs'][-1]['run_id']}.log").read_bytes()
+        notes = log[: len(log) - len(expected)]
+        assert log.endswith(expected) and line(0) not in notes, (len(log), len(expected))
