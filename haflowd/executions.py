@@ -295,6 +295,9 @@ class Executions:
                 mission_id,
                 attrs.evolve(execution, status=status, exit_code=code, finished_at=utcnow()),
             )
+        # Recorded as finished: the mission may run its next command while this sandbox is being removed.
+        if self._running.get(mission_id) == execution.id:
+            del self._running[mission_id]
         with contextlib.suppress(SandboxError):
             await self.sandbox.remove(sandbox_id)
         await asyncio.to_thread(shutil.rmtree, self._folder(mission_id) / execution.id, True)
