@@ -128,11 +128,13 @@ class TestBigTree:
         stop = asyncio.Event()
 
         async def probe() -> None:
+            # CPU time the loop's thread spends between two 10 ms ticks: blocking work on the loop, not
+            # the machine's load (wall-clock lateness also grows when other tests share the two cores).
             nonlocal worst
             while not stop.is_set():
-                before = time.monotonic()
+                before = time.thread_time()
                 await asyncio.sleep(0.01)
-                worst = max(worst, time.monotonic() - before - 0.01)
+                worst = max(worst, time.thread_time() - before)
 
         task = asyncio.create_task(probe())
         try:
@@ -144,8 +146,8 @@ class TestBigTree:
         finally:
             stop.set()
             await task
-        # Generous for two shared, loaded cores; parsing or walking 100,000 paths on the loop takes seconds.
-        assert worst < 0.5, f"the event loop was blocked for {worst:.3f} s"
+        # Parsing or walking 100,000 paths on the loop takes most of a second of CPU.
+        assert worst < 0.25, f"the event loop ran {worst:.3f} s of CPU without a break"
         assert result is not None and result.changes.files == count
         for found in (listed, again):
             assert found.truncated and len(found.files) == review.MAX_STATUS_FILES
