@@ -48,20 +48,22 @@ async def check_delivery_branch(branch: str) -> str:
     """``branch`` if it may be delivered, else :class:`BadRequest` (it is invalid or would shadow another ref)."""
     await check_branch_name(branch)
     first = branch.split("/", 1)[0]
-    if first in _NAMESPACES or _PSEUDO_REF.fullmatch(first) or "@{" in branch or branch.upper() == "HEAD":
+    # Upper-cased: on a case-insensitive file system "head" is the HEAD file.
+    if first in _NAMESPACES or _PSEUDO_REF.fullmatch(first.upper()) or "@{" in branch:
         raise BadRequest(f"Branch name {branch} would shadow another ref: choose a name that starts differently")
     return branch
 
 
 async def _check_not_shadowing(user_repo: Path, branch: str, env: dict[str, str], owner: Owner | None) -> None:
-    """409 when ``branch`` is also the short name of a tag or a remote-tracking branch of the repository."""
+    """409 when ``branch`` is also the short name of a tag, a remote-tracking branch or a remote of the repository."""
     result = await run_git(
         ["for-each-ref", "--format=%(refname)", f"refs/tags/{branch}", f"refs/remotes/{branch}"],
         cwd=user_repo,
         env=env,
         owner=owner,
     )
-    exact = {f"refs/tags/{branch}", f"refs/remotes/{branch}"}
+    # refs/remotes/<name>/HEAD: "<name>" alone already means that remote's default branch.
+    exact = {f"refs/tags/{branch}", f"refs/remotes/{branch}", f"refs/remotes/{branch}/HEAD"}
     clash = [name for name in result.text.splitlines() if name in exact]
     if clash:
         raise Conflict(f"Branch name {branch} is also {clash[0]} in the repository: choose another name")

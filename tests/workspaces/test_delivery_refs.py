@@ -80,6 +80,8 @@ class TestShadowingNames:
             "@/x",
             "tags/v1",
             "remotes/origin/main",
+            "head",
+            "Fetch_Head/x",
         ],
     )
     async def test_refused_with_400(self, clone: MissionClone, user_repo: Path, name: str) -> None:
