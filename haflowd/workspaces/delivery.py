@@ -78,7 +78,7 @@ def _symlinked_component(common_dir: Path, branch: str) -> Path | None:
             path = path / part
             try:
                 mode = os.lstat(path).st_mode
-            except FileNotFoundError:
+            except OSError:  # not there yet: git creates real folders from here on
                 break
             if stat.S_ISLNK(mode):
                 return path
