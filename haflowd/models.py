@@ -392,6 +392,8 @@ class GitStatus:
     has_changes: bool
     files: tuple[GitFile, ...]
     summary: str
+    #: More files changed than are listed (the summary counts them all); omitted when false.
+    truncated: bool = False
 
 
 @attrs.frozen

@@ -244,9 +244,10 @@ async def request_changes(request: web.Request) -> web.Response:
     request=DeliverRequest,
     response=Delivered,
     errors={
-        400: "Invalid branch name.",
+        400: "Invalid branch name, or one that shadows another ref (refs/..., HEAD-like, @).",
         404: "Unknown mission.",
-        409: "No project, nothing to deliver, or the branch exists and is not an ancestor.",
+        409: "No project, nothing to deliver, the branch exists and is not an ancestor, the name is a tag or "
+        "remote-tracking branch, or its ref folder in the repository is a symbolic link.",
     },
     tag="code",
 )

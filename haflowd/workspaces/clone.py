@@ -7,9 +7,19 @@ There is no ``core.worktree`` in the config: the host passes
 ``--work-tree`` on every call, and inside a container the git directory
 bind-mounted (read-only) at ``/workspace/.git`` finds ``/workspace``.
 
-The clone's ``info/attributes`` unsets the ``filter`` attribute for every
-path, and it beats any ``.gitattributes`` in the tree: even if a filter
-driver were ever defined in config, no path could select it.
+The clone's ``info/attributes`` (:data:`INFO_ATTRIBUTES`) neutralises every
+attribute that changes what git stores or shows, for every path, and it
+beats any ``.gitattributes`` in the tree (git reads ``$GIT_DIR/info/attributes``
+first and takes the first value it finds for each attribute; the tree's files
+and ``core.attributesFile`` come later): an agent's ``.gitattributes`` cannot
+mark files binary or unset their diff (hiding a change from the review),
+change encodings or line endings (making ``git add`` fatal), or select a
+filter driver. Binary files are still shown as binary, by git's own look at
+their content.
+
+Files that are neither regular files, symlinks nor folders (FIFOs, sockets,
+devices) are never handed to git: they are left out of the commit (tracked
+ones keep their last committed content) and named in the run's log.
 
 Objects are shared with the user's repository by hard links (``git clone``
 of a local path), not alternates: a later ``git gc`` in the user's
@@ -26,7 +36,7 @@ import asyncio
 import os
 import re
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,6 +65,8 @@ class CommitResult:
 
     sha: str
     changes: Changes
+    #: Work-tree paths left out because they are not regular files, symlinks or folders.
+    skipped: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -131,15 +143,35 @@ def _prepare_places(git_dir: Path, work_tree: Path) -> tuple[Path, Path]:
     return git_dir, work_tree
 
 
-#: ``info/attributes`` beats every ``.gitattributes`` of the tree: no path
-#: can name a filter driver, whatever config might define one.
-INFO_ATTRIBUTES = "* !filter\n"
+#: ``info/attributes`` beats every ``.gitattributes`` of the tree. ``!diff``
+#: (unspecified, not ``diff``) leaves binary detection to git's look at the
+#: content; ``-text`` and ``-crlf`` (its old name) store bytes as they are;
+#: the rest switches off encodings, line endings, filters, ``$Id$``
+#: expansion, merge drivers and archive rules. The ``binary`` macro and any
+#: macro a tree defines only set these attributes, at a lower precedence.
+INFO_ATTRIBUTES = (
+    "* !diff -text -crlf -eol -working-tree-encoding -filter -ident -merge -whitespace -delta "
+    "-export-ignore -export-subst\n"
+)
 
 
 def _write_info_attributes(git_dir: Path) -> None:
     info = git_dir / "info"
     info.mkdir(exist_ok=True)
-    (info / "attributes").write_text(INFO_ATTRIBUTES)
+    target = info / "attributes"
+    try:
+        if target.read_text() == INFO_ATTRIBUTES:
+            return
+    except OSError:
+        pass
+    tmp = info / "attributes.haflow-tmp"
+    tmp.write_text(INFO_ATTRIBUTES)
+    tmp.replace(target)
+
+
+async def ensure_attributes(clone: MissionClone) -> None:
+    """Write the daemon's ``info/attributes`` into the clone if it is not there yet (clones made by older versions)."""
+    await asyncio.to_thread(_write_info_attributes, clone.git_dir)
 
 
 def _make_dir(path: Path) -> None:
@@ -213,18 +245,27 @@ def _walk_files(root: Path, rel: str) -> Iterator[str]:
 
 
 async def untracked_paths(clone: MissionClone, env: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
-    """Untracked, not ignored files of the work tree: (plain, inside nested repositories).
+    """Untracked, not ignored files of the work tree: (plain, inside nested repositories)."""
+    plain, nested, _ = await scan_untracked(clone, env)
+    return plain, nested
+
+
+async def scan_untracked(
+    clone: MissionClone, env: Mapping[str, str] | None = None
+) -> tuple[list[str], list[str], list[str]]:
+    """Untracked, not ignored files of the work tree: (plain, inside nested repositories, special).
 
     ``git ls-files --others`` shows a directory holding a ``.git`` as one
     entry ending in ``/``; ``git add`` would record it as a gitlink (a
     submodule). The daemon records its files instead, as ordinary files,
     and never the nested ``.git`` itself. Only regular files and symlinks
-    are returned (no fifos or devices).
+    are returned as plain or nested; FIFOs, sockets and devices are the
+    third list (never given to git).
     """
     listing = await clone.git(["ls-files", "-z", "--others", "--exclude-standard"], env=env)
     # Walking nested repositories and lstat-ing thousands of paths would
     # block the event loop: do it in a thread.
-    plain, nested = await asyncio.to_thread(_classify, clone.work_tree, listing.stdout)
+    plain, nested, special = await asyncio.to_thread(_classify, clone.work_tree, listing.stdout)
     if nested:
         check = await clone.git(
             ["check-ignore", "-z", "--stdin", "--no-index"],
@@ -239,13 +280,19 @@ async def untracked_paths(clone: MissionClone, env: Mapping[str, str] | None = N
             raise GitError("git check-ignore failed", detail=check.stderr)
         ignored = {p.removeprefix("./") for p in check.stdout.decode("utf-8", "surrogateescape").split("\0")}
         nested = [p for p in nested if p not in ignored]
-    return plain, nested
+    return plain, nested, special
 
 
-def _classify(work_tree: Path, listing: bytes) -> tuple[list[str], list[str]]:
-    """Split ``ls-files -z --others`` output into plain files/symlinks and files inside nested repositories."""
+def _is_special(mode: int) -> bool:
+    """Neither a regular file, a symlink nor a folder: git cannot record it (FIFO, socket, device)."""
+    return not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode))
+
+
+def _classify(work_tree: Path, listing: bytes) -> tuple[list[str], list[str], list[str]]:
+    """Split ``ls-files -z --others`` output: plain files/symlinks, files inside nested repositories, special files."""
     plain: list[str] = []
     nested: list[str] = []
+    special: list[str] = []
     for path in listing.decode("utf-8", "surrogateescape").split("\0"):
         if not path:
             continue
@@ -258,7 +305,71 @@ def _classify(work_tree: Path, listing: bytes) -> tuple[list[str], list[str]]:
             continue
         if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
             plain.append(path)
-    return plain, nested
+        elif _is_special(mode):
+            special.append(path)
+    return plain, nested, special
+
+
+async def changed_tracked(clone: MissionClone, env: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """Tracked paths whose work-tree entry changed: (for git to record, special files git must never read).
+
+    ``git diff-files`` compares stat data only (it reads no special file);
+    the entries are then looked at with ``lstat`` in a thread. A deleted
+    path, or one that became a folder, is for git to record (as a removal).
+    """
+    listing = await clone.git(["diff-files", "-z", "--name-only", "--ignore-submodules=all"], env=env)
+    return await asyncio.to_thread(_split_changed, clone.work_tree, listing.stdout)
+
+
+def _split_changed(work_tree: Path, listing: bytes) -> tuple[list[str], list[str]]:
+    record: list[str] = []
+    special: list[str] = []
+    for path in dict.fromkeys(listing.decode("utf-8", "surrogateescape").split("\0")):
+        if not path:
+            continue
+        try:
+            mode = os.lstat(work_tree / path).st_mode
+        except OSError:
+            record.append(path)
+            continue
+        (special if _is_special(mode) else record).append(path)
+    return record, special
+
+
+def find_special(root: Path, limit: int = 1000) -> list[str]:
+    """Up to ``limit`` FIFOs, sockets and devices under ``root`` (never following a symlink, skipping ``.git``).
+
+    Git's own listing of untracked files passes over them silently; this
+    walk (run in a thread) is how the run's log can name them.
+    """
+    found: list[str] = []
+    stack = [""]
+    while stack and len(found) < limit:
+        rel = stack.pop()
+        try:
+            entries = list(os.scandir(root / rel))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name == ".git" and not rel:
+                continue
+            path = f"{rel}{entry.name}"
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except OSError:
+                continue
+            if stat.S_ISDIR(mode):
+                stack.append(path + "/")
+            elif _is_special(mode):
+                found.append(path)
+    return sorted(found[:limit])
+
+
+def describe_skipped(paths: Sequence[str], shown: int = 10) -> str:
+    """A log line naming the special files left out (the first ``shown`` of them)."""
+    names = ", ".join(p.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for p in paths[:shown])
+    more = f" (+{len(paths) - shown} more)" if len(paths) > shown else ""
+    return f"left out of the commit, not a regular file, symlink or folder (FIFO, socket or device): {names}{more}"
 
 
 def nul_join(paths: list[str]) -> bytes:
@@ -292,20 +403,31 @@ async def commit_all(
     run_id: str,
     step_id: str | None = None,
     now: datetime | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> CommitResult | None:
     """Commit every change in the work tree (honouring ``.gitignore``) on the mission branch.
 
     Untracked files and deletions are included; nested repositories become
-    ordinary files. Returns ``None`` when nothing changed. Uses plumbing
-    (``write-tree``, ``commit-tree``, ``update-ref``), so no hook can run.
+    ordinary files. FIFOs, sockets and devices are left out (a tracked path
+    keeps its committed content) and named through ``log``. Returns
+    ``None`` when nothing changed. Uses plumbing (``update-index``,
+    ``write-tree``, ``commit-tree``, ``update-ref``), so no hook can run.
     """
     name = _check_identity(author_name, "author name")
     email = _check_identity(author_email, "author email")
     text = commit_message(message, run_id, step_id)
-    await clone.git(["add", "--update", "--", "."])
-    plain, nested = await untracked_paths(clone)
-    if plain or nested:
-        await clone.git(["update-index", "--add", "-z", "--stdin"], input=nul_join(plain + nested))
+    await ensure_attributes(clone)
+    (record, special_tracked), (plain, nested, special_new), walked = await asyncio.gather(
+        changed_tracked(clone), scan_untracked(clone), asyncio.to_thread(find_special, clone.work_tree)
+    )
+    skipped = tuple(sorted({*special_tracked, *special_new, *walked}))
+    if skipped and log is not None:
+        log(describe_skipped(skipped))
+    paths = record + plain + nested
+    if paths:
+        # --remove: a deleted tracked path (or one that became a folder) leaves the index.
+        stdin = await asyncio.to_thread(nul_join, paths)
+        await clone.git(["update-index", "--add", "--remove", "-z", "--stdin"], input=stdin)
     tree = (await clone.git(["write-tree"])).text.strip()
     parent = (await clone.git(["rev-parse", "--verify", "HEAD^{commit}"])).text.strip()
     parent_tree = (await clone.git(["rev-parse", "--verify", "HEAD^{tree}"])).text.strip()
@@ -322,5 +444,7 @@ async def commit_all(
     }
     sha = (await clone.git(["commit-tree", tree, "-p", parent, "-F", "-"], input=text.encode(), env=env)).text.strip()
     await clone.git(["update-ref", "-m", f"haflow: {run_id}", "HEAD", sha, parent])
-    stats = await clone.git(["diff-tree", "--no-commit-id", "--shortstat", "-r", parent, sha])
-    return CommitResult(sha, parse_shortstat(stats.text))
+    stats = await clone.git(
+        ["diff-tree", "--no-commit-id", "--no-ext-diff", "--no-textconv", "--shortstat", "-r", parent, sha]
+    )
+    return CommitResult(sha, parse_shortstat(stats.text), skipped)

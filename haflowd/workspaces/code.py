@@ -119,6 +119,7 @@ class CodeWorkspace:
             message=f"{step.name}: {mission.title}",
             run_id=run_id,
             step_id=step.step_id,
+            log=log,
         )
         if result is None:
             log("the agent changed nothing: no commit")

@@ -4,6 +4,16 @@ Every query is read-only for the mission: uncommitted, untracked files are
 shown by marking them intent-to-add in a throwaway copy of the index
 (``GIT_INDEX_FILE``), never in the clone's own index. Git reads symlinks as
 links (their target is the content shown), never the file they point to.
+
+A tracked path the agent replaced by a FIFO, socket or device is marked
+``skip-worktree`` in that copy: git shows its committed content and never
+opens it (the commit leaves it out too, see :func:`.clone.commit_all`).
+The clone's ``info/attributes`` keep the tree's ``.gitattributes`` from
+changing what the diff, the counts and the patch show.
+
+Parsing what git prints for a big tree (100,000 files) runs in a thread,
+never on the event loop, and the status lists at most
+:data:`MAX_STATUS_FILES` files (``truncated`` says when there were more).
 """
 
 from __future__ import annotations
@@ -20,13 +30,24 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import BadRequest, PayloadTooLarge
 from ..models import Commit, GitDiff, GitFile, GitStatus
-from .clone import STEP_TRAILER, TRAILER, MissionClone, nul_join, parse_shortstat, untracked_paths
+from .clone import (
+    STEP_TRAILER,
+    TRAILER,
+    MissionClone,
+    changed_tracked,
+    ensure_attributes,
+    nul_join,
+    parse_shortstat,
+    scan_untracked,
+)
 from .gitcmd import MAX_OUTPUT, GitError
 
 #: Default bound of a diff answer, in bytes.
 MAX_DIFF_BYTES = 2 * 1024 * 1024
 #: A patch larger than this is refused rather than cut.
 MAX_PATCH_BYTES = 64 * 1024 * 1024
+#: At most this many files are listed by :func:`status` (the summary counts all).
+MAX_STATUS_FILES = 5000
 _RUN_TRAILER = re.compile(rf"^{TRAILER}: (r-[0-9a-f]{{8}})$", re.MULTILINE)
 _STEP_TRAILER_RE = re.compile(rf"^{STEP_TRAILER}: ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}})$", re.MULTILINE)
 _REV = re.compile(r"[0-9a-f]{4,64}")
@@ -47,23 +68,33 @@ def check_tree_path(path: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def review_index(clone: MissionClone) -> AsyncIterator[dict[str, str]]:
+async def review_index(clone: MissionClone, *, untracked: bool = True) -> AsyncIterator[dict[str, str]]:
     """An environment whose ``GIT_INDEX_FILE`` is a copy of the clone's index with untracked files added.
 
-    (An empty environment, the clone's own index, when nothing is untracked.)
+    (An empty environment, the clone's own index, when there is nothing to add or hide.)
 
     Plain untracked files are marked intent-to-add (no content is read);
     files inside nested repositories are added for real, as
-    :func:`.clone.commit_all` would record them.
+    :func:`.clone.commit_all` would record them. Tracked paths that are now
+    FIFOs, sockets or devices are marked ``skip-worktree`` (git shows their
+    committed content and never opens them). ``untracked=False`` only hides
+    those, for callers that list untracked files themselves.
     """
-    plain, nested = await untracked_paths(clone)
-    if not plain and not nested:
+    await ensure_attributes(clone)
+    (_, special), (plain, nested, _) = await asyncio.gather(
+        changed_tracked(clone),
+        scan_untracked(clone) if untracked else _no_untracked(),
+    )
+    if not plain and not nested and not special:
         yield {}
         return
     with tempfile.TemporaryDirectory(prefix="haflow-index-") as tmp:
         index = Path(tmp) / "index"
-        _copy_index(clone.git_dir / "index", index)
+        await asyncio.to_thread(_copy_index, clone.git_dir / "index", index)
         env = {"GIT_INDEX_FILE": str(index)}
+        if special:
+            stdin = await asyncio.to_thread(nul_join, special)
+            await clone.git(["update-index", "--skip-worktree", "-z", "--stdin"], input=stdin, env=env)
         if plain:
             # --ignore-errors: a path git will not index (".GIT/...", "git~1"; an
             # agent can make one) is left out, as commit_all's update-index
@@ -71,15 +102,21 @@ async def review_index(clone: MissionClone) -> AsyncIterator[dict[str, str]]:
             # Such a partial add exits 1; anything else that goes wrong is fatal (128).
             added = await clone.git(
                 ["add", "--ignore-errors", "--intent-to-add", "--pathspec-from-file=-", "--pathspec-file-nul"],
-                input=nul_join(plain),
+                input=await asyncio.to_thread(nul_join, plain),
                 env=env,
                 check=False,
             )
             if added.returncode not in (0, 1):
                 raise GitError("git add failed", detail=added.stderr, returncode=added.returncode)
         if nested:
-            await clone.git(["update-index", "--add", "-z", "--stdin"], input=nul_join(nested), env=env)
+            await clone.git(
+                ["update-index", "--add", "-z", "--stdin"], input=await asyncio.to_thread(nul_join, nested), env=env
+            )
         yield env
+
+
+async def _no_untracked() -> tuple[list[str], list[str], list[str]]:
+    return [], [], []
 
 
 def _copy_index(source: Path, target: Path) -> None:
@@ -126,23 +163,35 @@ def _parse_name_status(raw: bytes) -> tuple[GitFile, ...]:
     return tuple(files)
 
 
-async def status(clone: MissionClone) -> GitStatus:
+async def _tracked_changes(clone: MissionClone) -> bytes:
+    async with review_index(clone, untracked=False) as env:
+        result = await clone.git(
+            ["diff", "--name-status", "-z", "-M", "--no-ext-diff", "--no-textconv", clone.base_commit, "--"],
+            env=env,
+        )
+    return result.stdout
+
+
+async def status(clone: MissionClone, *, limit: int = MAX_STATUS_FILES) -> GitStatus:
     """Every path that differs between the base commit and the work tree (untracked ones as ``A``).
 
     Tracked changes (``diff --name-status -M`` against the base, so
     committed renames show as ``R``) and the untracked scan run side by
-    side; an uncommitted rename shows as ``D`` plus ``A``.
+    side; an uncommitted rename shows as ``D`` plus ``A``. At most
+    ``limit`` files are listed, in path order (``truncated`` when there
+    were more); the summary counts them all.
     """
-    tracked, (plain, nested) = await asyncio.gather(
-        clone.git(
-            ["diff", "--name-status", "-z", "-M", "--no-ext-diff", "--no-textconv", clone.base_commit, "--"],
-        ),
-        untracked_paths(clone),
-    )
-    changed = _parse_name_status(tracked.stdout)
+    tracked, (plain, nested, _) = await asyncio.gather(_tracked_changes(clone), scan_untracked(clone))
+    return await asyncio.to_thread(_status_of, tracked, plain + nested, limit)
+
+
+def _status_of(tracked: bytes, untracked: list[str], limit: int) -> GitStatus:
+    changed = _parse_name_status(tracked)
     known = {f.path for f in changed}
-    added = [GitFile(shown, "A") for p in (*plain, *nested) if (shown := _display(p)) not in known]
+    added = [GitFile(shown, "A") for p in untracked if (shown := _display(p)) not in known]
     files = tuple(sorted((*changed, *added), key=lambda f: f.path))
+    if len(files) > limit:
+        return GitStatus(True, files[:limit], _summary(files), truncated=True)
     return GitStatus(bool(files), files, _summary(files))
 
 
@@ -185,15 +234,17 @@ async def diff(
         *pathspec,
     ]
     if end is not None:
+        await ensure_attributes(clone)
         result = await clone.git(args, max_output=max_bytes)
     else:
         async with review_index(clone) as env:
             result = await clone.git(args, env=env, max_output=max_bytes)
-    return _cut(result.stdout, result.truncated)
+    return await asyncio.to_thread(_cut, result.stdout, result.truncated)
 
 
 async def commits(clone: MissionClone) -> list[Commit]:
     """The mission branch's commits after the base commit, oldest first."""
+    await ensure_attributes(clone)
     result = await clone.git(
         [
             "log",
@@ -202,6 +253,8 @@ async def commits(clone: MissionClone) -> list[Commit]:
             "--no-decorate",
             "--no-notes",
             "--no-mailmap",
+            "--no-ext-diff",
+            "--no-textconv",
             "--shortstat",
             "--format=%x1e%H%x1f%an <%ae>%x1f%ct%x1f%B%x1f",
             f"{clone.base_commit}..HEAD",
@@ -209,8 +262,12 @@ async def commits(clone: MissionClone) -> list[Commit]:
         ],
         max_output=MAX_OUTPUT,
     )
+    return await asyncio.to_thread(_parse_commits, result.stdout)
+
+
+def _parse_commits(raw: bytes) -> list[Commit]:
     infos: list[Commit] = []
-    for record in result.text.split("\x1e")[1:]:
+    for record in raw.decode("utf-8", "replace").split("\x1e")[1:]:
         sha, author, stamp, body, stats = record.split("\x1f", 4)
         changes = parse_shortstat(stats)
         trailer = _RUN_TRAILER.findall(body)
@@ -233,6 +290,7 @@ async def commits(clone: MissionClone) -> list[Commit]:
 
 async def patch(clone: MissionClone) -> str:
     """The mission's commits as ``git format-patch --stdout base..HEAD``."""
+    await ensure_attributes(clone)
     result = await clone.git(
         [
             "format-patch",
@@ -249,4 +307,4 @@ async def patch(clone: MissionClone) -> str:
     )
     if result.truncated:
         raise PayloadTooLarge("The mission's patch is too large; deliver the branch instead")
-    return result.text
+    return await asyncio.to_thread(result.stdout.decode, "utf-8", "replace")
