@@ -249,7 +249,7 @@ HAND_WRITTEN: dict[str, Any] = {
 #: Failures every ``/api`` operation can answer (the middlewares in front of all handlers).
 COMMON_ERRORS = {
     401: "A token is configured and the request lacks `Authorization: Bearer <token>`.",
-    403: "The Origin or Host header is not allowed.",
+    403: "The Origin or Host header is not allowed, or the login cookie came from a page not served by the daemon.",
 }
 
 
