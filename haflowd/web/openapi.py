@@ -286,6 +286,8 @@ def _operation(path: str, d: Description, gen: _Generator) -> dict[str, Any]:
         ok = _success(dict(NULL), "Done; `data` is null.")
     else:
         ok = _success(gen.type_schema(d.response, request=False), "Success.")
+    if d.headers:
+        ok["headers"] = {name: {"schema": schema, "description": text} for name, (schema, text) in d.headers.items()}
     responses: dict[str, Any] = {str(d.status): ok}
     for code in sorted({*d.errors, *COMMON_ERRORS}):
         if code in d.errors:
