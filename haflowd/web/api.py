@@ -102,7 +102,7 @@ NEXT_CURSOR = "X-Next-Cursor"
     errors={400: "limit is not a whole number from 1 to 1000, or cursor is not one this daemon gave."},
     query={
         "limit": (
-            {"type": "string", "pattern": "^[0-9]{1,4}$"},
+            {"type": "string", "pattern": "^(?:[1-9][0-9]{0,2}|1000)$"},
             f"Page size, 1 to {MAX_PAGE}: the newest missions (by updated_at, then mission_id) first. "
             f"Without limit and cursor the whole list comes in one answer.",
         ),
