@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import bisect
 import contextlib
 import json
@@ -13,10 +12,10 @@ from aiohttp import web
 
 from ..agentfiles import iter_chunks
 from ..catalog import Catalog
-from ..clock import TIMESTAMP_PATTERN, format_timestamp
+from ..clock import format_timestamp
 from ..convert import converter, structure_request
 from ..errors import BadRequest, NotFound
-from ..ids import check_filename, is_mission_id
+from ..ids import check_filename
 from ..models import (
     CreateMissionRequest,
     MissionDetail,
@@ -90,7 +89,10 @@ def _check_text(value: object) -> None:
 #: The most missions one page of ``GET /api/missions?limit=`` holds, and its size when only a cursor is given.
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
-_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,200}")
+#: A page size: 1 to MAX_PAGE, no leading zero.
+_LIMIT = re.compile(r"[1-9][0-9]{0,2}|1000")
+#: Where a page ends: the last mission's updated_at (digits of its timestamp) and id, the order pages follow.
+_CURSOR = re.compile(r"[0-9]{8}T[0-9]{9}Z_m-[0-9a-f]{8}")
 #: The response headers of a page that has a next one.
 NEXT_CURSOR = "X-Next-Cursor"
 
@@ -102,7 +104,7 @@ NEXT_CURSOR = "X-Next-Cursor"
     errors={400: "limit is not a whole number from 1 to 1000, or cursor is not one this daemon gave."},
     query={
         "limit": (
-            {"type": "string", "pattern": "^(?:[1-9][0-9]{0,2}|1000)$"},
+            {"type": "string", "pattern": f"^(?:{_LIMIT.pattern})$"},
             f"Page size, 1 to {MAX_PAGE}: the newest missions (by updated_at, then mission_id) first. "
             f"Without limit and cursor the whole list comes in one answer.",
         ),
@@ -159,9 +161,7 @@ def _page(request: web.Request, key: tuple[int, int]) -> web.Response:
     raw_limit = request.query.get("limit")
     limit = DEFAULT_PAGE
     if raw_limit is not None:
-        if not (
-            raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 4 and 1 <= int(raw_limit) <= MAX_PAGE
-        ):
+        if _LIMIT.fullmatch(raw_limit) is None:
             raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}")
         limit = int(raw_limit)
     cache = request.app[LIST_CACHE]
@@ -175,33 +175,22 @@ def _page(request: web.Request, key: tuple[int, int]) -> web.Response:
     catalog = request.app[DEFINITIONS].catalog
     response = envelope(converter.unstructure([_item(catalog, m) for m in metas]))
     if end > limit:
-        cursor = _encode_cursor(metas[-1])
+        cursor = _order_key(metas[-1])
         response.headers[NEXT_CURSOR] = cursor
         response.headers["Link"] = f'</api/missions?limit={limit}&cursor={cursor}>; rel="next"'
     return response
 
 
-def _order_key(meta: MissionMeta) -> tuple[str, str]:
-    return (format_timestamp(meta.updated_at), meta.mission_id)
+def _order_key(meta: MissionMeta) -> str:
+    """``20260123T100000000Z_m-0123abcd``: sorts as (updated_at, mission_id); a page's cursor is its last key."""
+    stamp = format_timestamp(meta.updated_at).translate({ord("-"): None, ord(":"): None, ord("."): None})
+    return f"{stamp}_{meta.mission_id}"
 
 
-def _encode_cursor(meta: MissionMeta) -> str:
-    raw = " ".join(_order_key(meta)).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[str, str]:
-    problem = BadRequest("cursor is not one this daemon gave: use the X-Next-Cursor header of the page before")
+def _decode_cursor(cursor: str) -> str:
     if _CURSOR.fullmatch(cursor) is None:
-        raise problem
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise problem from None
-    stamp, _, mission_id = text.partition(" ")
-    if not is_mission_id(mission_id) or re.fullmatch(TIMESTAMP_PATTERN, stamp) is None:
-        raise problem
-    return stamp, mission_id
+        raise BadRequest("cursor is not one this daemon gave: use the X-Next-Cursor header of the page before")
+    return cursor
 
 
 def _step_name(catalog: Catalog, meta: MissionMeta) -> str:

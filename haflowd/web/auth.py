@@ -22,6 +22,7 @@ reads); a write whose browser sends ``Sec-Fetch-Site`` must send ``Origin``
 too. Clients that send neither (``curl``) are not browsers a page can steer.
 Front ends on other origins send the bearer token, which a page cannot add
 without a CORS preflight and which it does not know.
+
 ``HAFLOW_AUTH=none`` turns authentication off on loopback, for single-user
 machines and clients that cannot send a token.
 

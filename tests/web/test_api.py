@@ -840,11 +840,13 @@ class TestPaging:
             "limit=99999999999999999999999",
             "limit=",
             "limit=1%00",
+            "limit=0001",
             "cursor=",
             "cursor=nope!",
             "cursor=" + "A" * 300,
             "cursor=bm90IGEgY3Vyc29y",  # "not a cursor"
             "cursor=%00",
+            "cursor=20260123T100000000Z_m-0123ABCD",
         ],
     )
     async def test_bad_values_are_400(self, client: AppClient, query: str) -> None:
