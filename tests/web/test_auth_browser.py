@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 import pytest
 from aiohttp import ClientSession, web
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, async_playwright, expect
 from pytest_aiohttp import AiohttpServer
 
 from haflowd.config import Config
@@ -180,8 +180,9 @@ async def test_another_loopback_port_cannot_use_the_cookie(
     assert after["updated_at"] == before["updated_at"] and len(after["runs"]) == len(before["runs"])
     assert fingerprint(repo) == before_repo and git(repo, "branch", "--list") == before_branches
 
-    # The daemon's own page, same browser, same cookie: reads and writes work.
+    # The daemon's own page, same browser, same cookie: the bundled UI lists the mission; reads and writes work.
     await page.goto(base + "/")
+    await expect(page.get_by_text("Greet").first).to_be_visible()
     own = await page.evaluate(
         """async ([mission]) => {
             const list = await (await fetch("/api/missions")).json();
