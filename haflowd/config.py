@@ -161,6 +161,24 @@ class Config:
         shown="20 GiB",
         parse=int,
     )
+    #: The most missions kept at once; creating one more answers 409 (nothing is written).
+    max_missions: int = setting(
+        100_000,
+        "the most missions kept at once; creating one more answers 409",
+        "HAFLOW_MAX_MISSIONS",
+        shown="100000",
+        parse=int,
+        validator=attrs.validators.ge(1),
+    )
+    #: The most code missions (each with its own clone of a repository, its code workspace) kept at once.
+    max_code_workspaces: int = setting(
+        200,
+        "the most code missions (each holds a clone of its repository) kept at once; one more answers 409",
+        "HAFLOW_MAX_CODE_WORKSPACES",
+        shown="200",
+        parse=int,
+        validator=attrs.validators.ge(1),
+    )
     #: ``"token"`` (the default): every /api request needs the token, loopback
     #: included; ``"none"``: no authentication (single-user machines only).
     auth: str = setting(

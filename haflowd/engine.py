@@ -78,6 +78,8 @@ class Engine:
     projects: ProjectStore
     repositories: Repositories
     _locks: defaultdict[str, asyncio.Lock] = attrs.field(factory=lambda: defaultdict(asyncio.Lock), init=False)
+    #: One creation at a time: the count limits hold however many requests race.
+    _creating: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
     supervisor: Supervisor = attrs.field(init=False)
     executions: Executions = attrs.field(init=False)
     quotas: RunQuotas = attrs.field(init=False)
@@ -166,7 +168,27 @@ class Engine:
         return workflow
 
     async def create_mission(self, req: CreateMissionRequest) -> MissionMeta:
-        """A new mission at its first step, ``raw-input.md`` written."""
+        """A new mission at its first step, ``raw-input.md`` written; 409 past the count limits."""
+        async with self._creating:
+            self._check_counts(code=req.project_id is not None)
+            return await self._create_mission(req)
+
+    def _check_counts(self, *, code: bool) -> None:
+        metas = list(self.store.metas())
+        limit = self.config.max_missions
+        if len(metas) >= limit:
+            raise Conflict(
+                f"There are {len(metas)} missions, the most HAFLOW_MAX_MISSIONS ({limit}) allows: "
+                "delete some or raise the setting"
+            )
+        code_limit = self.config.max_code_workspaces
+        if code and (count := sum(1 for m in metas if m.project_id is not None)) >= code_limit:
+            raise Conflict(
+                f"There are {count} code missions, each with a clone of its repository, the most "
+                f"HAFLOW_MAX_CODE_WORKSPACES ({code_limit}) allows: delete some or raise the setting"
+            )
+
+    async def _create_mission(self, req: CreateMissionRequest) -> MissionMeta:
         code_default = CODE_WORKFLOW if req.project_id and self.catalog.workflow(CODE_WORKFLOW) else None
         workflow_id = req.workflow_id or code_default or DEFAULT_WORKFLOW
         if self.catalog.workflow(workflow_id) is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import attrs
 
@@ -30,6 +31,44 @@ _NON_BLANK = {"openapi": {"minLength": 1, "pattern": r"\S"}}
 _FILENAME = {"openapi": {"pattern": FILENAME, "maxLength": MAX_FILENAME_BYTES}}
 _MISSION_ID = {"openapi": {"pattern": MISSION_ID}}
 _RUN_ID = {"openapi": {"pattern": RUN_ID}}
+
+
+#: Bounds of what a request may carry (the API description states them): names,
+#: paths, refs and commands reach file systems, git and sandboxes, where a NUL
+#: byte or a megabyte is an error; each is refused at the door with a 400.
+MAX_TITLE_CHARS = 500
+MAX_NAME_CHARS = 200
+MAX_ID_CHARS = 100
+MAX_PATH_CHARS = 4096
+MAX_REF_CHARS = 255
+MAX_IMAGE_CHARS = 512
+#: A command is one argument of ``sh -c``: far below Linux's 128 KiB per argument.
+MAX_COMMAND_CHARS = 16 * 1024
+#: The longest a review command may run, in milliseconds (two hours).
+MAX_COMMAND_TIMEOUT_MS = 2 * 60 * 60 * 1000
+#: JSON Schema of a string without NUL bytes, and of one that is besides not blank.
+NO_NUL = r"^[^\u0000]*$"
+NO_NUL_NON_BLANK = r"^[^\u0000]*[^\u0000\s][^\u0000]*$"
+
+
+def _line(max_chars: int, *, required: bool = False) -> dict[str, Any]:
+    """``attrs.field`` arguments of a one-line field: no NUL byte, at most ``max_chars``, non-blank if required.
+
+    The validator refuses what the metadata tells the API description.
+    """
+
+    def check(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+        if value is None:
+            return
+        if "\0" in value:
+            raise ValueError(f"{attribute.name} must not contain a NUL byte")
+        if len(value) > max_chars:
+            raise ValueError(f"{attribute.name} is longer than {max_chars} characters")
+        if required and not value.strip():
+            raise ValueError(f"{attribute.name} must not be empty")
+
+    facts = {"minLength": 1, "pattern": NO_NUL_NON_BLANK} if required else {"pattern": NO_NUL}
+    return {"validator": check, "metadata": {"openapi": {**facts, "maxLength": max_chars}}}
 
 
 class MissionType(enum.StrEnum):
@@ -299,14 +338,14 @@ class MissionDetail:
 
 @attrs.frozen
 class CreateMissionRequest:
-    title: str = attrs.field(validator=_non_empty, metadata=_NON_BLANK)
+    title: str = attrs.field(**_line(MAX_TITLE_CHARS, required=True))
     type: MissionType
     raw_input: str = attrs.field(validator=_non_empty, metadata=_NON_BLANK)
-    workflow_id: str | None = None
+    workflow_id: str | None = attrs.field(default=None, **_line(MAX_ID_CHARS))
     #: A linked project makes this a code mission on that repository.
-    project_id: str | None = None
+    project_id: str | None = attrs.field(default=None, **_line(MAX_ID_CHARS))
     #: What the mission branch starts from (default: the repository's HEAD).
-    base_ref: str | None = None
+    base_ref: str | None = attrs.field(default=None, **_line(MAX_REF_CHARS))
 
 
 @attrs.frozen
@@ -351,20 +390,20 @@ class Execution:
 
 @attrs.frozen
 class LinkProjectRequest:
-    path: str = attrs.field(validator=_non_empty, metadata=_NON_BLANK)
-    name: str | None = None
-    test_command: str | None = None
-    image: str | None = None
+    path: str = attrs.field(**_line(MAX_PATH_CHARS, required=True))
+    name: str | None = attrs.field(default=None, **_line(MAX_NAME_CHARS))
+    test_command: str | None = attrs.field(default=None, **_line(MAX_COMMAND_CHARS))
+    image: str | None = attrs.field(default=None, **_line(MAX_IMAGE_CHARS))
 
 
 @attrs.frozen
 class RunCommandRequest:
-    command: str = attrs.field(validator=_non_empty, metadata=_NON_BLANK)
+    command: str = attrs.field(**_line(MAX_COMMAND_CHARS, required=True))
     #: Milliseconds.
     timeout: int | None = attrs.field(
         default=None,
-        validator=attrs.validators.optional(attrs.validators.gt(0)),
-        metadata={"openapi": {"minimum": 1}},
+        validator=attrs.validators.optional([attrs.validators.gt(0), attrs.validators.le(MAX_COMMAND_TIMEOUT_MS)]),
+        metadata={"openapi": {"minimum": 1, "maximum": MAX_COMMAND_TIMEOUT_MS}},
     )
 
 
@@ -375,7 +414,7 @@ class RequestChangesRequest:
 
 @attrs.frozen
 class DeliverRequest:
-    branch: str | None = None
+    branch: str | None = attrs.field(default=None, **_line(MAX_REF_CHARS))
 
 
 @attrs.frozen

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
+import re
 
 from aiohttp import web
 
 from ..agentfiles import iter_chunks
 from ..catalog import Catalog
+from ..clock import format_timestamp
 from ..convert import converter, structure_request
 from ..errors import BadRequest, NotFound
 from ..ids import check_filename
@@ -83,28 +86,54 @@ def _check_text(value: object) -> None:
 # -- missions -----------------------------------------------------------------
 
 
+#: The most missions one page of ``GET /api/missions?limit=`` holds, and its size when only a cursor is given.
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+#: A page size: 1 to MAX_PAGE, no leading zero.
+_LIMIT = re.compile(r"[1-9][0-9]{0,2}|1000")
+#: Where a page ends: the last mission's updated_at (digits of its timestamp) and id, the order pages follow.
+_CURSOR = re.compile(r"[0-9]{8}T[0-9]{9}Z_m-[0-9a-f]{8}")
+#: The response headers of a page that has a next one.
+NEXT_CURSOR = "X-Next-Cursor"
+
+
 @routes.get("/api/missions")
-@described("List missions, newest first", response=list[MissionListItem])
+@described(
+    "List missions, newest first; with limit or cursor, one page of them",
+    response=list[MissionListItem],
+    errors={400: "limit is not a whole number from 1 to 1000, or cursor is not one this daemon gave."},
+    query={
+        "limit": (
+            {"type": "string", "pattern": f"^(?:{_LIMIT.pattern})$"},
+            f"Page size, 1 to {MAX_PAGE}: the newest missions (by updated_at, then mission_id) first. "
+            f"Without limit and cursor the whole list comes in one answer.",
+        ),
+        "cursor": (
+            {"type": "string", "pattern": f"^{_CURSOR.pattern}$"},
+            f"Where the next page starts: the {NEXT_CURSOR} header of the page before (opaque). "
+            f"Without limit, pages of {DEFAULT_PAGE}.",
+        ),
+    },
+    headers={
+        NEXT_CURSOR: (
+            {"type": "string"},
+            "Only on a page (limit or cursor given) that has a next one: the cursor of the next page.",
+        ),
+        "Link": ({"type": "string"}, 'The next page\'s address, as `<...>; rel="next"`, beside X-Next-Cursor.'),
+    },
+)
 async def list_missions(request: web.Request) -> web.Response:
     store, definitions = request.app[STORE], request.app[DEFINITIONS]
     cache = request.app[LIST_CACHE]
     key = (store.version, definitions.generation)
+    if "limit" in request.query or "cursor" in request.query:
+        return _page(request, key)
     if cache.key != key:
         catalog = definitions.catalog
         metas = sorted(store.metas(), key=lambda m: m.updated_at, reverse=True)
-        items = [
-            MissionListItem(
-                mission_id=m.mission_id,
-                title=m.title,
-                type=m.type,
-                status=m.status,
-                current_step_name=_step_name(catalog, m),
-                updated_at=m.updated_at,
-                cost_usd=m.usage.cost_usd if m.usage is not None else None,
-            )
-            for m in metas
-        ]
-        data = json.dumps(converter.unstructure(items), ensure_ascii=False, separators=(",", ":"))
+        data = json.dumps(
+            converter.unstructure([_item(catalog, m) for m in metas]), ensure_ascii=False, separators=(",", ":")
+        )
         cache.update(key, envelope_bytes(data.encode()))
     if len(cache.body) > GZIP_MIN_BYTES and "gzip" in request.headers.get("Accept-Encoding", ""):
         return web.Response(
@@ -113,6 +142,55 @@ async def list_missions(request: web.Request) -> web.Response:
             headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
         )
     return web.Response(body=cache.body, content_type="application/json", headers={"Vary": "Accept-Encoding"})
+
+
+def _item(catalog: Catalog, m: MissionMeta) -> MissionListItem:
+    return MissionListItem(
+        mission_id=m.mission_id,
+        title=m.title,
+        type=m.type,
+        status=m.status,
+        current_step_name=_step_name(catalog, m),
+        updated_at=m.updated_at,
+        cost_usd=m.usage.cost_usd if m.usage is not None else None,
+    )
+
+
+def _page(request: web.Request, key: tuple[int, int]) -> web.Response:
+    """One page of the list: the missions before the cursor, newest first (a total order: updated_at, mission_id)."""
+    raw_limit = request.query.get("limit")
+    limit = DEFAULT_PAGE
+    if raw_limit is not None:
+        if _LIMIT.fullmatch(raw_limit) is None:
+            raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}")
+        limit = int(raw_limit)
+    cache = request.app[LIST_CACHE]
+    if cache.order_key != key:
+        cache.order, cache.order_key = sorted(request.app[STORE].metas(), key=_order_key), key
+    order: list[MissionMeta] = cache.order
+    end = len(order)
+    if (raw_cursor := request.query.get("cursor")) is not None:
+        end = bisect.bisect_left(order, _decode_cursor(raw_cursor), key=_order_key)
+    metas = order[max(0, end - limit) : end][::-1]
+    catalog = request.app[DEFINITIONS].catalog
+    response = envelope(converter.unstructure([_item(catalog, m) for m in metas]))
+    if end > limit:
+        cursor = _order_key(metas[-1])
+        response.headers[NEXT_CURSOR] = cursor
+        response.headers["Link"] = f'</api/missions?limit={limit}&cursor={cursor}>; rel="next"'
+    return response
+
+
+def _order_key(meta: MissionMeta) -> str:
+    """``20260123T100000000Z_m-0123abcd``: sorts as (updated_at, mission_id); a page's cursor is its last key."""
+    stamp = format_timestamp(meta.updated_at).translate({ord("-"): None, ord(":"): None, ord("."): None})
+    return f"{stamp}_{meta.mission_id}"
+
+
+def _decode_cursor(cursor: str) -> str:
+    if _CURSOR.fullmatch(cursor) is None:
+        raise BadRequest("cursor is not one this daemon gave: use the X-Next-Cursor header of the page before")
+    return cursor
 
 
 def _step_name(catalog: Catalog, meta: MissionMeta) -> str:
@@ -157,6 +235,7 @@ def _detail(store: Store, meta: MissionMeta, workflow: Workflow, tail_chars: int
     status=201,
     errors={
         400: "Malformed JSON, or a missing or invalid field (named in `error`).",
+        409: "As many missions as HAFLOW_MAX_MISSIONS allows (or code missions as HAFLOW_MAX_CODE_WORKSPACES).",
         413: "Body over the size cap.",
         415: "A request body that is not application/json.",
     },

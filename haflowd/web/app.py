@@ -28,7 +28,7 @@ from ..store import Store
 from ..workspaces.artifacts import ArtifactsWorkspace
 from ..workspaces.code import CodeWorkspace
 from . import code_api, health, openapi, transfers_api
-from .api import routes
+from .api import NEXT_CURSOR, routes
 from .auth import auth_guard, check_exposure
 from .browser_guard import browser_guard
 from .described import ticket_route
@@ -111,6 +111,8 @@ def create_app(
             "*": aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
                 allow_credentials=False,
                 allow_headers=("Content-Type", "Authorization"),
+                # A page of GET /api/missions names the next one here: front ends on other origins read it.
+                expose_headers=(NEXT_CURSOR, "Link"),
                 allow_methods=("GET", "POST", "PUT", "DELETE", "OPTIONS"),
                 max_age=600,
             )

@@ -8,6 +8,21 @@ in the user's repositories. The token is ``HAFLOW_TOKEN``, else
 itself. The bundled UI is opened once through the login URL the daemon
 prints (``http://127.0.0.1:4000/?token=...``, as Jupyter does), which sets an
 HttpOnly, SameSite=Strict cookie and redirects to a clean address.
+
+The cookie stands for the user only on the daemon's own pages. Cookies are
+not scoped by port and ``127.0.0.1:8899`` is the same *site* as
+``127.0.0.1:4000``, so SameSite does not keep it from a page served on
+another loopback port (a dev server previewing code an agent wrote): such a
+page could POST ``continue`` or ``deliver`` without a body and the browser
+would attach the cookie. So a request authenticated by the cookie alone is
+served only when the browser says it comes from the daemon's own origin:
+its ``Origin``, when sent, is the daemon's, and its ``Sec-Fetch-Site``, when
+sent, is ``same-origin`` (or ``none``, a page the user opened by hand, for
+reads); a write whose browser sends ``Sec-Fetch-Site`` must send ``Origin``
+too. Clients that send neither (``curl``) are not browsers a page can steer.
+Front ends on other origins send the bearer token, which a page cannot add
+without a CORS preflight and which it does not know.
+
 ``HAFLOW_AUTH=none`` turns authentication off on loopback, for single-user
 machines and clients that cannot send a token.
 
@@ -33,6 +48,7 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import attrs
 from aiohttp import web
@@ -158,11 +174,44 @@ def login_url(config: Config) -> str:
     return f"{base}?token={config.token}" if config.token else base
 
 
-def _authenticated(request: web.Request, token: str) -> bool:
+#: Methods that change nothing: a page that can only send them learns nothing (CORS hides the answer).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _credentials(request: web.Request, token: str) -> str | None:
+    """``"bearer"``, ``"cookie"`` or ``None``: how the request proves it holds the token."""
     if token_matches(request.headers.get("Authorization"), token):
-        return True
+        return "bearer"
     cookie = request.cookies.get(COOKIE)
-    return cookie is not None and hmac.compare_digest(cookie.encode(), token.encode())
+    if cookie is not None and hmac.compare_digest(cookie.encode(), token.encode()):
+        return "cookie"
+    return None
+
+
+def own_origin(origin: str, request: web.Request) -> bool:
+    """Whether ``origin`` is the daemon's own: the ``host:port`` the request was sent to (its ``Host``)."""
+    try:
+        parts = urlsplit(origin)
+        _ = parts.port  # raises on a malformed port
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or parts.path or parts.query or not parts.netloc:
+        return False
+    return parts.netloc.lower() == request.host.lower()
+
+
+def cookie_problem(request: web.Request) -> str | None:
+    """Why a request carrying only the login cookie does not come from the daemon's own pages, if it does not."""
+    origin = request.headers.get("Origin")
+    site = request.headers.get("Sec-Fetch-Site")
+    safe = request.method in SAFE_METHODS
+    if origin is not None and not own_origin(origin, request):
+        return f"it comes from {origin}"
+    if site is not None and site != "same-origin" and not (safe and site == "none"):
+        return f"the browser says it comes from a {site} page"
+    if site is not None and origin is None and not safe:
+        return "the browser sent no Origin with a write"
+    return None
 
 
 def _ticket_route(request: web.Request) -> bool:
@@ -184,7 +233,7 @@ async def login(request: web.Request) -> None:
 
 @web.middleware
 async def auth_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Reject rebinding ``Host`` names (403) and, with a token, requests without it (401)."""
+    """Refuse rebinding ``Host`` names (403), requests without the token (401), the cookie off our pages (403)."""
     config = request.app[CONFIG]
     is_api = request.path.startswith("/api")
     if not host_allowed(request.headers.get("Host"), config):
@@ -199,9 +248,15 @@ async def auth_guard(request: web.Request, handler: Handler) -> web.StreamRespon
     # A transfer route (a pod fetching or handing back a run's areas) holds no daemon
     # token: its handler accepts its one-time ticket and nothing else.
     if config.token is not None and is_api and request.method != "OPTIONS" and not _ticket_route(request):
-        if not _authenticated(request, config.token):
+        credentials = _credentials(request, config.token)
+        if credentials is None:
             raise Unauthorized(
                 "Missing or wrong token: send 'Authorization: Bearer <token>' (the token is in "
                 "HAFLOW_HOME/token), or open the login address haflowd printed"
+            )
+        if credentials == "cookie" and (problem := cookie_problem(request)) is not None:
+            raise Forbidden(
+                f"The login cookie is accepted only from haflowd's own pages, and {problem}; "
+                "another front end must send 'Authorization: Bearer <token>'"
             )
     return await handler(request)

@@ -49,6 +49,8 @@ class Description:
     query: Mapping[str, tuple[dict[str, Any], str]] = attrs.field(factory=dict)
     #: The media type (or types) of an answer that is not JSON (``text/x-patch``).
     media: str | tuple[str, ...] | None = None
+    #: Headers a success may carry: name -> (JSON schema, description).
+    headers: Mapping[str, tuple[dict[str, Any], str]] = attrs.field(factory=dict)
     #: The media type of a request body that is not JSON (``application/x-tar``).
     body_media: str | None = None
     #: ``"daemon"``: the daemon's token or login cookie. ``"ticket"``: only a
@@ -70,6 +72,7 @@ def described(
     media: str | tuple[str, ...] | None = None,
     body_media: str | None = None,
     auth: Literal["daemon", "ticket"] = "daemon",
+    headers: Mapping[str, tuple[dict[str, Any], str]] | None = None,
 ) -> Callable[[F], F]:
     """Attach a :class:`Description` to a handler; the handler is returned unchanged."""
     description = Description(
@@ -84,6 +87,7 @@ def described(
         media=media,
         body_media=body_media,
         auth=auth,
+        headers=dict(headers or {}),
     )
 
     def mark(handler: F) -> F:

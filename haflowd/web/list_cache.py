@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from typing import Any
 
 import attrs
 
@@ -14,6 +15,9 @@ class ListCache:
     key: tuple[int, int] = (-1, -1)
     body: bytes = b""
     _gzipped: bytes | None = None
+    #: The missions in the order pages are cut from (oldest first), for the key they were sorted at.
+    order_key: tuple[int, int] = (-1, -1)
+    order: list[Any] = attrs.field(factory=list)
 
     def update(self, key: tuple[int, int], body: bytes) -> None:
         self.key, self.body, self._gzipped = key, body, None

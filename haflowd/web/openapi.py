@@ -249,7 +249,7 @@ HAND_WRITTEN: dict[str, Any] = {
 #: Failures every ``/api`` operation can answer (the middlewares in front of all handlers).
 COMMON_ERRORS = {
     401: "A token is configured and the request lacks `Authorization: Bearer <token>`.",
-    403: "The Origin or Host header is not allowed.",
+    403: "The Origin or Host header is not allowed, or the login cookie came from a page not served by the daemon.",
 }
 
 
@@ -286,6 +286,8 @@ def _operation(path: str, d: Description, gen: _Generator) -> dict[str, Any]:
         ok = _success(dict(NULL), "Done; `data` is null.")
     else:
         ok = _success(gen.type_schema(d.response, request=False), "Success.")
+    if d.headers:
+        ok["headers"] = {name: {"schema": schema, "description": text} for name, (schema, text) in d.headers.items()}
     responses: dict[str, Any] = {str(d.status): ok}
     for code in sorted({*d.errors, *COMMON_ERRORS}):
         if code in d.errors:

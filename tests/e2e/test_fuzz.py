@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import AppClient, api, wait_status
 from tests.daemon_support import Daemon
+from tests.fakes import Behaviour, FakeSandbox
 
 pytestmark = pytest.mark.fuzz
 
@@ -115,3 +118,78 @@ class TestFuzz:
                 "prompts",
                 ".staging",
             }
+
+
+# -- bad values in every body field the document lists ------------------------------------------------
+
+#: What a hostile or broken client sends: NUL bytes, a 2 MB string (under the 5 MiB body cap), absurd numbers.
+BAD_VALUES: list[object] = ["a\0b", "/tmp/a\0b", "\0", "x" * 2_000_000, 2**63, -(2**63), 10**30, 1e308, -1, 0]
+#: A valid value of each field a body requires, so that only the field under test is wrong.
+VALID = {"title": "t", "type": "feature", "rawInput": "x", "command": "true", "feedback": "ok", "content": "x"}
+#: Free text (Markdown for agents and people): bounded by the body cap and the mission's quota, NUL allowed.
+FREE_TEXT = {"rawInput", "content", "feedback"}
+
+
+def _json_body_routes() -> list[tuple[str, str]]:
+    from haflowd.config import Config
+    from haflowd.web.app import create_app
+    from haflowd.web.openapi import document
+    from tests.fakes import FakeSandbox
+
+    config = Config.from_env({"HAFLOW_AUTH": "none"}, home=Path("/nonexistent/haflow-home"), port=0)
+    doc = document(create_app(config, sandbox=FakeSandbox()).router.routes())
+    return [
+        (method.upper(), path)
+        for path, operations in doc["paths"].items()
+        for method, op in operations.items()
+        if method in ("post", "put") and "application/json" in op.get("requestBody", {}).get("content", {})
+    ]
+
+
+class TestBadValuesInEveryField:
+    @pytest.mark.parametrize(("method", "path"), _json_body_routes())
+    async def test_bad_values_are_4xx_never_500(
+        self, client: AppClient, fake: FakeSandbox, tmp_path: Path, method: str, path: str
+    ) -> None:
+        """Each body field of a JSON route, set to a NUL byte, a huge string or a huge number, answers in the
+        envelope and never 5xx; a value the route's schema refuses (its bounds are documented) answers 400."""
+        jsonschema = pytest.importorskip("jsonschema")
+
+        from tests.e2e.test_code_missions import create, link, make_repo
+
+        # A code mission at its code review, so that run-command, deliver and request-changes reach the engine.
+        repo = make_repo(tmp_path / "repo")
+        project = await link(client, repo)
+        mission = (await create(client, project["project_id"]))["mission_id"]
+        fake.behaviours["implementation"] = Behaviour(code_only=True)
+        for expected in ("waiting_human", "waiting_human", "waiting_code_review"):
+            await api(client, "POST", f"/api/missions/{mission}/continue")
+            assert (await wait_status(client, mission, expected, "failed"))["status"] == expected
+
+        doc = json.loads(await (await client.get("/api/openapi.json")).read())
+        schema = doc["paths"][path][method.lower()]["requestBody"]["content"]["application/json"]["schema"]
+        validator = jsonschema.Draft202012Validator({**schema, "components": doc["components"]})
+        body_schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+        url = path.replace("{mission_id}", mission).replace("{filename}", "notes.md")
+        base = {name: VALID.get(name, str(repo)) for name in body_schema.get("required", [])}
+        assert body_schema["properties"], path
+        # The document bounds every field but free text: strings by length and NUL, integers by a maximum.
+        for field, prop in body_schema["properties"].items():
+            if "maxLength" not in prop and "maximum" not in prop and "$ref" not in prop and "allOf" not in prop:
+                assert field in FREE_TEXT, f"{path} {field}: no bound in the document"
+            if "maxLength" in prop:
+                assert prop["pattern"].startswith("^[^\\u0000]"), f"{path} {field}: NUL bytes not refused"
+        failures = []
+        for field in body_schema["properties"]:
+            for value in BAD_VALUES:
+                body = {**base, field: value}
+                # As a stream: aiohttp warns of a 2 MB body given as bytes.
+                raw = io.BytesIO(json.dumps(body).encode())
+                status, answer = await api(client, method, url, data=raw, headers={"Content-Type": "application/json"})
+                shown = f"{field}={str(value)[:12]!r}"
+                if validator.is_valid(body):
+                    if status >= 500:
+                        failures.append(f"{shown}: {status} {answer['error']}")
+                elif status != 400:
+                    failures.append(f"{shown}: {status} (the schema refuses it) {answer['error']}")
+        assert failures == []

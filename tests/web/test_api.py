@@ -774,3 +774,134 @@ class TestStorageErrors:
         assert status_list == 200 and [m["mission_id"] for m in listed["data"]] == [mid]
         resp = await client.get(f"/api/missions/{mid}/artifacts/raw-input.md")
         assert resp.status == 200 and await resp.text() == RAW_INPUT
+
+
+class TestPaging:
+    """GET /api/missions?limit=&cursor=: pages newest first; without them the v0 answer, unchanged."""
+
+    async def _missions(self, client: AppClient, count: int) -> list[str]:
+        ids = []
+        for n in range(count):
+            ids.append((await create_mission(client, title=f"m{n}"))["mission_id"])
+            await asyncio.sleep(0.002)
+        return ids[::-1]  # newest first
+
+    async def test_pages_join_to_the_whole_list(self, client: AppClient) -> None:
+        """limit=2 over 5 missions: three pages, newest first, each naming the next in X-Next-Cursor and Link."""
+        newest_first = await self._missions(client, 5)
+        seen: list[str] = []
+        cursor: str | None = None
+        pages = 0
+        while True:
+            query = "limit=2" + (f"&cursor={cursor}" if cursor else "")
+            resp = await client.get(f"/api/missions?{query}")
+            assert resp.status == 200
+            items = (await resp.json())["data"]
+            seen += [i["mission_id"] for i in items]
+            pages += 1
+            cursor = resp.headers.get("X-Next-Cursor")
+            if cursor is None:
+                assert "Link" not in resp.headers
+                break
+            assert resp.headers["Link"] == f'</api/missions?limit=2&cursor={cursor}>; rel="next"'
+            assert len(items) == 2
+        assert pages == 3 and seen == newest_first
+
+    async def test_cursor_alone_pages_by_100(self, client: AppClient) -> None:
+        """A cursor without limit gives the default page size; a first page with room for all has no next cursor."""
+        newest_first = await self._missions(client, 3)
+        resp = await client.get("/api/missions?limit=1")
+        cursor = resp.headers["X-Next-Cursor"]
+        resp = await client.get(f"/api/missions?cursor={cursor}")
+        assert [i["mission_id"] for i in (await resp.json())["data"]] == newest_first[1:]
+        assert "X-Next-Cursor" not in resp.headers
+        resp = await client.get("/api/missions?limit=1000")
+        assert "X-Next-Cursor" not in resp.headers and len((await resp.json())["data"]) == 3
+
+    async def test_no_parameter_is_the_v0_answer(self, client: AppClient) -> None:
+        """Without limit or cursor: the whole list, the same bytes as before paging existed, no paging headers."""
+        import json
+
+        await self._missions(client, 3)
+        resp = await client.get("/api/missions")
+        body = await resp.read()
+        data = json.loads(body)["data"]
+        expected = b'{"success":true,"data":' + json.dumps(data, separators=(",", ":")).encode() + b',"error":null}'
+        assert body == expected and len(data) == 3
+        assert "X-Next-Cursor" not in resp.headers and "Link" not in resp.headers
+
+    @pytest.mark.parametrize(
+        "query",
+        [
+            "limit=0",
+            "limit=1001",
+            "limit=-1",
+            "limit=abc",
+            "limit=99999999999999999999999",
+            "limit=",
+            "limit=1%00",
+            "limit=0001",
+            "cursor=",
+            "cursor=nope!",
+            "cursor=" + "A" * 300,
+            "cursor=bm90IGEgY3Vyc29y",  # "not a cursor"
+            "cursor=%00",
+            "cursor=20260123T100000000Z_m-0123ABCD",
+        ],
+    )
+    async def test_bad_values_are_400(self, client: AppClient, query: str) -> None:
+        """A limit outside 1..1000 or a cursor this daemon did not give is a 400 in the envelope."""
+        status, body = await api(client, "GET", f"/api/missions?{query}")
+        assert status == 400, body
+        assert "limit" in body["error"] or "cursor" in body["error"]
+
+    async def test_cors_front_ends_can_read_the_cursor(self, client: AppClient) -> None:
+        """A front end on another loopback origin may read X-Next-Cursor (exposed by CORS)."""
+        await self._missions(client, 2)
+        resp = await client.get("/api/missions?limit=1", headers={"Origin": "http://localhost:5173"})
+        assert "X-Next-Cursor" in resp.headers
+        assert "X-Next-Cursor" in resp.headers["Access-Control-Expose-Headers"]
+
+
+class TestCountLimits:
+    """HAFLOW_MAX_MISSIONS and HAFLOW_MAX_CODE_WORKSPACES: 409 naming the setting, nothing written."""
+
+    async def test_missions_past_the_limit_are_409(
+        self, aiohttp_client: AiohttpClient, config: Any, fake: FakeSandbox
+    ) -> None:
+        """With max_missions=2 the third create is a 409 that names HAFLOW_MAX_MISSIONS, and no folder appears."""
+        import attrs
+
+        from haflowd.web.app import create_app
+
+        client = await aiohttp_client(create_app(attrs.evolve(config, max_missions=2), sandbox=fake))
+        await create_mission(client)
+        await create_mission(client)
+        payload = {"title": "t", "type": "feature", "rawInput": RAW_INPUT}
+        results = await asyncio.gather(*(api(client, "POST", "/api/missions", json=payload) for _ in range(5)))
+        assert {status for status, _ in results} == {409}
+        assert all("HAFLOW_MAX_MISSIONS" in body["error"] for _, body in results)
+        assert len(list(config.missions_dir.iterdir())) == 2
+        _, body = await api(client, "GET", "/api/missions")
+        assert len(body["data"]) == 2
+
+    async def test_code_missions_past_the_limit_are_409(
+        self, aiohttp_client: AiohttpClient, config: Any, fake: FakeSandbox, tmp_path: Path
+    ) -> None:
+        """With max_code_workspaces=1 a second code mission is a 409 naming the setting; other missions still work."""
+        import attrs
+
+        from haflowd.web.app import create_app
+        from tests.e2e.test_code_missions import make_repo
+
+        client = await aiohttp_client(create_app(attrs.evolve(config, max_code_workspaces=1), sandbox=fake))
+        repo = make_repo(tmp_path / "repo")
+        _, body = await api(client, "POST", "/api/projects", json={"path": str(repo)})
+        project = body["data"]["project_id"]
+        await create_mission(client, projectId=project)
+        status, body = await api(
+            client, "POST", "/api/missions", json={"title": "t", "type": "fix", "rawInput": "x", "projectId": project}
+        )
+        assert status == 409 and "HAFLOW_MAX_CODE_WORKSPACES" in body["error"]
+        assert len(list(config.missions_dir.iterdir())) == 1
+        await create_mission(client)

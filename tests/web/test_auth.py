@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -277,3 +278,86 @@ class TestCorsWhenExposed:
         assert resp.status == 200
         assert resp.headers["Access-Control-Allow-Origin"] == "https://phone.example"
         assert json.loads(await resp.read())["success"] is True
+
+
+async def _create(client: AppClient, headers: dict[str, str]) -> dict[str, Any]:
+    payload = {"title": "Dark mode", "type": "feature", "rawInput": "Add a dark mode."}
+    status, body = await api(client, "POST", "/api/missions", json=payload, headers=headers)
+    assert status == 201, body
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+class TestCookieOnlyFromOurPages:
+    """The login cookie acts only for the daemon's own origin; other origins need the bearer token."""
+
+    @pytest.fixture
+    async def logged_in(self, guarded: AppClient) -> AppClient:
+        resp = await guarded.get(f"/?token={TOKEN}", allow_redirects=False)
+        assert resp.status == 303
+        return guarded
+
+    @staticmethod
+    def own(client: AppClient) -> str:
+        return f"http://{client.host}:{client.port}"
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {"Origin": "http://127.0.0.1:8899", "Sec-Fetch-Site": "same-site"},
+            {"Origin": "http://127.0.0.1:8899"},
+            {"Origin": "null"},
+            {"Sec-Fetch-Site": "same-site"},
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "none"},
+        ],
+        ids=["other-port", "other-port-no-fetch-metadata", "null-origin", "same-site", "cross-site", "none-write"],
+    )
+    async def test_cookie_write_from_another_origin_is_403(self, logged_in: AppClient, headers: dict[str, str]) -> None:
+        """A bodyless POST with the cookie from another loopback port (or any page) is refused; nothing changes."""
+        created = await _create(logged_in, BEARER)
+        mission_id = created["mission_id"]
+        status, body = await api(logged_in, "POST", f"/api/missions/{mission_id}/mark-completed", headers=headers)
+        assert status == 403 and "Bearer" in body["error"]
+        status, body = await api(logged_in, "GET", f"/api/missions/{mission_id}", headers=BEARER)
+        assert body["data"]["status"] == "ready"
+
+    async def test_cookie_read_from_another_origin_is_403(self, logged_in: AppClient) -> None:
+        """A credentialed GET from another loopback port is refused too (its answer is not the page's to read)."""
+        headers = {"Origin": "http://127.0.0.1:8899", "Sec-Fetch-Site": "same-site"}
+        status, _ = await api(logged_in, "GET", "/api/missions", headers=headers)
+        assert status == 403
+        status, _ = await api(logged_in, "GET", "/api/missions", headers={"Sec-Fetch-Site": "same-site"})
+        assert status == 403
+
+    async def test_cookie_from_our_own_pages_works(self, logged_in: AppClient) -> None:
+        """The bundled UI (same origin: Origin on writes, Sec-Fetch-Site same-origin) keeps working with the cookie."""
+        created = await _create(logged_in, BEARER)
+        same = {"Origin": self.own(logged_in), "Sec-Fetch-Site": "same-origin"}
+        status, _ = await api(logged_in, "POST", f"/api/missions/{created['mission_id']}/mark-completed", headers=same)
+        assert status == 200
+        status, _ = await api(logged_in, "GET", "/api/missions", headers={"Sec-Fetch-Site": "same-origin"})
+        assert status == 200
+        # An address typed by hand (a raw artifact opened in a tab) is a read the user made.
+        status, _ = await api(logged_in, "GET", "/api/missions", headers={"Sec-Fetch-Site": "none"})
+        assert status == 200
+
+    async def test_cookie_without_browser_headers_works(self, logged_in: AppClient) -> None:
+        """curl with the cookie (no Origin, no Sec-Fetch-Site) keeps working: no page can steer it."""
+        created = await _create(logged_in, BEARER)
+        status, _ = await api(logged_in, "POST", f"/api/missions/{created['mission_id']}/mark-completed")
+        assert status == 200
+
+    async def test_browser_write_without_origin_is_403(self, logged_in: AppClient) -> None:
+        """A browser (it sends Sec-Fetch-Site) writing without Origin is not trusted with the cookie."""
+        status, _ = await api(
+            logged_in, "POST", "/api/missions/m-00000000/continue", headers={"Sec-Fetch-Site": "same-origin"}
+        )
+        assert status == 403
+
+    async def test_bearer_from_another_loopback_origin_works(self, logged_in: AppClient) -> None:
+        """A front end on another loopback port sends the bearer token and is served (cookie or not)."""
+        headers = {"Origin": "http://127.0.0.1:5173", "Sec-Fetch-Site": "same-site", **BEARER}
+        created = await _create(logged_in, headers)
+        status, _ = await api(logged_in, "POST", f"/api/missions/{created['mission_id']}/continue", headers=headers)
+        assert status == 200

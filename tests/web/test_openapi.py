@@ -24,6 +24,7 @@ from haflowd.config import Config
 from haflowd.convert import RENAMES, STRICT_KEYS, dumps, structure_request
 from haflowd.ids import MISSION_ID, RUN_ID, new_mission_id, new_run_id
 from haflowd.models import (
+    MAX_COMMAND_TIMEOUT_MS,
     RUNNING_STATUSES,
     Changes,
     Commit,
@@ -319,6 +320,9 @@ class TestAnswersValidate:
 
 filenames = st.from_regex(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,20}", fullmatch=True).filter(lambda n: ".." not in n)
 non_blank = text.filter(str.strip)
+#: What a request's one-line fields accept: no NUL byte (the models refuse it, the schemas say so).
+line = st.text(alphabet=st.characters(blacklist_characters="\0"), min_size=1, max_size=40)
+non_blank_line = line.filter(str.strip)
 gates = st.builds(
     WorkflowStep,
     step_id=non_blank,
@@ -387,11 +391,17 @@ INSTANCES: dict[type, Any] = {
     ExecutionStarted: st.builds(ExecutionStarted, execution_id=st.from_regex(r"exec-[0-9a-f]{8}", fullmatch=True)),
     Delivered: st.builds(Delivered, branch=text, commit=shas),
     LinkProjectRequest: st.builds(
-        LinkProjectRequest, path=non_blank, name=st.none() | text, test_command=st.none() | text, image=st.none() | text
+        LinkProjectRequest,
+        path=non_blank_line,
+        name=st.none() | line,
+        test_command=st.none() | line,
+        image=st.none() | line,
     ),
-    RunCommandRequest: st.builds(RunCommandRequest, command=non_blank, timeout=st.none() | st.integers(1, 10**6)),
+    RunCommandRequest: st.builds(
+        RunCommandRequest, command=non_blank_line, timeout=st.none() | st.integers(1, MAX_COMMAND_TIMEOUT_MS)
+    ),
     RequestChangesRequest: st.builds(RequestChangesRequest, feedback=non_blank),
-    DeliverRequest: st.builds(DeliverRequest, branch=st.none() | text),
+    DeliverRequest: st.builds(DeliverRequest, branch=st.none() | line),
     Usage: usages,
     Changes: changes,
     Delivery: deliveries,
@@ -419,7 +429,7 @@ INSTANCES: dict[type, Any] = {
     WorkflowStep: gates | agent_steps,
     CreateMissionRequest: st.builds(
         CreateMissionRequest,
-        title=non_blank,
+        title=non_blank_line,
         type=st.sampled_from(MissionType),
         raw_input=non_blank,
         workflow_id=st.none() | st.just("standard-feature"),
