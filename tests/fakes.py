@@ -96,7 +96,7 @@ class FakeSandbox:
         if behaviour.code_only:
             tree = next(Path(m.source) for m in spec.mounts if m.target == "/workspace")
             (tree / "added-by-agent.txt").write_text("hello\n")
-        elif behaviour.exit_code == 0:
+        elif behaviour.exit_code == 0 and spec.mounts:  # a review command has no artifacts folder
             folder = Path(spec.mounts[0].source)
             content = (folder / inp).read_text() if inp else ""
             (folder / out).write_text(f"# {step_id} (by {agent_id})\n\n{content}")
