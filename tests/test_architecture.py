@@ -1,4 +1,4 @@
-"""The package's shape holds: import contracts kept (allow-lists, no cycles, no import up), rooms documented, tests mirrored."""
+"""The package's shape: import contracts kept (allow-lists, no cycles, no import up), rooms listed, tests mirrored."""
 
 from __future__ import annotations
 
