@@ -1,4 +1,4 @@
-"""The package's shape holds: import contracts kept (allow-lists, no cycles, no import up), rooms documented."""
+"""The package's shape: import contracts kept (allow-lists, no cycles, no import up), rooms listed, tests mirrored."""
 
 from __future__ import annotations
 
@@ -142,3 +142,20 @@ class TestRoomsTable:
         on_disk = modules_on_disk()
         assert sorted(on_disk - documented) == [], "modules missing from CONTRIBUTING.md's rooms table"
         assert sorted(documented - on_disk) == [], "rooms in CONTRIBUTING.md that no longer exist"
+
+
+def mirror_of(module: str) -> Path:
+    """The test file of a module: ``sandbox/docker/local`` -> ``tests/sandbox/docker/test_local.py``."""
+    folder, _, name = module.rpartition("/")
+    return ROOT / "tests" / folder / f"test_{name}.py"
+
+
+class TestTestsMirrorModules:
+    def test_every_module_has_its_test_file(self) -> None:
+        """Every module of haflowd/ has its tests where its name says (``haflowd/W/Y.py`` -> ``tests/W/test_Y.py``)."""
+        missing = sorted(
+            f"haflowd/{m}.py -> {mirror_of(m).relative_to(ROOT)}"
+            for m in modules_on_disk()
+            if not mirror_of(m).is_file()
+        )
+        assert missing == [], "modules without their mirror test file"
