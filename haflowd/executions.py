@@ -340,6 +340,14 @@ class Executions:
         if task is not None:
             await asyncio.shield(task)
 
+    def settled(self, exec_id: str) -> bool:
+        """Whether the command is over *and* cleaned up (its sandbox and its copy removed).
+
+        Its mission is free for the next command as soon as the result is
+        recorded, a little before this.
+        """
+        return exec_id not in self._tasks
+
     async def close(self) -> None:
         tasks = list(self._tasks.values())
         for task in tasks:

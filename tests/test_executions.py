@@ -81,7 +81,8 @@ async def run(executions: Executions, store: Store, work_tree: Path, command: st
     started = await executions.start(store.get(MISSION), command, timeout_ms=120_000, image=image, snapshot=snapshot)
 
     async def finished() -> bool:
-        return executions.running(MISSION) is None
+        # Cleaned up too: the mission is freed as soon as the result is recorded, before the copy goes.
+        return executions.running(MISSION) is None and executions.settled(started.id)
 
     await until(finished, timeout=120)
     return await asyncio.to_thread(executions.get, MISSION, started.id)
