@@ -13,15 +13,13 @@ Without ``/usr/bin/chromium`` the test skips, unless ``HAFLOW_REQUIRE_BROWSER`` 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 from aiohttp import ClientSession, web
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 from pytest_aiohttp import AiohttpServer
 
 from haflowd.config import Config
@@ -32,8 +30,6 @@ from tests.fakes import Behaviour, FakeSandbox
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TOKEN = "browser-t0ken-for-tests"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -71,18 +67,6 @@ ATTACKS = """async ([base, mission]) => {
     }
     return results;
 }"""
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("HAFLOW_REQUIRE_BROWSER"):
-            pytest.fail(f"HAFLOW_REQUIRE_BROWSER is set but {CHROMIUM} does not exist")
-        pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
 
 
 async def call(base: str, method: str, path: str, body: Any = None) -> dict[str, Any]:

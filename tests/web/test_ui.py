@@ -15,14 +15,13 @@ import asyncio
 import itertools
 import os
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import pytest
-from playwright.async_api import Browser, Dialog, Page, Response, Route, ViewportSize, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Page, Response, Route, ViewportSize, expect
 from pytest_aiohttp import AiohttpServer
 
 from haflowd.config import Config
@@ -35,8 +34,6 @@ from tests.fakes import Behaviour, FakeSandbox
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 DESKTOP: ViewportSize = {"width": 1280, "height": 860}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 SCREENSHOTS = os.environ.get("HAFLOW_UI_SCREENSHOTS")
@@ -124,18 +121,6 @@ def sandbox(config: Config, fake: FakeSandbox, agent_image: str | None) -> Sandb
 async def daemon(aiohttp_server: AiohttpServer, config: Config, sandbox: SandboxProvider) -> str:
     server = await aiohttp_server(create_app(config, sandbox=sandbox))
     return str(server.make_url("")).rstrip("/")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("HAFLOW_REQUIRE_BROWSER"):
-            pytest.fail(f"HAFLOW_REQUIRE_BROWSER is set but {CHROMIUM} does not exist")
-        pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
 
 
 async def open_session(browser: Browser, base: str, viewport: ViewportSize = DESKTOP) -> Session:
